@@ -1,0 +1,222 @@
+//! Per-port and per-worker counters.
+//!
+//! Every counter has exactly one writer: the worker that owns the port (or the worker itself for
+//! [`WorkerCounters`]). Writers add with a relaxed load and store, which compiles to plain
+//! instructions with no bus lock; readers on the control thread load relaxed and sum across
+//! workers. A port moved between workers keeps its earlier counts in the old worker's slot, so
+//! sums stay monotonic.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why the dataplane dropped a packet. The names are the `reason` label of
+/// `vwire_port_drops_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DropReason {
+    /// The forwarding table has no entry for the receiving port.
+    NoRoute = 0,
+    /// The entry names a port that is not on this worker (or no longer exists).
+    PortGone,
+    /// The transmit ring of the egress port was full.
+    TxRingFull,
+    /// The kernel returned a receive descriptor outside the buffer pool.
+    BadRxDesc,
+    /// The kernel completed a transmit descriptor outside the buffer pool.
+    BadTxCompletion,
+    /// A packet larger than a frame was offered for transmission.
+    TooLong,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::NoRoute,
+        DropReason::PortGone,
+        DropReason::TxRingFull,
+        DropReason::BadRxDesc,
+        DropReason::BadTxCompletion,
+        DropReason::TooLong,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::NoRoute => "no_route",
+            DropReason::PortGone => "port_gone",
+            DropReason::TxRingFull => "tx_ring_full",
+            DropReason::BadRxDesc => "bad_rx_desc",
+            DropReason::BadTxCompletion => "bad_tx_completion",
+            DropReason::TooLong => "too_long",
+        }
+    }
+}
+
+const N_REASONS: usize = DropReason::ALL.len();
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    // Single writer (module docs): load + store is enough and avoids a locked instruction.
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Counters of one port on one worker.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct PortCounters {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    drops: [AtomicU64; N_REASONS],
+}
+
+impl PortCounters {
+    /// Counts received packets.
+    #[inline]
+    pub fn rx(&self, packets: u64, bytes: u64) {
+        bump(&self.rx_packets, packets);
+        bump(&self.rx_bytes, bytes);
+    }
+
+    /// Counts transmitted packets.
+    #[inline]
+    pub fn tx(&self, packets: u64, bytes: u64) {
+        bump(&self.tx_packets, packets);
+        bump(&self.tx_bytes, bytes);
+    }
+
+    /// Counts dropped packets.
+    #[inline]
+    pub fn drop(&self, reason: DropReason, packets: u64) {
+        bump(&self.drops[reason as usize], packets);
+    }
+
+    /// Adds this worker's counts into `total`.
+    pub fn add_to(&self, total: &mut PortTotals) {
+        total.rx_packets += self.rx_packets.load(Relaxed);
+        total.rx_bytes += self.rx_bytes.load(Relaxed);
+        total.tx_packets += self.tx_packets.load(Relaxed);
+        total.tx_bytes += self.tx_bytes.load(Relaxed);
+        for (t, c) in total.drops.iter_mut().zip(&self.drops) {
+            *t += c.load(Relaxed);
+        }
+    }
+}
+
+/// A port's counters summed over all workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortTotals {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [u64; N_REASONS],
+}
+
+impl PortTotals {
+    /// Drops for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+/// Counters of one worker: its time split and one [`PortCounters`] slot per possible port.
+#[derive(Debug)]
+pub struct WorkerCounters {
+    busy_ns: AtomicU64,
+    idle_ns: AtomicU64,
+    loops: AtomicU64,
+    ports: Box<[PortCounters]>,
+}
+
+impl WorkerCounters {
+    /// Counters for up to `max_ports` ports.
+    pub fn new(max_ports: usize) -> Self {
+        Self {
+            busy_ns: AtomicU64::new(0),
+            idle_ns: AtomicU64::new(0),
+            loops: AtomicU64::new(0),
+            ports: (0..max_ports).map(|_| PortCounters::default()).collect(),
+        }
+    }
+
+    /// The slot of port `id`, if `id` is in range.
+    #[inline]
+    pub fn port(&self, id: usize) -> Option<&PortCounters> {
+        self.ports.get(id)
+    }
+
+    /// Counts time spent doing packet work.
+    #[inline]
+    pub fn busy(&self, ns: u64) {
+        bump(&self.busy_ns, ns);
+    }
+
+    /// Counts time spent polling with nothing to do, or sleeping.
+    #[inline]
+    pub fn idle(&self, ns: u64) {
+        bump(&self.idle_ns, ns);
+    }
+
+    /// Counts one loop iteration.
+    #[inline]
+    pub fn loop_done(&self) {
+        bump(&self.loops, 1);
+    }
+
+    /// (busy ns, idle ns, loop iterations) so far.
+    pub fn time(&self) -> (u64, u64, u64) {
+        (
+            self.busy_ns.load(Relaxed),
+            self.idle_ns.load(Relaxed),
+            self.loops.load(Relaxed),
+        )
+    }
+}
+
+/// Sums port `id` over a set of workers.
+pub fn port_totals<'a>(workers: impl IntoIterator<Item = &'a WorkerCounters>, id: usize) -> PortTotals {
+    let mut t = PortTotals::default();
+    for w in workers {
+        if let Some(p) = w.port(id) {
+            p.add_to(&mut t);
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_over_workers() {
+        let a = WorkerCounters::new(4);
+        let b = WorkerCounters::new(4);
+        a.port(1).unwrap().rx(3, 300);
+        b.port(1).unwrap().rx(2, 100);
+        b.port(1).unwrap().drop(DropReason::TxRingFull, 5);
+        a.port(2).unwrap().tx(9, 9);
+        let t = port_totals([&a, &b], 1);
+        assert_eq!((t.rx_packets, t.rx_bytes), (5, 400));
+        assert_eq!(t.drops(DropReason::TxRingFull), 5);
+        assert_eq!(t.tx_packets, 0);
+        assert_eq!(port_totals([&a, &b], 9), PortTotals::default());
+    }
+
+    #[test]
+    fn reason_names_are_unique() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+}
