@@ -138,7 +138,10 @@ fn locate_l4(pkt: &[u8]) -> Option<L4> {
                 return None;
             }
             let len32 = u32::try_from(len).ok()?.to_be_bytes();
-            let acc = add_bytes(add_bytes(add_bytes(0, &ip[8..40]), &len32), &[0, 0, 0, proto]);
+            let acc = add_bytes(
+                add_bytes(add_bytes(0, &ip[8..40]), &len32),
+                &[0, 0, 0, proto],
+            );
             Some(L4 {
                 start: off + 40,
                 len,
@@ -270,7 +273,11 @@ mod tests {
         let full = tcp6(&[1; 100]);
         for cut in 0..full.len() - 1 {
             let mut t = full[..cut].to_vec();
-            assert_eq!(complete_partial(&mut t), Outcome::NotApplicable, "cut at {cut}");
+            assert_eq!(
+                complete_partial(&mut t),
+                Outcome::NotApplicable,
+                "cut at {cut}"
+            );
         }
         let mut arp = vec![0u8; 60];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);

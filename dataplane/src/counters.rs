@@ -180,7 +180,10 @@ impl WorkerCounters {
 }
 
 /// Sums port `id` over a set of workers.
-pub fn port_totals<'a>(workers: impl IntoIterator<Item = &'a WorkerCounters>, id: usize) -> PortTotals {
+pub fn port_totals<'a>(
+    workers: impl IntoIterator<Item = &'a WorkerCounters>,
+    id: usize,
+) -> PortTotals {
     let mut t = PortTotals::default();
     for w in workers {
         if let Some(p) = w.port(id) {

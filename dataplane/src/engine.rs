@@ -133,9 +133,17 @@ impl EngineBuilder {
     }
 
     /// Places `port` on worker `w` under `id`.
-    pub fn add_port(&mut self, w: usize, id: PortId, port: Box<dyn Port>) -> Result<(), EngineError> {
+    pub fn add_port(
+        &mut self,
+        w: usize,
+        id: PortId,
+        port: Box<dyn Port>,
+    ) -> Result<(), EngineError> {
         let stats = port.stats();
-        let worker = self.workers.get_mut(w).ok_or(EngineError::NoSuchWorker(w))?;
+        let worker = self
+            .workers
+            .get_mut(w)
+            .ok_or(EngineError::NoSuchWorker(w))?;
         worker.add_port(id, port)?;
         if let Some(s) = stats {
             self.stats.insert(id, s);
@@ -212,10 +220,10 @@ impl Engine {
         port_totals(self.counters.iter().map(|c| &**c), usize::from(id))
     }
 
-    /// Drop counters of port `id` kept outside vwire (e.g. the kernel's XDP statistics).
-    pub fn port_extra_drops(&self, id: PortId, out: &mut Vec<(&'static str, u64)>) {
+    /// Counters of port `id` kept outside vwire (e.g. the kernel's XDP statistics).
+    pub fn port_extra_counters(&self, id: PortId, out: &mut Vec<(&'static str, u64)>) {
         if let Some(s) = self.stats.get(&id) {
-            s.drops(out);
+            s.counters(out);
         }
     }
 
@@ -225,7 +233,12 @@ impl Engine {
     }
 
     /// Hands `port` to worker `w` under `id`.
-    pub fn add_port(&mut self, w: usize, id: PortId, port: Box<dyn Port>) -> Result<(), EngineError> {
+    pub fn add_port(
+        &mut self,
+        w: usize,
+        id: PortId,
+        port: Box<dyn Port>,
+    ) -> Result<(), EngineError> {
         let stats = port.stats();
         let c = self.controls.get(w).ok_or(EngineError::NoSuchWorker(w))?;
         c.cmds
@@ -240,11 +253,18 @@ impl Engine {
 
     /// Takes port `id` back from worker `w`. Once this returns, no worker touches the port, so
     /// dropping it is safe. Remove it from the forwarding table first.
-    pub fn remove_port(&mut self, w: usize, id: PortId) -> Result<Option<Box<dyn Port>>, EngineError> {
+    pub fn remove_port(
+        &mut self,
+        w: usize,
+        id: PortId,
+    ) -> Result<Option<Box<dyn Port>>, EngineError> {
         let c = self.controls.get(w).ok_or(EngineError::NoSuchWorker(w))?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         c.cmds
-            .send_timeout(Command::RemovePort { id, reply: tx }, Duration::from_secs(1))
+            .send_timeout(
+                Command::RemovePort { id, reply: tx },
+                Duration::from_secs(1),
+            )
             .map_err(|_| EngineError::WorkerStuck(w))?;
         c.doorbell.ring();
         let port = rx

@@ -4,7 +4,9 @@
 //! Both ports of a pair must be on the same worker (they carry [`BufIdx`] values of that worker's
 //! pool). The rings between them are single-producer single-consumer with fixed capacity.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicU32, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Arc;
 
 use crate::buffer::{BufIdx, BufferPool, HEADROOM};
@@ -60,7 +62,9 @@ impl Ring {
     }
 
     fn len(&self) -> usize {
-        self.tail.load(Acquire).wrapping_sub(self.head.load(Acquire))
+        self.tail
+            .load(Acquire)
+            .wrapping_sub(self.head.load(Acquire))
     }
 }
 

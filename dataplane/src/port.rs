@@ -95,8 +95,8 @@ impl Burst {
 /// Extra per-port statistics that the control thread reads on demand, outside the worker (for
 /// AF_XDP: the kernel's XDP_STATISTICS). Reading must be safe from any thread.
 pub trait PortStats: Send + Sync {
-    /// Appends `(reason, count)` pairs of drop counters kept outside vwire's own counters.
-    fn drops(&self, out: &mut Vec<(&'static str, u64)>);
+    /// Appends `(name, count)` pairs of counters kept outside vwire's own counters.
+    fn counters(&self, out: &mut Vec<(&'static str, u64)>);
 }
 
 /// A packet port. See the module docs for the ownership and call-order contract.

@@ -206,7 +206,11 @@ mod tests {
         for i in 2..200 {
             live.fetch_add(1, Ordering::SeqCst);
             cell.publish(Tracked(live.clone(), i));
-            assert_eq!(live.load(Ordering::SeqCst), 1, "old value freed after publish");
+            assert_eq!(
+                live.load(Ordering::SeqCst),
+                1,
+                "old value freed after publish"
+            );
         }
         stop.store(true, Ordering::Relaxed);
         assert!(t.join().unwrap() <= 199);

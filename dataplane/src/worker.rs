@@ -80,7 +80,9 @@ impl Doorbell {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor that nothing else owns.
-        Ok(Self(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }))
+        Ok(Self(unsafe {
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }))
     }
 
     /// Wakes the worker.
@@ -280,7 +282,11 @@ impl Worker {
                     self.pool.free_burst(pkts);
                 }
                 Action::Xconnect { tx } => {
-                    let slot = self.slot_of.get(usize::from(tx)).copied().unwrap_or(NO_SLOT);
+                    let slot = self
+                        .slot_of
+                        .get(usize::from(tx))
+                        .copied()
+                        .unwrap_or(NO_SLOT);
                     let tx_ctr = self.counters.port(usize::from(tx));
                     match (self.ports.get_mut(usize::from(slot)), tx_ctr) {
                         (Some(egress), Some(tx_ctr)) => {

@@ -1,0 +1,800 @@
+//! vwire's configuration: a TOML file, then environment overrides, then validation.
+//!
+//! Keys (a contract: later features and the tests use these names):
+//!
+//! ```toml
+//! [dataplane]
+//! workers = [1]            # CPU ids: one pinned poll-mode worker each
+//! poll = "adaptive"        # or "busy"
+//! [metrics]
+//! listen = "127.0.0.1:9100"   # Prometheus text format at /metrics
+//! [log]
+//! level = "info"
+//! [[port]]
+//! name = "left"
+//! type = "afxdp"
+//! interface = "veth0"
+//! [[xconnect]]
+//! a = "left"
+//! b = "right"              # L2 cross-connect, both directions
+//! ```
+//!
+//! Environment overrides: the `NSM_*` name where forwarder-vpp has one
+//! (`NSM_PROMETHEUS_LISTEN_ON` for `metrics.listen`, `NSM_LOG_LEVEL` for `log.level`), and
+//! `VWIRE_<SECTION>_<KEY>` otherwise: `VWIRE_DATAPLANE_WORKERS=1,2`, `VWIRE_DATAPLANE_POLL=busy`.
+//! Entries of `[[port]]` and `[[xconnect]]` are addressed by position:
+//! `VWIRE_PORT_0_INTERFACE=eth1`, `VWIRE_XCONNECT_0_B=right`; an index one past the end adds an
+//! entry. An unknown `VWIRE_*` variable is an error, not silently ignored.
+//!
+//! Every error names the file, the key and the problem (see [`ConfigError`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+/// A configuration error: where, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (the env variable is named in `key` when it came from there).
+    pub file: PathBuf,
+    /// The key, e.g. `port[1].interface`.
+    pub key: String,
+    /// The environment variable that set the key, if one did.
+    pub env: Option<String>,
+    /// The problem.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: key `{}`", self.file.display(), self.key)?;
+        if let Some(var) = &self.env {
+            write!(f, " (from ${var})")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Idle policy of the workers.
+pub use vwire_dataplane::worker::PollMode;
+
+/// A port definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Unique name, used by cross-connects and metrics.
+    pub name: String,
+    /// The mechanism.
+    pub kind: PortKind,
+}
+
+/// The mechanism of a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortKind {
+    /// AF_XDP on a network interface.
+    AfXdp {
+        /// The interface.
+        interface: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Worker CPUs.
+    pub workers: Vec<usize>,
+    /// Idle policy.
+    pub poll: PollMode,
+    /// Where /metrics is served.
+    pub metrics_listen: SocketAddr,
+    /// Log filter (tracing syntax: `info`, `debug`, `vwire=trace`).
+    pub log_level: String,
+    /// Ports, in file order; a port's index is its port id.
+    pub ports: Vec<PortConfig>,
+    /// Cross-connects, as port indices.
+    pub xconnects: Vec<(usize, usize)>,
+    /// CPUs left for the control thread.
+    pub control_cpus: Vec<usize>,
+}
+
+/// Default metrics address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
+
+/// What the validation needs to know about the machine.
+pub trait Host {
+    /// CPUs this process may run on.
+    fn cpus(&self) -> Vec<usize>;
+    /// True if the network interface exists.
+    fn has_interface(&self, name: &str) -> bool;
+}
+
+/// The real machine.
+#[derive(Debug, Default)]
+pub struct RealHost;
+
+impl Host for RealHost {
+    fn cpus(&self) -> Vec<usize> {
+        allowed_cpus()
+    }
+    fn has_interface(&self, name: &str) -> bool {
+        vwire_mechanisms::afxdp::socket::ifindex(name).is_some()
+    }
+}
+
+/// The CPUs in this process's affinity mask.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; `set` is a live cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: i is below CPU_SETSIZE, inside `set`.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    /// Key path → the env variable that set it, to name it in errors.
+    from_env: HashMap<String, String>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            env: self.from_env.get(key).cloned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Reads, overrides and validates the configuration.
+pub fn load(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+    host: &dyn Host,
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        key: "-".into(),
+        env: None,
+        problem: format!("cannot read the file: {e}"),
+    })?;
+    parse(path, &text, env, host)
+}
+
+/// Parses `text` (the contents of `path`), applies `env` and validates.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &BTreeMap<String, String>,
+    host: &dyn Host,
+) -> Result<Config, ConfigError> {
+    let mut ctx = Ctx {
+        file: path,
+        from_env: HashMap::new(),
+    };
+    let mut root: Table = text.parse().map_err(|e: toml::de::Error| {
+        let msg = e.message().to_string();
+        let loc = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        ConfigError {
+            file: path.to_path_buf(),
+            key: "-".into(),
+            env: None,
+            problem: format!("not valid TOML{loc}: {msg}"),
+        }
+    })?;
+    apply_env(&mut ctx, &mut root, env)?;
+    build(&ctx, &root, host)
+}
+
+/// Kinds of values a key holds, for converting env strings.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    CpuList,
+}
+
+const SECTION_KEYS: &[(&str, &[(&str, Kind)])] = &[
+    (
+        "dataplane",
+        &[("workers", Kind::CpuList), ("poll", Kind::Str)],
+    ),
+    ("metrics", &[("listen", Kind::Str)]),
+    ("log", &[("level", Kind::Str)]),
+];
+const PORT_KEYS: &[&str] = &["name", "type", "interface"];
+const XCONNECT_KEYS: &[&str] = &["a", "b"];
+/// forwarder-vpp's names for keys vwire shares with it.
+const NSM_ENV: &[(&str, &str, &str)] = &[
+    ("NSM_PROMETHEUS_LISTEN_ON", "metrics", "listen"),
+    ("NSM_LOG_LEVEL", "log", "level"),
+];
+
+fn env_value(ctx: &Ctx, key: &str, kind: Kind, raw: &str) -> Result<Value, ConfigError> {
+    match kind {
+        Kind::Str => Ok(Value::String(raw.to_string())),
+        Kind::CpuList => {
+            let inner = raw.trim().trim_start_matches('[').trim_end_matches(']');
+            inner
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<i64>()
+                        .map(Value::Integer)
+                        .map_err(|_| ctx.err(key, format!("{s:?} is not a CPU id")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array)
+        }
+    }
+}
+
+fn section_mut<'a>(
+    ctx: &Ctx,
+    root: &'a mut Table,
+    section: &str,
+) -> Result<&'a mut Table, ConfigError> {
+    root.entry(section.to_string())
+        .or_insert_with(|| Value::Table(Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| ctx.err(section, "must be a table"))
+}
+
+fn apply_env(
+    ctx: &mut Ctx,
+    root: &mut Table,
+    env: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (var, section, key) in NSM_ENV {
+        if let Some(v) = env.get(*var) {
+            let path = format!("{section}.{key}");
+            ctx.from_env.insert(path.clone(), var.to_string());
+            let value = env_value(ctx, &path, Kind::Str, v)?;
+            section_mut(ctx, root, section)?.insert(key.to_string(), value);
+        }
+    }
+    for (var, v) in env.iter().filter(|(k, _)| k.starts_with("VWIRE_")) {
+        let rest = var["VWIRE_".len()..].to_ascii_lowercase();
+        let unknown = || ConfigError {
+            file: ctx.file.to_path_buf(),
+            key: var.clone(),
+            env: Some(var.clone()),
+            problem: "unknown VWIRE_* variable: it matches no configuration key".into(),
+        };
+        let (section, tail) = rest.split_once('_').ok_or_else(unknown)?;
+        if let Some((_, keys)) = SECTION_KEYS.iter().find(|(s, _)| *s == section) {
+            let (key, kind) = keys.iter().find(|(k, _)| *k == tail).ok_or_else(unknown)?;
+            let path = format!("{section}.{key}");
+            ctx.from_env.insert(path.clone(), var.clone());
+            let value = env_value(ctx, &path, *kind, v)?;
+            section_mut(ctx, root, section)?.insert(key.to_string(), value);
+            continue;
+        }
+        let keys = match section {
+            "port" => PORT_KEYS,
+            "xconnect" => XCONNECT_KEYS,
+            _ => return Err(unknown()),
+        };
+        let (idx, key) = tail.split_once('_').ok_or_else(unknown)?;
+        let idx: usize = idx.parse().map_err(|_| unknown())?;
+        if !keys.contains(&key) {
+            return Err(unknown());
+        }
+        let path = format!("{section}[{idx}].{key}");
+        ctx.from_env.insert(path.clone(), var.clone());
+        let array = root
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()))
+            .as_array_mut()
+            .ok_or_else(|| ctx.err(section, "must be an array of tables ([[...]])"))?;
+        if idx == array.len() {
+            array.push(Value::Table(Table::new()));
+        }
+        let entry = array
+            .get_mut(idx)
+            .and_then(Value::as_table_mut)
+            .ok_or_else(|| {
+                ctx.err(
+                    &path,
+                    format!(
+                        "there is no {section} entry {idx} to override, and it is not the next one"
+                    ),
+                )
+            })?;
+        entry.insert(key.to_string(), Value::String(v.clone()));
+    }
+    Ok(())
+}
+
+fn check_keys(ctx: &Ctx, t: &Table, path: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    for k in t.keys() {
+        if !allowed.contains(&k.as_str()) {
+            let key = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            return Err(ctx.err(
+                &key,
+                format!("unknown key (expected one of: {})", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn get_table<'a>(ctx: &Ctx, root: &'a Table, key: &str) -> Result<Option<&'a Table>, ConfigError> {
+    match root.get(key) {
+        None => Ok(None),
+        Some(Value::Table(t)) => Ok(Some(t)),
+        Some(_) => Err(ctx.err(key, "must be a table ([...])")),
+    }
+}
+
+fn get_str<'a>(
+    ctx: &Ctx,
+    t: &'a Table,
+    path: &str,
+    key: &str,
+) -> Result<Option<&'a str>, ConfigError> {
+    match t.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(ctx.err(
+            &format!("{path}.{key}"),
+            format!("must be a string, not {}", v.type_str()),
+        )),
+    }
+}
+
+fn require_str<'a>(ctx: &Ctx, t: &'a Table, path: &str, key: &str) -> Result<&'a str, ConfigError> {
+    get_str(ctx, t, path, key)?.ok_or_else(|| ctx.err(&format!("{path}.{key}"), "is required"))
+}
+
+fn array_of_tables<'a>(
+    ctx: &Ctx,
+    root: &'a Table,
+    key: &str,
+) -> Result<Vec<&'a Table>, ConfigError> {
+    match root.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_table()
+                    .ok_or_else(|| ctx.err(&format!("{key}[{i}]"), "must be a table ([[...]])"))
+            })
+            .collect(),
+        Some(_) => Err(ctx.err(key, "must be an array of tables ([[...]])")),
+    }
+}
+
+/// Parses `host:port`, or `:port` (forwarder-vpp's form, meaning all addresses).
+fn parse_listen(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse().ok()
+}
+
+fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError> {
+    check_keys(
+        ctx,
+        root,
+        "",
+        &["dataplane", "metrics", "log", "port", "xconnect"],
+    )?;
+    let empty = Table::new();
+    let dp = get_table(ctx, root, "dataplane")?.unwrap_or(&empty);
+    check_keys(ctx, dp, "dataplane", &["workers", "poll"])?;
+    let metrics = get_table(ctx, root, "metrics")?.unwrap_or(&empty);
+    check_keys(ctx, metrics, "metrics", &["listen"])?;
+    let log = get_table(ctx, root, "log")?.unwrap_or(&empty);
+    check_keys(ctx, log, "log", &["level"])?;
+
+    let cpus = host.cpus();
+    let workers: Vec<usize> = match dp.get("workers") {
+        // Default: one worker on the highest CPU, leaving the lower ones to the control thread.
+        None => cpus
+            .iter()
+            .copied()
+            .filter(|&c| c != 0)
+            .max()
+            .into_iter()
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::Integer(i) if *i >= 0 => usize::try_from(*i)
+                    .map_err(|_| ctx.err("dataplane.workers", "CPU id out of range")),
+                other => Err(ctx.err(
+                    "dataplane.workers",
+                    format!("must list CPU ids (non-negative integers), found {other}"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(ctx.err(
+                "dataplane.workers",
+                format!("must be an array of CPU ids, not {}", v.type_str()),
+            ))
+        }
+    };
+    if workers.is_empty() {
+        return Err(ctx.err("dataplane.workers", "needs at least one CPU (and the machine must have a second one for the control thread)"));
+    }
+    let mut seen = HashSet::new();
+    for &w in &workers {
+        if !cpus.contains(&w) {
+            return Err(ctx.err(
+                "dataplane.workers",
+                format!(
+                    "CPU {w} does not exist or is not available to vwire (available: {cpus:?})"
+                ),
+            ));
+        }
+        if !seen.insert(w) {
+            return Err(ctx.err("dataplane.workers", format!("CPU {w} is listed twice")));
+        }
+    }
+    let control_cpus: Vec<usize> = cpus
+        .iter()
+        .copied()
+        .filter(|c| !workers.contains(c))
+        .collect();
+    if control_cpus.is_empty() {
+        return Err(ctx.err(
+            "dataplane.workers",
+            format!("uses every available CPU {cpus:?}; leave one for the control thread"),
+        ));
+    }
+    let poll = match get_str(ctx, dp, "dataplane", "poll")?.unwrap_or("adaptive") {
+        "adaptive" => PollMode::Adaptive,
+        "busy" => PollMode::Busy,
+        other => {
+            return Err(ctx.err(
+                "dataplane.poll",
+                format!("{other:?} is not a poll mode (expected \"adaptive\" or \"busy\")"),
+            ))
+        }
+    };
+    let listen_s = get_str(ctx, metrics, "metrics", "listen")?.unwrap_or(DEFAULT_METRICS_LISTEN);
+    let metrics_listen = parse_listen(listen_s).ok_or_else(|| {
+        ctx.err(
+            "metrics.listen",
+            format!("{listen_s:?} is not an address:port"),
+        )
+    })?;
+    let log_level = get_str(ctx, log, "log", "level")?
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+
+    let mut ports = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut interfaces: HashMap<String, usize> = HashMap::new();
+    for (i, t) in array_of_tables(ctx, root, "port")?.into_iter().enumerate() {
+        let path = format!("port[{i}]");
+        check_keys(ctx, t, &path, PORT_KEYS)?;
+        let name = require_str(ctx, t, &path, "name")?;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ctx.err(
+                &format!("{path}.name"),
+                format!("{name:?} is not a valid name (1-64 of A-Z a-z 0-9 - _ .)"),
+            ));
+        }
+        if let Some(j) = names.insert(name.to_string(), i) {
+            return Err(ctx.err(
+                &format!("{path}.name"),
+                format!("duplicate port name {name:?} (also port[{j}])"),
+            ));
+        }
+        let kind = match require_str(ctx, t, &path, "type")? {
+            "afxdp" => {
+                let interface = require_str(ctx, t, &path, "interface")?;
+                if !host.has_interface(interface) {
+                    return Err(ctx.err(
+                        &format!("{path}.interface"),
+                        format!("unknown interface {interface:?}"),
+                    ));
+                }
+                if let Some(j) = interfaces.insert(interface.to_string(), i) {
+                    return Err(ctx.err(
+                        &format!("{path}.interface"),
+                        format!("interface {interface:?} is already used by port[{j}]"),
+                    ));
+                }
+                PortKind::AfXdp {
+                    interface: interface.to_string(),
+                }
+            }
+            other => {
+                return Err(ctx.err(
+                    &format!("{path}.type"),
+                    format!("{other:?} is not a supported port type (supported: \"afxdp\")"),
+                ))
+            }
+        };
+        ports.push(PortConfig {
+            name: name.to_string(),
+            kind,
+        });
+    }
+
+    let mut xconnects = Vec::new();
+    let mut connected: HashMap<usize, usize> = HashMap::new();
+    for (i, t) in array_of_tables(ctx, root, "xconnect")?
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("xconnect[{i}]");
+        check_keys(ctx, t, &path, XCONNECT_KEYS)?;
+        let mut ends = [0usize; 2];
+        for (end, key) in ends.iter_mut().zip(["a", "b"]) {
+            let name = require_str(ctx, t, &path, key)?;
+            *end = *names.get(name).ok_or_else(|| {
+                ctx.err(
+                    &format!("{path}.{key}"),
+                    format!("no port is named {name:?}"),
+                )
+            })?;
+            if let Some(j) = connected.get(end) {
+                return Err(ctx.err(
+                    &format!("{path}.{key}"),
+                    format!("port {name:?} is already cross-connected by xconnect[{j}]"),
+                ));
+            }
+        }
+        if ends[0] == ends[1] {
+            return Err(ctx.err(
+                &format!("{path}.b"),
+                "a port cannot be cross-connected to itself",
+            ));
+        }
+        connected.insert(ends[0], i);
+        connected.insert(ends[1], i);
+        xconnects.push((ends[0], ends[1]));
+    }
+
+    Ok(Config {
+        workers,
+        poll,
+        metrics_listen,
+        log_level,
+        ports,
+        xconnects,
+        control_cpus,
+    })
+}
+
+/// Which worker each port goes to: both ends of a cross-connect share a worker (a port is owned
+/// by one worker, which also transmits on it), and the pairs are spread round-robin.
+pub fn assign_workers(cfg: &Config) -> Vec<usize> {
+    let mut assignment = vec![usize::MAX; cfg.ports.len()];
+    let mut next = 0;
+    for &(a, b) in &cfg.xconnects {
+        assignment[a] = next % cfg.workers.len();
+        assignment[b] = next % cfg.workers.len();
+        next += 1;
+    }
+    for w in assignment.iter_mut().filter(|w| **w == usize::MAX) {
+        *w = next % cfg.workers.len();
+        next += 1;
+    }
+    assignment
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeHost;
+    impl Host for FakeHost {
+        fn cpus(&self) -> Vec<usize> {
+            vec![0, 1, 2, 3]
+        }
+        fn has_interface(&self, name: &str) -> bool {
+            name.starts_with("veth")
+        }
+    }
+
+    const GOOD: &str = r#"
+[dataplane]
+workers = [1, 2]
+poll = "busy"
+[metrics]
+listen = "127.0.0.1:9200"
+[[port]]
+name = "left"
+type = "afxdp"
+interface = "veth0"
+[[port]]
+name = "right"
+type = "afxdp"
+interface = "veth1"
+[[xconnect]]
+a = "left"
+b = "right"
+"#;
+
+    fn p(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(Path::new("/etc/vwire.toml"), text, &env, &FakeHost)
+    }
+
+    fn err(text: &str, env: &[(&str, &str)]) -> String {
+        p(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_file_parses() {
+        let c = p(GOOD, &[]).unwrap();
+        assert_eq!(c.workers, vec![1, 2]);
+        assert_eq!(c.poll, PollMode::Busy);
+        assert_eq!(c.metrics_listen, "127.0.0.1:9200".parse().unwrap());
+        assert_eq!(c.ports.len(), 2);
+        assert_eq!(c.xconnects, vec![(0, 1)]);
+        assert_eq!(c.control_cpus, vec![0, 3]);
+        assert_eq!(assign_workers(&c), vec![0, 0]);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = p("", &[]).unwrap();
+        assert_eq!(c.workers, vec![3]);
+        assert_eq!(c.poll, PollMode::Adaptive);
+        assert_eq!(c.metrics_listen, DEFAULT_METRICS_LISTEN.parse().unwrap());
+        assert!(c.ports.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_every_kind_of_key() {
+        let c = p(
+            GOOD,
+            &[
+                ("VWIRE_DATAPLANE_WORKERS", "3"),
+                ("VWIRE_DATAPLANE_POLL", "adaptive"),
+                ("NSM_PROMETHEUS_LISTEN_ON", ":8081"),
+                ("NSM_LOG_LEVEL", "DEBUG"),
+                ("VWIRE_PORT_1_INTERFACE", "veth9"),
+                ("VWIRE_PORT_2_NAME", "third"),
+                ("VWIRE_PORT_2_TYPE", "afxdp"),
+                ("VWIRE_PORT_2_INTERFACE", "veth7"),
+                ("VWIRE_XCONNECT_0_B", "third"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.workers, vec![3]);
+        assert_eq!(c.poll, PollMode::Adaptive);
+        assert_eq!(c.metrics_listen, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(
+            c.ports[1].kind,
+            PortKind::AfXdp {
+                interface: "veth9".into()
+            }
+        );
+        assert_eq!(c.ports[2].name, "third");
+        assert_eq!(c.xconnects, vec![(0, 2)]);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = err(&GOOD.replace("veth1", "nosuch0"), &[]);
+        assert_eq!(
+            e,
+            "/etc/vwire.toml: key `port[1].interface`: unknown interface \"nosuch0\""
+        );
+        let e = err(&GOOD.replace("b = \"right\"", "b = \"middle\""), &[]);
+        assert_eq!(
+            e,
+            "/etc/vwire.toml: key `xconnect[0].b`: no port is named \"middle\""
+        );
+        let e = err(&GOOD.replace("name = \"right\"", "name = \"left\""), &[]);
+        assert_eq!(
+            e,
+            "/etc/vwire.toml: key `port[1].name`: duplicate port name \"left\" (also port[0])"
+        );
+        let e = err(&GOOD.replace("[1, 2]", "[1, 9]"), &[]);
+        assert!(
+            e.starts_with("/etc/vwire.toml: key `dataplane.workers`: CPU 9 does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let e = err(GOOD, &[("VWIRE_PORT_0_INTERFACE", "nosuch0")]);
+        assert!(
+            e.contains("key `port[0].interface` (from $VWIRE_PORT_0_INTERFACE): "),
+            "{e}"
+        );
+        assert!(e.ends_with("unknown interface \"nosuch0\""), "{e}");
+        let e = err(GOOD, &[("VWIRE_DATAPLANE_WROKERS", "1")]);
+        assert!(
+            e.contains("VWIRE_DATAPLANE_WROKERS") && e.contains("unknown VWIRE_* variable"),
+            "{e}"
+        );
+        let e = err(GOOD, &[("VWIRE_PORT_7_NAME", "x")]);
+        assert!(e.contains("no port entry 7"), "{e}");
+    }
+
+    #[test]
+    fn other_mistakes_are_caught() {
+        for (text, needle) in [
+            ("[dataplane]\nworkers = []", "needs at least one CPU"),
+            (
+                "[dataplane]\nworkers = [0, 1, 2, 3]",
+                "leave one for the control thread",
+            ),
+            ("[dataplane]\nworkers = [1, 1]", "listed twice"),
+            ("[dataplane]\nworkers = [-1]", "non-negative"),
+            ("[dataplane]\npoll = \"lazy\"", "not a poll mode"),
+            (
+                "[dataplane]\nwrokers = [1]",
+                "key `dataplane.wrokers`: unknown key",
+            ),
+            ("[metrics]\nlisten = \"nowhere\"", "not an address:port"),
+            (
+                "[[port]]\nname = \"a\"\ntype = \"tap\"",
+                "not a supported port type",
+            ),
+            (
+                "[[port]]\nname = \"a\"\ntype = \"afxdp\"",
+                "key `port[0].interface`: is required",
+            ),
+            (
+                "[[port]]\nname = \"a b\"\ntype = \"afxdp\"\ninterface = \"veth0\"",
+                "not a valid name",
+            ),
+            ("[dataplane\n", "not valid TOML (line 1)"),
+            ("port = 3", "must be an array of tables"),
+        ] {
+            let e = err(text, &[]);
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        let both =
+            format!("{GOOD}\n[[port]]\nname = \"x\"\ntype = \"afxdp\"\ninterface = \"veth0\"\n");
+        assert!(err(&both, &[]).contains("already used by port[0]"));
+        let self_x = GOOD.replace("b = \"right\"", "b = \"left\"");
+        assert!(
+            err(&self_x, &[]).contains("already cross-connected")
+                || err(&self_x, &[]).contains("itself")
+        );
+    }
+
+    #[test]
+    fn unconnected_ports_are_spread_over_workers() {
+        let text = GOOD.replace("[[xconnect]]\na = \"left\"\nb = \"right\"\n", "");
+        let c = p(&text, &[]).unwrap();
+        assert_eq!(assign_workers(&c), vec![0, 1]);
+    }
+}

@@ -1,0 +1,283 @@
+//! The `vwire` binary: reads the configuration, builds the dataplane, serves metrics, and stops
+//! cleanly on SIGTERM or SIGINT.
+//!
+//! Threads: the main thread is the control thread. It runs a single-threaded tokio runtime and is
+//! pinned to the CPUs the workers do not use, before any other thread starts (so every helper
+//! thread inherits that mask). Each worker pins itself to its own CPU.
+//!
+//! Exit codes: 0 after a signal-initiated shutdown, 2 for a bad configuration, 1 for any other
+//! failure (a port that cannot be opened, a worker that died).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info, warn};
+use vwire_dataplane::engine::{Engine, EngineBuilder, EngineConfig};
+use vwire_dataplane::port::PortId;
+use vwire_dataplane::table::ForwardingTable;
+use vwire_mechanisms::afxdp::{self, socket, PortOptions, Umem, FRAMES_PER_PORT};
+
+use vwire::config::{self, Config, PortKind};
+use vwire::metrics;
+
+/// Largest number of ports (the size of the forwarding table and of each worker's counters).
+const MAX_PORTS: usize = 1024;
+/// Pool size of a worker without AF_XDP ports.
+const MIN_POOL_FRAMES: u32 = 4096;
+
+#[derive(Parser)]
+#[command(
+    name = "vwire",
+    version,
+    about = "vwire: a userspace dataplane for Network Service Mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the dataplane.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0: valid, 2: invalid).
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Errors of the control thread.
+#[derive(Debug, thiserror::Error)]
+enum CtrlError {
+    /// engine setup failed
+    #[error("dataplane: {0}")]
+    Engine(#[from] vwire_dataplane::engine::EngineError),
+    /// a port failed to open
+    #[error("port {name:?}: {source}")]
+    Port {
+        /// the port
+        name: String,
+        /// why
+        source: afxdp::AfXdpError,
+    },
+    /// the forwarding table rejected an entry
+    #[error("forwarding table: {0}")]
+    Table(#[from] vwire_dataplane::table::TableError),
+    /// a system call failed
+    #[error("{what}: {source}")]
+    Io {
+        /// what was being done
+        what: String,
+        /// the system error
+        source: std::io::Error,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let (path, check_only) = match cli.cmd {
+        Cmd::Run { config } => (config, false),
+        Cmd::Check { config } => (config, true),
+    };
+    let cfg = match config::load(&path, &env, &config::RealHost) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vwire: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        println!("{}: configuration is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg.log_level);
+    match run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("vwire: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Pins the calling thread (and so every thread it spawns later) to `cpus`.
+fn pin_control_thread(cpus: &[usize]) -> Result<(), CtrlError> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: c is below CPU_SETSIZE, inside `set`.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: pid 0 is this thread; `set` is a live cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) } != 0 {
+        return Err(CtrlError::Io {
+            what: format!("pinning the control thread to CPUs {cpus:?}"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The running dataplane and what must outlive it.
+struct Dataplane {
+    engine: Engine,
+    /// Kept until after the engine stops: the first AF_XDP socket of each worker owns its UMEM.
+    umems: Vec<Umem>,
+    registry: Arc<metrics::Registry>,
+}
+
+impl Dataplane {
+    fn stop(self) {
+        for e in self.engine.stop() {
+            warn!("worker stopped with an error: {e}");
+        }
+        drop(self.umems);
+    }
+}
+
+fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
+    let assignment = config::assign_workers(cfg);
+    let mut pool_frames = vec![0u32; cfg.workers.len()];
+    for (p, &w) in cfg.ports.iter().zip(&assignment) {
+        match p.kind {
+            PortKind::AfXdp { .. } => pool_frames[w] += FRAMES_PER_PORT,
+        }
+    }
+    for f in &mut pool_frames {
+        *f = (*f).max(MIN_POOL_FRAMES);
+    }
+    let mut builder = EngineBuilder::new(&EngineConfig {
+        cpus: cfg.workers.iter().map(|&c| Some(c)).collect(),
+        poll_mode: cfg.poll,
+        pool_frames,
+        max_ports: MAX_PORTS,
+    })?;
+    let mut umems: Vec<Umem> = (0..cfg.workers.len())
+        .map(|w| builder.pool_region(w).map(Umem::new))
+        .collect::<Result<_, _>>()?;
+    let mut entries = Vec::new();
+    for (i, (p, &w)) in cfg.ports.iter().zip(&assignment).enumerate() {
+        let id = PortId::try_from(i).map_err(|_| {
+            CtrlError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
+                u16::MAX,
+                MAX_PORTS,
+            ))
+        })?;
+        let port = match &p.kind {
+            PortKind::AfXdp { interface } => {
+                let port = socket::open(&p.name, interface, &mut umems[w], PortOptions::default())
+                    .map_err(|source| CtrlError::Port {
+                        name: p.name.clone(),
+                        source,
+                    })?;
+                info!(
+                    port = %p.name, interface = %interface, worker = w, cpu = cfg.workers[w],
+                    xdp = ?port.xdp_mode(), zero_copy = port.zero_copy(), "AF_XDP port open"
+                );
+                port
+            }
+        };
+        entries.push(metrics::PortEntry {
+            id,
+            name: p.name.clone(),
+            stats: vwire_dataplane::port::Port::stats(&port),
+        });
+        builder.add_port(w, id, Box::new(port))?;
+    }
+    let mut table = ForwardingTable::new(MAX_PORTS);
+    for &(a, b) in &cfg.xconnects {
+        #[allow(clippy::cast_possible_truncation)] // port indices were checked against MAX_PORTS
+        table.add_xconnect(a as PortId, b as PortId)?;
+        info!(a = %cfg.ports[a].name, b = %cfg.ports[b].name, "cross-connect");
+    }
+    builder.table().publish(table);
+    let engine = builder.start()?;
+    let registry = Arc::new(metrics::Registry {
+        ports: entries,
+        workers: engine
+            .worker_cpus()
+            .iter()
+            .copied()
+            .zip(engine.worker_counters().iter().cloned())
+            .collect(),
+    });
+    Ok(Dataplane {
+        engine,
+        umems,
+        registry,
+    })
+}
+
+fn run(cfg: &Config) -> Result<(), CtrlError> {
+    pin_control_thread(&cfg.control_cpus)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CtrlError::Io {
+            what: "starting the control runtime".into(),
+            source,
+        })?;
+    // Build the dataplane inside the runtime's context but not inside a task: nothing async yet.
+    let dp = build(cfg)?;
+    let result = rt.block_on(control_loop(cfg, &dp));
+    info!("stopping workers");
+    dp.stop();
+    info!("stopped");
+    result
+}
+
+async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| CtrlError::Io { what, source }
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
+    let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
+        .await
+        .map_err(io(&format!(
+            "listening for metrics on {}",
+            cfg.metrics_listen
+        )))?;
+    let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
+    info!(metrics = %cfg.metrics_listen, workers = ?cfg.workers, "vwire running");
+    let mut health = tokio::time::interval(Duration::from_millis(500));
+    let result = loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); break Ok(()); }
+            _ = int.recv() => { info!("SIGINT"); break Ok(()); }
+            _ = health.tick() => {
+                if !dp.engine.is_healthy() {
+                    break Err(CtrlError::Io {
+                        what: "a worker thread exited unexpectedly".into(),
+                        source: std::io::Error::other("worker died"),
+                    });
+                }
+            }
+        }
+    };
+    server.abort();
+    result
+}

@@ -1,0 +1,68 @@
+//! AF_XDP ports.
+//!
+//! An AF_XDP port serves one queue of one network interface. vwire loads its own XDP program on
+//! the interface ([`bpf`]), which steers that queue's frames to the port's socket and passes all
+//! else to the kernel, and attaches it through a bpf_link so that it disappears with the process.
+//!
+//! All AF_XDP ports of one worker share one UMEM: the worker's [`vwire_dataplane::BufferPool`]
+//! region ([`Umem`]). The first socket registers it; the others bind with `XDP_SHARED_UMEM` and
+//! their own fill and completion rings. So a frame received on one port is transmitted on another
+//! by moving a descriptor, with no copy in user space.
+//!
+//! Modes: native XDP where the driver has it, generic XDP otherwise; zero-copy where the driver
+//! has it, copy mode otherwise (veth has native XDP but no zero-copy).
+//!
+//! Layout: [`abi`] (kernel structures), [`ring`] (ring arithmetic and mapped rings: the pure
+//! core), [`bpf`] (program, map, link), [`socket`] (socket setup, cold path), [`port`] (the
+//! [`vwire_dataplane::Port`] driver, hot path).
+
+pub mod abi;
+pub mod bpf;
+pub mod port;
+pub mod ring;
+pub mod socket;
+
+pub use bpf::XdpMode;
+pub use port::AfXdpPort;
+pub use socket::{PortOptions, Umem, FRAMES_PER_PORT};
+
+/// Errors of the AF_XDP mechanism.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    /// the interface does not exist
+    #[error("no network interface named {0:?}")]
+    NoSuchInterface(String),
+    /// the interface already has an XDP program
+    #[error("interface {0:?} already has an XDP program attached; vwire does not replace it")]
+    Busy(String),
+    /// a bpf(2) step failed
+    #[error("{ifname}: {what}: {source}")]
+    Bpf {
+        /// the interface
+        ifname: String,
+        /// the step
+        what: &'static str,
+        /// the system error
+        source: std::io::Error,
+    },
+    /// the verifier refused the program
+    #[error("{ifname}: the kernel refused vwire's XDP program: {source}\n{log}")]
+    Verifier {
+        /// the interface
+        ifname: String,
+        /// the system error
+        source: std::io::Error,
+        /// the verifier log
+        log: String,
+    },
+    /// an AF_XDP socket step failed
+    #[error("{ifname}: {what}: {source}")]
+    Socket {
+        /// the interface
+        ifname: String,
+        /// the step
+        what: &'static str,
+        /// the system error
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,255 @@
+//! The AF_XDP port driver: the hot path.
+//!
+//! Per receive burst: refill the fill ring from the pool (keeping [`FILL_TARGET`] frames posted),
+//! take up to a burst of RX descriptors, check each against the pool, complete partial checksums.
+//! Per transmit burst: reap completions back into the pool, then queue descriptors; the kick
+//! (`sendto`, one per port per loop, never per packet) waits for [`Port::flush`].
+//!
+//! Descriptors from the kernel are checked before use: an address outside the pool or a length
+//! past the frame is counted (`bad_rx_desc`, `bad_tx_completion`) and skipped, never followed.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use vwire_dataplane::buffer::{BufIdx, BufferPool, FRAME_SIZE};
+use vwire_dataplane::checksum;
+use vwire_dataplane::counters::{DropReason, PortCounters};
+use vwire_dataplane::port::{Burst, Port, PortStats};
+
+use super::abi::XdpDesc;
+use super::bpf::{XdpAttachment, XdpMode};
+use super::ring::MmapRing;
+use super::socket::{XskStats, FILL_TARGET};
+
+/// Frames posted to the fill ring per refill step: refilling in batches keeps the index store
+/// (a cache line the kernel reads) off the per-packet path.
+const REFILL_BATCH: usize = 64;
+/// Most frames posted per refill call, so the first calls (an empty fill ring) stay bounded.
+const REFILL_MAX: u32 = 2048;
+/// Most completions reaped per call.
+const COMP_BATCH: u32 = 256;
+
+/// What [`AfXdpPort::new`] is built from (see `socket::open`).
+pub(crate) struct Parts {
+    pub(crate) name: String,
+    pub(crate) ifname: String,
+    pub(crate) rx: MmapRing<XdpDesc>,
+    pub(crate) tx: MmapRing<XdpDesc>,
+    pub(crate) fill: MmapRing<u64>,
+    pub(crate) comp: MmapRing<u64>,
+    pub(crate) stats: Arc<XskStats>,
+    pub(crate) socket: Arc<OwnedFd>,
+    pub(crate) attachment: XdpAttachment,
+    pub(crate) zero_copy: bool,
+    pub(crate) complete_checksums: bool,
+}
+
+/// An AF_XDP port. Create it with [`super::socket::open`].
+pub struct AfXdpPort {
+    // hot: accessed by the worker every burst
+    rx: MmapRing<XdpDesc>,
+    tx: MmapRing<XdpDesc>,
+    fill: MmapRing<u64>,
+    comp: MmapRing<u64>,
+    fd: RawFd,
+    /// Frames posted to the fill ring and not yet received back.
+    in_fill: u32,
+    complete_checksums: bool,
+    // cold: control plane only. Dropped after the rings: the link (detaching the program), then
+    // the socket.
+    attachment: XdpAttachment,
+    stats: Arc<XskStats>,
+    _socket: Arc<OwnedFd>,
+    name: String,
+    ifname: String,
+    zero_copy: bool,
+}
+
+impl AfXdpPort {
+    pub(crate) fn new(p: Parts) -> Self {
+        Self {
+            fd: p.socket.as_raw_fd(),
+            rx: p.rx,
+            tx: p.tx,
+            fill: p.fill,
+            comp: p.comp,
+            in_fill: 0,
+            complete_checksums: p.complete_checksums,
+            attachment: p.attachment,
+            stats: p.stats,
+            _socket: p.socket,
+            name: p.name,
+            ifname: p.ifname,
+            zero_copy: p.zero_copy,
+        }
+    }
+
+    /// The interface served.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// How the XDP program is attached.
+    pub fn xdp_mode(&self) -> XdpMode {
+        self.attachment.mode()
+    }
+
+    /// True if the socket is bound in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Keeps up to [`FILL_TARGET`] frames posted in the fill ring.
+    #[inline]
+    fn refill(&mut self, pool: &mut BufferPool) {
+        let want = FILL_TARGET.saturating_sub(self.in_fill).min(REFILL_MAX);
+        if (want as usize) < REFILL_BATCH {
+            return;
+        }
+        let n = self.fill.reserve(want);
+        let mut done = 0u32;
+        let mut batch = [0 as BufIdx; REFILL_BATCH];
+        while done < n {
+            let take = ((n - done) as usize).min(REFILL_BATCH);
+            let got = pool.alloc_burst(&mut batch[..take]);
+            for (i, &b) in batch[..got].iter().enumerate() {
+                self.fill.write(done + i as u32, BufferPool::frame_addr(b));
+            }
+            done += got as u32;
+            if got < take {
+                break; // pool empty: post what we have, try again next poll
+            }
+        }
+        if done > 0 {
+            self.fill.submit(done);
+            self.in_fill += done;
+            if self.fill.needs_wakeup() {
+                self.wake_rx();
+            }
+        }
+    }
+
+    /// Returns completed TX frames to the pool.
+    #[inline]
+    fn reap(&mut self, pool: &mut BufferPool, ctr: &PortCounters) {
+        let n = self.comp.peek(COMP_BATCH);
+        for i in 0..n {
+            let addr = self.comp.read(i);
+            match pool.locate(addr) {
+                Some((b, _)) => pool.free(b),
+                None => ctr.drop(DropReason::BadTxCompletion, 1),
+            }
+        }
+        if n > 0 {
+            self.comp.release(n);
+        }
+    }
+
+    fn wake_rx(&self) {
+        // SAFETY: a zero-length, non-blocking recvfrom on our socket: the documented AF_XDP way
+        // to make the kernel process the fill ring. No buffer is passed.
+        unsafe {
+            libc::recvfrom(
+                self.fd,
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    fn kick_tx(&self) {
+        // SAFETY: a zero-length, non-blocking sendto on our socket: the documented AF_XDP TX
+        // kick. Errors (EAGAIN, EBUSY, ENOBUFS: the kernel is busy; ENETDOWN) leave the
+        // descriptors queued for the next kick, so they are not reported.
+        unsafe {
+            libc::sendto(
+                self.fd,
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+    }
+}
+
+impl Port for AfXdpPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Burst, ctr: &PortCounters) -> usize {
+        self.refill(pool);
+        let room = u32::try_from(out.room()).unwrap_or(u32::MAX);
+        let n = self.rx.peek(room);
+        let mut got = 0;
+        for i in 0..n {
+            let d = self.rx.read(i);
+            let len = d.len as usize;
+            match pool.locate(d.addr) {
+                Some((b, off)) if usize::from(off) + len <= FRAME_SIZE => {
+                    pool.set_meta(b, usize::from(off), len);
+                    if self.complete_checksums {
+                        let _ = checksum::complete_partial(pool.packet_mut(b));
+                    }
+                    out.push(b);
+                    got += 1;
+                }
+                // A kernel bug or a foreign UMEM address: count it, never follow it. The frame
+                // (if any) is lost to the pool, which the counter makes visible.
+                _ => ctr.drop(DropReason::BadRxDesc, 1),
+            }
+        }
+        if n > 0 {
+            self.rx.release(n);
+            self.in_fill = self.in_fill.saturating_sub(n);
+        }
+        got
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, pool: &mut BufferPool, pkts: &[BufIdx], ctr: &PortCounters) -> usize {
+        self.reap(pool, ctr);
+        let want = u32::try_from(pkts.len()).unwrap_or(u32::MAX);
+        let n = self.tx.reserve(want);
+        for (i, &b) in pkts[..n as usize].iter().enumerate() {
+            let m = pool.meta(b);
+            self.tx.write(
+                i as u32,
+                XdpDesc {
+                    addr: BufferPool::frame_addr(b) + u64::from(m.offset),
+                    len: u32::from(m.len),
+                    options: 0,
+                },
+            );
+        }
+        if n > 0 {
+            self.tx.submit(n);
+        }
+        n as usize
+    }
+
+    #[inline]
+    fn flush(&mut self, pool: &mut BufferPool, ctr: &PortCounters) {
+        // In copy mode the kernel sends only inside sendto, a batch per call; in zero-copy mode
+        // only when it asks for a wakeup.
+        if self.tx.unconsumed() > 0 && (!self.zero_copy || self.tx.needs_wakeup()) {
+            self.kick_tx();
+        }
+        self.reap(pool, ctr);
+        self.refill(pool);
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        Some(self.fd)
+    }
+
+    fn stats(&self) -> Option<Arc<dyn PortStats>> {
+        Some(self.stats.clone())
+    }
+}

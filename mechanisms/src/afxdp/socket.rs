@@ -1,0 +1,262 @@
+//! Creating an AF_XDP socket: UMEM registration or sharing, ring sizing and mapping, bind, and
+//! steering. Cold path: runs on the control thread when a port is created.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use vwire_dataplane::buffer::{PoolRegion, FRAME_SIZE};
+use vwire_dataplane::port::PortStats;
+
+use super::abi::*;
+use super::bpf::{XdpAttachment, XdpMode};
+use super::port::AfXdpPort;
+use super::ring::MmapRing;
+use super::AfXdpError;
+
+/// Fill ring entries. Twice [`FILL_TARGET`]: the kernel publishes its consumer index lazily, so
+/// a ring only as large as what we post would often look full.
+pub const FILL_RING: u32 = 16384;
+/// Frames kept posted in the fill ring. On this VM class 8192 gave no drops under load where
+/// 2048 dropped (testbed.md).
+pub const FILL_TARGET: u32 = 8192;
+/// Completion ring entries: at least the TX ring, so completions never back up.
+pub const COMP_RING: u32 = 4096;
+/// RX ring entries.
+pub const RX_RING: u32 = 4096;
+/// TX ring entries.
+pub const TX_RING: u32 = 2048;
+/// Frames to add to a worker's pool for each AF_XDP port it serves: the fill target plus full
+/// RX and TX rings, rounded up.
+pub const FRAMES_PER_PORT: u32 = 16384;
+
+const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_PORT);
+
+/// A worker's UMEM: its pool region, registered with the kernel by its first AF_XDP socket.
+#[derive(Debug)]
+pub struct Umem {
+    region: PoolRegion,
+    owner: Option<Arc<OwnedFd>>,
+}
+
+impl Umem {
+    /// A UMEM over `region` (a worker's pool); nothing is registered until the first port opens.
+    pub fn new(region: PoolRegion) -> Self {
+        Self {
+            region,
+            owner: None,
+        }
+    }
+}
+
+/// How to open a port.
+#[derive(Clone, Copy, Debug)]
+pub struct PortOptions {
+    /// The interface queue to serve.
+    pub queue: u32,
+    /// Try native XDP before generic.
+    pub allow_native: bool,
+    /// Complete partial TCP/UDP checksums on receive (see `vwire_dataplane::checksum`).
+    pub complete_checksums: bool,
+}
+
+impl Default for PortOptions {
+    fn default() -> Self {
+        Self {
+            queue: 0,
+            allow_native: true,
+            complete_checksums: true,
+        }
+    }
+}
+
+/// Index of a network interface by name.
+pub fn ifindex(ifname: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(ifname).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+fn setsockopt<T>(fd: i32, name: i32, v: &T) -> std::io::Result<()> {
+    // SAFETY: passes a pointer to a live `T` with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_XDP,
+            name,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn getsockopt<T: Default>(fd: i32, name: i32) -> std::io::Result<T> {
+    let mut v = T::default();
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into the live `v`.
+    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, name, (&mut v as *mut T).cast(), &mut len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// The kernel's per-socket XDP statistics, readable from any thread.
+#[derive(Debug)]
+pub struct XskStats {
+    fd: Arc<OwnedFd>,
+}
+
+impl XskStats {
+    /// Reads XDP_STATISTICS.
+    pub fn read(&self) -> std::io::Result<XdpStatistics> {
+        getsockopt(self.fd.as_raw_fd(), XDP_STATISTICS)
+    }
+}
+
+impl PortStats for XskStats {
+    fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        if let Ok(s) = self.read() {
+            out.extend([
+                ("rx_dropped", s.rx_dropped),
+                ("rx_invalid_descs", s.rx_invalid_descs),
+                ("tx_invalid_descs", s.tx_invalid_descs),
+                ("rx_ring_full", s.rx_ring_full),
+                ("rx_fill_ring_empty_descs", s.rx_fill_ring_empty_descs),
+                ("tx_ring_empty_descs", s.tx_ring_empty_descs),
+            ]);
+        }
+    }
+}
+
+/// Opens an AF_XDP port named `name` on `ifname`, using (and if needed registering) `umem`.
+pub fn open(
+    name: &str,
+    ifname: &str,
+    umem: &mut Umem,
+    opts: PortOptions,
+) -> Result<AfXdpPort, AfXdpError> {
+    let err = |what: &'static str| {
+        move |source| AfXdpError::Socket {
+            ifname: ifname.to_string(),
+            what,
+            source,
+        }
+    };
+    let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
+    let attachment = XdpAttachment::attach(ifname, ifindex, opts.allow_native)?;
+
+    // SAFETY: plain socket(2); the result is checked and then owned.
+    let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(err("creating the AF_XDP socket")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let socket = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+    let fd = socket.as_raw_fd();
+
+    if umem.owner.is_none() {
+        let reg = UmemReg {
+            addr: umem.region.base as u64,
+            len: umem.region.len as u64,
+            chunk_size: FRAME_SIZE as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        setsockopt(fd, XDP_UMEM_REG, &reg).map_err(err("registering the UMEM"))?;
+    }
+    setsockopt(fd, XDP_UMEM_FILL_RING, &FILL_RING).map_err(err("sizing the fill ring"))?;
+    setsockopt(fd, XDP_UMEM_COMPLETION_RING, &COMP_RING)
+        .map_err(err("sizing the completion ring"))?;
+    setsockopt(fd, XDP_RX_RING, &RX_RING).map_err(err("sizing the RX ring"))?;
+    setsockopt(fd, XDP_TX_RING, &TX_RING).map_err(err("sizing the TX ring"))?;
+    let off: MmapOffsets = getsockopt(fd, XDP_MMAP_OFFSETS).map_err(err("reading ring offsets"))?;
+
+    // SAFETY (all four): `fd` is an AF_XDP socket whose rings were just sized as passed, and
+    // `off` holds the kernel's offsets for them.
+    let rx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_RX_RING, RX_RING, &off.rx) }
+        .map_err(err("mapping the RX ring"))?;
+    // SAFETY: as above.
+    let tx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_TX_RING, TX_RING, &off.tx) }
+        .map_err(err("mapping the TX ring"))?;
+    // SAFETY: as above.
+    let fill = unsafe { MmapRing::<u64>::map(fd, XDP_UMEM_PGOFF_FILL_RING, FILL_RING, &off.fr) }
+        .map_err(err("mapping the fill ring"))?;
+    // SAFETY: as above.
+    let comp =
+        unsafe { MmapRing::<u64>::map(fd, XDP_UMEM_PGOFF_COMPLETION_RING, COMP_RING, &off.cr) }
+            .map_err(err("mapping the completion ring"))?;
+
+    let bind = |flags: u16, shared_fd: u32| {
+        let sa = SockaddrXdp {
+            family: AF_XDP as u16,
+            flags,
+            ifindex,
+            queue_id: opts.queue,
+            shared_umem_fd: shared_fd,
+        };
+        // SAFETY: `sa` is a live sockaddr_xdp of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&sa as *const SockaddrXdp).cast(),
+                std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let zero_copy = match &umem.owner {
+        // A socket sharing a UMEM inherits the owner's copy/zero-copy and wakeup flags; the
+        // kernel refuses any flag but XDP_SHARED_UMEM here.
+        Some(owner) => {
+            bind(XDP_SHARED_UMEM, owner.as_raw_fd() as u32)
+                .map_err(err("binding (shared UMEM)"))?;
+            false
+        }
+        None => {
+            let zc = attachment.mode() == XdpMode::Native
+                && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
+            if !zc {
+                bind(XDP_COPY | XDP_USE_NEED_WAKEUP, 0).map_err(err("binding"))?;
+            }
+            zc
+        }
+    };
+    // Larger copy-mode TX batches (kernel ≥ 6.17); older kernels refuse the option and keep 32.
+    let _ = setsockopt(fd, XDP_MAX_TX_SKB_BUDGET, &256u32);
+    attachment
+        .insert(opts.queue, fd)
+        .map_err(|source| AfXdpError::Bpf {
+            ifname: ifname.to_string(),
+            what: "inserting the socket into the XSKMAP",
+            source,
+        })?;
+    if umem.owner.is_none() {
+        umem.owner = Some(socket.clone());
+    }
+    Ok(AfXdpPort::new(port::Parts {
+        name: name.to_string(),
+        ifname: ifname.to_string(),
+        rx,
+        tx,
+        fill,
+        comp,
+        stats: Arc::new(XskStats { fd: socket.clone() }),
+        socket,
+        attachment,
+        zero_copy,
+        complete_checksums: opts.complete_checksums,
+    }))
+}
+
+use super::port;
