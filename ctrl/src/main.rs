@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use vwire_dataplane::engine::{Engine, EngineBuilder, EngineConfig};
 use vwire_dataplane::port::PortId;
 use vwire_dataplane::table::ForwardingTable;
-use vwire_mechanisms::afxdp::{self, socket, PortOptions, Umem, FRAMES_PER_PORT};
+use vwire_mechanisms::afxdp::{self, socket, PortOptions, Umem, FRAMES_PER_QUEUE};
 
 use vwire::config::{self, Config, PortKind};
 use vwire::metrics;
@@ -118,6 +118,7 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -160,8 +161,10 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     let assignment = config::assign_workers(cfg);
     let mut pool_frames = vec![0u32; cfg.workers.len()];
     for (p, &w) in cfg.ports.iter().zip(&assignment) {
-        match p.kind {
-            PortKind::AfXdp { .. } => pool_frames[w] += FRAMES_PER_PORT,
+        match &p.kind {
+            PortKind::AfXdp { interface } => {
+                pool_frames[w] += FRAMES_PER_QUEUE * afxdp::rx_queue_count(interface)
+            }
         }
     }
     for f in &mut pool_frames {
@@ -193,7 +196,8 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
                     })?;
                 info!(
                     port = %p.name, interface = %interface, worker = w, cpu = cfg.workers[w],
-                    xdp = ?port.xdp_mode(), zero_copy = port.zero_copy(), "AF_XDP port open"
+                    xdp = ?port.xdp_mode(), zero_copy = port.zero_copy(), queues = ?port.queue_ids(),
+                    "AF_XDP port open"
                 );
                 port
             }

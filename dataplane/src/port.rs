@@ -116,10 +116,9 @@ pub trait Port: Send {
     /// receive resources.
     fn flush(&mut self, pool: &mut BufferPool, ctr: &PortCounters);
 
-    /// A file descriptor that becomes readable when packets arrive, for idle sleeping.
-    fn wait_fd(&self) -> Option<RawFd> {
-        None
-    }
+    /// Appends the file descriptors that become readable when packets arrive, for idle
+    /// sleeping.
+    fn wait_fds(&self, _out: &mut Vec<RawFd>) {}
 
     /// Statistics kept outside vwire's counters, readable from the control thread.
     fn stats(&self) -> Option<Arc<dyn PortStats>> {

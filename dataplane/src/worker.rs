@@ -238,15 +238,15 @@ impl Worker {
             events: libc::POLLIN,
             revents: 0,
         });
+        let mut fds = Vec::new();
         for s in &self.ports {
-            if let Some(fd) = s.port.wait_fd() {
-                self.pollfds.push(libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
+            s.port.wait_fds(&mut fds);
         }
+        self.pollfds.extend(fds.into_iter().map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
     }
 
     /// One loop iteration over every port; returns the number of packets received.

@@ -24,7 +24,7 @@ pub mod socket;
 
 pub use bpf::XdpMode;
 pub use port::AfXdpPort;
-pub use socket::{PortOptions, Umem, FRAMES_PER_PORT};
+pub use socket::{rx_queue_count, PortOptions, Umem, FRAMES_PER_QUEUE};
 
 /// Errors of the AF_XDP mechanism.
 #[derive(Debug, thiserror::Error)]

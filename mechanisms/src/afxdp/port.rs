@@ -1,9 +1,11 @@
 //! The AF_XDP port driver: the hot path.
 //!
-//! Per receive burst: refill the fill ring from the pool (keeping [`FILL_TARGET`] frames posted),
-//! take up to a burst of RX descriptors, check each against the pool, complete partial checksums.
-//! Per transmit burst: reap completions back into the pool, then queue descriptors; the kick
-//! (`sendto`, one per port per loop, never per packet) waits for [`Port::flush`].
+//! A port has one socket ([`XskQueue`]) per receive queue of its interface. Per receive burst:
+//! for each queue in turn until the burst is full, refill its fill ring from the pool (keeping
+//! [`FILL_TARGET`] frames posted), take RX descriptors, check each against the pool, complete
+//! partial checksums. Per transmit burst: reap completions back into the pool, then queue
+//! descriptors on the first queue's socket; the kick (`sendto`, one per socket per loop, never
+//! per packet) waits for [`Port::flush`].
 //!
 //! Descriptors from the kernel are checked before use: an address outside the pool or a length
 //! past the frame is counted (`bad_rx_desc`, `bad_tx_completion`) and skipped, never followed.
@@ -29,23 +31,19 @@ const REFILL_MAX: u32 = 2048;
 /// Most completions reaped per call.
 const COMP_BATCH: u32 = 256;
 
-/// What [`AfXdpPort::new`] is built from (see `socket::open`).
-pub(crate) struct Parts {
-    pub(crate) name: String,
-    pub(crate) ifname: String,
+/// What an [`XskQueue`] is built from (see `socket::open`).
+pub(crate) struct QueueParts {
+    pub(crate) queue: u32,
     pub(crate) rx: MmapRing<XdpDesc>,
     pub(crate) tx: MmapRing<XdpDesc>,
     pub(crate) fill: MmapRing<u64>,
     pub(crate) comp: MmapRing<u64>,
-    pub(crate) stats: Arc<XskStats>,
     pub(crate) socket: Arc<OwnedFd>,
-    pub(crate) attachment: XdpAttachment,
     pub(crate) zero_copy: bool,
-    pub(crate) complete_checksums: bool,
 }
 
-/// An AF_XDP port. Create it with [`super::socket::open`].
-pub struct AfXdpPort {
+/// The socket and rings of one interface queue.
+pub struct XskQueue {
     // hot: accessed by the worker every burst
     rx: MmapRing<XdpDesc>,
     tx: MmapRing<XdpDesc>,
@@ -54,19 +52,14 @@ pub struct AfXdpPort {
     fd: RawFd,
     /// Frames posted to the fill ring and not yet received back.
     in_fill: u32,
-    complete_checksums: bool,
-    // cold: control plane only. Dropped after the rings: the link (detaching the program), then
-    // the socket.
-    attachment: XdpAttachment,
-    stats: Arc<XskStats>,
-    _socket: Arc<OwnedFd>,
-    name: String,
-    ifname: String,
     zero_copy: bool,
+    // cold: dropped after the rings are unmapped
+    socket: Arc<OwnedFd>,
+    queue: u32,
 }
 
-impl AfXdpPort {
-    pub(crate) fn new(p: Parts) -> Self {
+impl XskQueue {
+    pub(crate) fn new(p: QueueParts) -> Self {
         Self {
             fd: p.socket.as_raw_fd(),
             rx: p.rx,
@@ -74,29 +67,10 @@ impl AfXdpPort {
             fill: p.fill,
             comp: p.comp,
             in_fill: 0,
-            complete_checksums: p.complete_checksums,
-            attachment: p.attachment,
-            stats: p.stats,
-            _socket: p.socket,
-            name: p.name,
-            ifname: p.ifname,
             zero_copy: p.zero_copy,
+            socket: p.socket,
+            queue: p.queue,
         }
-    }
-
-    /// The interface served.
-    pub fn ifname(&self) -> &str {
-        &self.ifname
-    }
-
-    /// How the XDP program is attached.
-    pub fn xdp_mode(&self) -> XdpMode {
-        self.attachment.mode()
-    }
-
-    /// True if the socket is bound in zero-copy mode.
-    pub fn zero_copy(&self) -> bool {
-        self.zero_copy
     }
 
     /// Keeps up to [`FILL_TARGET`] frames posted in the fill ring.
@@ -145,6 +119,66 @@ impl AfXdpPort {
         }
     }
 
+    #[inline]
+    fn receive(&mut self, pool: &mut BufferPool, out: &mut Burst, ctr: &PortCounters, csum: bool) {
+        self.refill(pool);
+        let room = u32::try_from(out.room()).unwrap_or(u32::MAX);
+        let n = self.rx.peek(room);
+        for i in 0..n {
+            let d = self.rx.read(i);
+            let len = d.len as usize;
+            match pool.locate(d.addr) {
+                Some((b, off)) if usize::from(off) + len <= FRAME_SIZE => {
+                    pool.set_meta(b, usize::from(off), len);
+                    if csum {
+                        let _ = checksum::complete_partial(pool.packet_mut(b));
+                    }
+                    out.push(b);
+                }
+                // A kernel bug or a foreign UMEM address: count it, never follow it. The frame
+                // (if any) is lost to the pool, which the counter makes visible.
+                _ => ctr.drop(DropReason::BadRxDesc, 1),
+            }
+        }
+        if n > 0 {
+            self.rx.release(n);
+            self.in_fill = self.in_fill.saturating_sub(n);
+        }
+    }
+
+    #[inline]
+    fn transmit(&mut self, pool: &mut BufferPool, pkts: &[BufIdx], ctr: &PortCounters) -> usize {
+        self.reap(pool, ctr);
+        let want = u32::try_from(pkts.len()).unwrap_or(u32::MAX);
+        let n = self.tx.reserve(want);
+        for (i, &b) in pkts[..n as usize].iter().enumerate() {
+            let m = pool.meta(b);
+            self.tx.write(
+                i as u32,
+                XdpDesc {
+                    addr: BufferPool::frame_addr(b) + u64::from(m.offset),
+                    len: u32::from(m.len),
+                    options: 0,
+                },
+            );
+        }
+        if n > 0 {
+            self.tx.submit(n);
+        }
+        n as usize
+    }
+
+    #[inline]
+    fn flush(&mut self, pool: &mut BufferPool, ctr: &PortCounters) {
+        // In copy mode the kernel sends only inside sendto, a batch per call; in zero-copy mode
+        // only when it asks for a wakeup.
+        if self.tx.unconsumed() > 0 && (!self.zero_copy || self.tx.needs_wakeup()) {
+            self.kick_tx();
+        }
+        self.reap(pool, ctr);
+        self.refill(pool);
+    }
+
     fn wake_rx(&self) {
         // SAFETY: a zero-length, non-blocking recvfrom on our socket: the documented AF_XDP way
         // to make the kernel process the fill ring. No buffer is passed.
@@ -177,6 +211,66 @@ impl AfXdpPort {
     }
 }
 
+/// What [`AfXdpPort::new`] is built from (see `socket::open`).
+pub(crate) struct Parts {
+    pub(crate) name: String,
+    pub(crate) ifname: String,
+    pub(crate) queues: Vec<XskQueue>,
+    pub(crate) attachment: XdpAttachment,
+    pub(crate) complete_checksums: bool,
+}
+
+/// An AF_XDP port. Create it with [`super::socket::open`].
+pub struct AfXdpPort {
+    // hot: accessed by the worker every burst
+    queues: Vec<XskQueue>,
+    /// The queue the next receive burst starts at (round robin, so no queue starves).
+    next_rx: usize,
+    complete_checksums: bool,
+    // cold: control plane only. Dropped after the queues: the link (detaching the program).
+    attachment: XdpAttachment,
+    stats: Arc<XskStats>,
+    name: String,
+    ifname: String,
+}
+
+impl AfXdpPort {
+    pub(crate) fn new(p: Parts) -> Self {
+        let stats = Arc::new(XskStats {
+            fds: p.queues.iter().map(|q| q.socket.clone()).collect(),
+        });
+        Self {
+            queues: p.queues,
+            next_rx: 0,
+            complete_checksums: p.complete_checksums,
+            attachment: p.attachment,
+            stats,
+            name: p.name,
+            ifname: p.ifname,
+        }
+    }
+
+    /// The interface served.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// How the XDP program is attached.
+    pub fn xdp_mode(&self) -> XdpMode {
+        self.attachment.mode()
+    }
+
+    /// True if the sockets are bound in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.queues.first().is_some_and(|q| q.zero_copy)
+    }
+
+    /// The interface queues served, one socket each.
+    pub fn queue_ids(&self) -> Vec<u32> {
+        self.queues.iter().map(|q| q.queue).collect()
+    }
+}
+
 impl Port for AfXdpPort {
     fn name(&self) -> &str {
         &self.name
@@ -184,69 +278,36 @@ impl Port for AfXdpPort {
 
     #[inline]
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut Burst, ctr: &PortCounters) -> usize {
-        self.refill(pool);
-        let room = u32::try_from(out.room()).unwrap_or(u32::MAX);
-        let n = self.rx.peek(room);
-        let mut got = 0;
-        for i in 0..n {
-            let d = self.rx.read(i);
-            let len = d.len as usize;
-            match pool.locate(d.addr) {
-                Some((b, off)) if usize::from(off) + len <= FRAME_SIZE => {
-                    pool.set_meta(b, usize::from(off), len);
-                    if self.complete_checksums {
-                        let _ = checksum::complete_partial(pool.packet_mut(b));
-                    }
-                    out.push(b);
-                    got += 1;
-                }
-                // A kernel bug or a foreign UMEM address: count it, never follow it. The frame
-                // (if any) is lost to the pool, which the counter makes visible.
-                _ => ctr.drop(DropReason::BadRxDesc, 1),
+        let before = out.len();
+        let nq = self.queues.len();
+        for k in 0..nq {
+            if out.room() == 0 {
+                break;
             }
+            let q = (self.next_rx + k) % nq;
+            self.queues[q].receive(pool, out, ctr, self.complete_checksums);
         }
-        if n > 0 {
-            self.rx.release(n);
-            self.in_fill = self.in_fill.saturating_sub(n);
-        }
-        got
+        self.next_rx = (self.next_rx + 1) % nq.max(1);
+        out.len() - before
     }
 
     #[inline]
     fn tx_burst(&mut self, pool: &mut BufferPool, pkts: &[BufIdx], ctr: &PortCounters) -> usize {
-        self.reap(pool, ctr);
-        let want = u32::try_from(pkts.len()).unwrap_or(u32::MAX);
-        let n = self.tx.reserve(want);
-        for (i, &b) in pkts[..n as usize].iter().enumerate() {
-            let m = pool.meta(b);
-            self.tx.write(
-                i as u32,
-                XdpDesc {
-                    addr: BufferPool::frame_addr(b) + u64::from(m.offset),
-                    len: u32::from(m.len),
-                    options: 0,
-                },
-            );
+        match self.queues.first_mut() {
+            Some(q) => q.transmit(pool, pkts, ctr),
+            None => 0,
         }
-        if n > 0 {
-            self.tx.submit(n);
-        }
-        n as usize
     }
 
     #[inline]
     fn flush(&mut self, pool: &mut BufferPool, ctr: &PortCounters) {
-        // In copy mode the kernel sends only inside sendto, a batch per call; in zero-copy mode
-        // only when it asks for a wakeup.
-        if self.tx.unconsumed() > 0 && (!self.zero_copy || self.tx.needs_wakeup()) {
-            self.kick_tx();
+        for q in &mut self.queues {
+            q.flush(pool, ctr);
         }
-        self.reap(pool, ctr);
-        self.refill(pool);
     }
 
-    fn wait_fd(&self) -> Option<RawFd> {
-        Some(self.fd)
+    fn wait_fds(&self, out: &mut Vec<RawFd>) {
+        out.extend(self.queues.iter().map(|q| q.fd));
     }
 
     fn stats(&self) -> Option<Arc<dyn PortStats>> {

@@ -15,27 +15,35 @@ use super::AfXdpError;
 
 /// Fill ring entries. Twice [`FILL_TARGET`]: the kernel publishes its consumer index lazily, so
 /// a ring only as large as what we post would often look full.
-pub const FILL_RING: u32 = 16384;
-/// Frames kept posted in the fill ring. On this VM class 8192 gave no drops under load where
-/// 2048 dropped (testbed.md).
-pub const FILL_TARGET: u32 = 8192;
+pub const FILL_RING: u32 = 8192;
+/// Frames kept posted in each queue's fill ring. On this VM class 8192 gave no drops under load
+/// where 2048 dropped (testbed.md); 4096 per queue showed no fill-ring-empty drops in the iperf3
+/// test here and halves the memory of a port.
+pub const FILL_TARGET: u32 = 4096;
 /// Completion ring entries: at least the TX ring, so completions never back up.
 pub const COMP_RING: u32 = 4096;
 /// RX ring entries.
-pub const RX_RING: u32 = 4096;
+pub const RX_RING: u32 = 2048;
 /// TX ring entries.
 pub const TX_RING: u32 = 2048;
-/// Frames to add to a worker's pool for each AF_XDP port it serves: the fill target plus full
-/// RX and TX rings, rounded up.
-pub const FRAMES_PER_PORT: u32 = 16384;
+/// Frames to add to a worker's pool for each AF_XDP queue it serves: the fill target plus full RX
+/// and TX rings (32 MiB of 4 KiB frames).
+pub const FRAMES_PER_QUEUE: u32 = 8192;
 
-const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_PORT);
+const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_QUEUE);
 
 /// A worker's UMEM: its pool region, registered with the kernel by its first AF_XDP socket.
 #[derive(Debug)]
 pub struct Umem {
     region: PoolRegion,
-    owner: Option<Arc<OwnedFd>>,
+    owner: Option<UmemOwner>,
+}
+
+/// The socket that registered a UMEM, and how it was bound (sharers inherit it).
+#[derive(Debug)]
+struct UmemOwner {
+    socket: Arc<OwnedFd>,
+    zero_copy: bool,
 }
 
 impl Umem {
@@ -51,8 +59,6 @@ impl Umem {
 /// How to open a port.
 #[derive(Clone, Copy, Debug)]
 pub struct PortOptions {
-    /// The interface queue to serve.
-    pub queue: u32,
     /// Try native XDP before generic.
     pub allow_native: bool,
     /// Complete partial TCP/UDP checksums on receive (see `vwire_dataplane::checksum`).
@@ -62,7 +68,6 @@ pub struct PortOptions {
 impl Default for PortOptions {
     fn default() -> Self {
         Self {
-            queue: 0,
             allow_native: true,
             complete_checksums: true,
         }
@@ -105,16 +110,26 @@ fn getsockopt<T: Default>(fd: i32, name: i32) -> std::io::Result<T> {
     Ok(v)
 }
 
-/// The kernel's per-socket XDP statistics, readable from any thread.
+/// The kernel's XDP statistics of a port's sockets, summed; readable from any thread.
 #[derive(Debug)]
 pub struct XskStats {
-    fd: Arc<OwnedFd>,
+    pub(crate) fds: Vec<Arc<OwnedFd>>,
 }
 
 impl XskStats {
-    /// Reads XDP_STATISTICS.
+    /// Reads XDP_STATISTICS of every socket and sums them.
     pub fn read(&self) -> std::io::Result<XdpStatistics> {
-        getsockopt(self.fd.as_raw_fd(), XDP_STATISTICS)
+        let mut t = XdpStatistics::default();
+        for fd in &self.fds {
+            let s: XdpStatistics = getsockopt(fd.as_raw_fd(), XDP_STATISTICS)?;
+            t.rx_dropped += s.rx_dropped;
+            t.rx_invalid_descs += s.rx_invalid_descs;
+            t.tx_invalid_descs += s.tx_invalid_descs;
+            t.rx_ring_full += s.rx_ring_full;
+            t.rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
+            t.tx_ring_empty_descs += s.tx_ring_empty_descs;
+        }
+        Ok(t)
     }
 }
 
@@ -133,23 +148,56 @@ impl PortStats for XskStats {
     }
 }
 
-/// Opens an AF_XDP port named `name` on `ifname`, using (and if needed registering) `umem`.
+/// Number of receive queues the interface uses (`/sys/class/net/<if>/queues/rx-*`), at least 1.
+pub fn rx_queue_count(ifname: &str) -> u32 {
+    let dir = format!("/sys/class/net/{ifname}/queues");
+    let n = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(0);
+    u32::try_from(n).unwrap_or(u32::MAX).max(1)
+}
+
+/// Opens an AF_XDP port named `name` on `ifname`: one socket per receive queue, all sharing
+/// (and if needed registering) `umem`.
 pub fn open(
     name: &str,
     ifname: &str,
     umem: &mut Umem,
     opts: PortOptions,
 ) -> Result<AfXdpPort, AfXdpError> {
+    let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
+    let attachment = XdpAttachment::attach(ifname, ifindex, opts.allow_native)?;
+    let queues = (0..rx_queue_count(ifname))
+        .map(|q| open_queue(ifname, ifindex, q, umem, &attachment))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AfXdpPort::new(port::Parts {
+        name: name.to_string(),
+        ifname: ifname.to_string(),
+        queues,
+        attachment,
+        complete_checksums: opts.complete_checksums,
+    }))
+}
+
+/// Opens the socket of one queue and steers the queue to it.
+fn open_queue(
+    ifname: &str,
+    ifindex: u32,
+    queue: u32,
+    umem: &mut Umem,
+    attachment: &XdpAttachment,
+) -> Result<port::XskQueue, AfXdpError> {
     let err = |what: &'static str| {
         move |source| AfXdpError::Socket {
-            ifname: ifname.to_string(),
+            ifname: format!("{ifname} queue {queue}"),
             what,
             source,
         }
     };
-    let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
-    let attachment = XdpAttachment::attach(ifname, ifindex, opts.allow_native)?;
-
     // SAFETY: plain socket(2); the result is checked and then owned.
     let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
@@ -199,7 +247,7 @@ pub fn open(
             family: AF_XDP as u16,
             flags,
             ifindex,
-            queue_id: opts.queue,
+            queue_id: queue,
             shared_umem_fd: shared_fd,
         };
         // SAFETY: `sa` is a live sockaddr_xdp of the size passed.
@@ -219,9 +267,9 @@ pub fn open(
         // A socket sharing a UMEM inherits the owner's copy/zero-copy and wakeup flags; the
         // kernel refuses any flag but XDP_SHARED_UMEM here.
         Some(owner) => {
-            bind(XDP_SHARED_UMEM, owner.as_raw_fd() as u32)
+            bind(XDP_SHARED_UMEM, owner.socket.as_raw_fd() as u32)
                 .map_err(err("binding (shared UMEM)"))?;
-            false
+            owner.zero_copy
         }
         None => {
             let zc = attachment.mode() == XdpMode::Native
@@ -235,27 +283,26 @@ pub fn open(
     // Larger copy-mode TX batches (kernel ≥ 6.17); older kernels refuse the option and keep 32.
     let _ = setsockopt(fd, XDP_MAX_TX_SKB_BUDGET, &256u32);
     attachment
-        .insert(opts.queue, fd)
+        .insert(queue, fd)
         .map_err(|source| AfXdpError::Bpf {
             ifname: ifname.to_string(),
             what: "inserting the socket into the XSKMAP",
             source,
         })?;
     if umem.owner.is_none() {
-        umem.owner = Some(socket.clone());
+        umem.owner = Some(UmemOwner {
+            socket: socket.clone(),
+            zero_copy,
+        });
     }
-    Ok(AfXdpPort::new(port::Parts {
-        name: name.to_string(),
-        ifname: ifname.to_string(),
+    Ok(port::XskQueue::new(port::QueueParts {
+        queue,
         rx,
         tx,
         fill,
         comp,
-        stats: Arc::new(XskStats { fd: socket.clone() }),
         socket,
-        attachment,
         zero_copy,
-        complete_checksums: opts.complete_checksums,
     }))
 }
 
