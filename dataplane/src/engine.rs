@@ -156,6 +156,11 @@ impl EngineBuilder {
         &self.table
     }
 
+    /// Worker `w`'s pool, before it starts (e.g. to prime in-memory ports in tests).
+    pub fn pool_mut(&mut self, w: usize) -> Option<&mut BufferPool> {
+        self.workers.get_mut(w).map(Worker::pool_mut)
+    }
+
     /// Spawns one thread per worker. On failure, the workers already started are stopped.
     pub fn start(self) -> Result<Engine, EngineError> {
         let mut engine = Engine {

@@ -13,6 +13,7 @@
 //! - [`engine`]: builds the workers, starts them and stops them.
 //! - [`checksum`]: completes the partial TCP/UDP checksums that virtual devices leave behind.
 //! - [`mem_port`]: an in-memory port pair, used by benches and tests with no kernel involved.
+//! - [`test_utils`]: a hand-driven worker over an in-memory loop, for benches and tests.
 //!
 //! Packet-path contract: nothing reached from [`worker::Worker::poll_once`] allocates, locks,
 //! logs or makes a per-packet system call. Per-burst system calls (a TX kick) are allowed.
@@ -25,6 +26,7 @@ pub mod mem_port;
 pub mod port;
 pub mod rcu;
 pub mod table;
+pub mod test_utils;
 pub mod worker;
 
 pub use buffer::{BufIdx, BufferPool};
