@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vwire_dataplane::counters::{port_totals, DropReason, WorkerCounters};
+use vwire_dataplane::counters::{port_totals, DropReason, PortTotals, WorkerCounters};
 use vwire_dataplane::port::{PortId, PortStats};
 
 /// A port as the metrics see it.
@@ -56,11 +56,8 @@ impl Registry {
             .iter()
             .map(|p| port_totals(counters.iter().copied(), usize::from(p.id)))
             .collect();
-        let families: [(
-            &str,
-            &str,
-            fn(&vwire_dataplane::counters::PortTotals) -> u64,
-        ); 4] = [
+        type PortGet = fn(&PortTotals) -> u64;
+        let families: [(&str, &str, PortGet); 4] = [
             (
                 "vwire_port_rx_packets_total",
                 "Packets received on the port.",

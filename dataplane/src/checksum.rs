@@ -185,6 +185,22 @@ pub fn complete_partial(pkt: &mut [u8]) -> Outcome {
     Outcome::Completed
 }
 
+/// The reverse of [`complete_partial`], for tests and benches: replaces the L4 checksum of a
+/// TCP/UDP frame with the pseudo-header sum only, as the kernel hands it to a veth. Returns false
+/// (and changes nothing) for frames [`complete_partial`] does not handle.
+pub fn make_partial(pkt: &mut [u8]) -> bool {
+    let Some(l4) = locate_l4(pkt) else {
+        return false;
+    };
+    let at = match l4.proto {
+        PROTO_TCP if l4.len >= 20 => l4.start + 16,
+        PROTO_UDP if l4.len >= 8 => l4.start + 6,
+        _ => return false,
+    };
+    pkt[at..at + 2].copy_from_slice(&l4.pseudo.to_ne_bytes());
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,14 +234,6 @@ mod tests {
         v
     }
 
-    /// Turns a correct packet into what the kernel hands a veth: the pseudo-header sum only.
-    fn make_partial(pkt: &mut [u8], check_at_from_l4: usize) -> usize {
-        let l4 = locate_l4(pkt).unwrap();
-        let at = l4.start + check_at_from_l4;
-        pkt[at..at + 2].copy_from_slice(&l4.pseudo.to_ne_bytes());
-        at
-    }
-
     #[test]
     fn partial_checksums_are_completed_to_the_true_value() {
         for (mut pkt, off) in [
@@ -235,7 +243,8 @@ mod tests {
             (tcp4_vlan(b"x"), 16),
         ] {
             let good = pkt.clone();
-            let at = make_partial(&mut pkt, off);
+            assert!(make_partial(&mut pkt));
+            let at = locate_l4(&pkt).unwrap().start + off;
             assert_ne!(pkt[at..at + 2], good[at..at + 2], "fixture must differ");
             assert_eq!(complete_partial(&mut pkt), Outcome::Completed);
             assert_eq!(pkt, good);

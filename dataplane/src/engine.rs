@@ -191,7 +191,7 @@ impl EngineBuilder {
     }
 }
 
-type WorkerResult = Result<Worker, (Worker, WorkerError)>;
+type WorkerResult = (Worker, Result<(), WorkerError>);
 
 /// A running engine. Dropping it stops the workers too.
 pub struct Engine {
@@ -287,13 +287,12 @@ impl Engine {
         let mut errors = Vec::new();
         for t in self.threads.drain(..) {
             // Joining returns the worker; dropping it here closes its ports, then unmaps its pool.
-            match t.join() {
-                Ok(Ok(worker)) => drop(worker),
-                Ok(Err((worker, e))) => {
-                    drop(worker);
+            // A panicked worker (Err from join) already dropped its state while unwinding.
+            if let Ok((worker, result)) = t.join() {
+                drop(worker);
+                if let Err(e) = result {
                     errors.push(e);
                 }
-                Err(_) => {} // a panicked worker already dropped its state while unwinding
             }
         }
         errors

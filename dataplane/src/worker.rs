@@ -373,12 +373,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs until the stop flag is set, then returns itself so that the caller drops the ports
-    /// and the pool outside the loop.
-    pub fn run(mut self) -> Result<Self, (Self, WorkerError)> {
+    /// Runs until the stop flag is set, then returns itself (so that the caller drops the ports
+    /// and the pool outside the loop) and whether it ran at all.
+    pub fn run(mut self) -> (Self, Result<(), WorkerError>) {
         if let Some(cpu) = self.cpu {
             if let Err(e) = Self::pin_current_thread(cpu) {
-                return Err((self, e));
+                self.reader.offline();
+                return (self, Err(e));
             }
         }
         self.rebuild_pollfds();
@@ -413,6 +414,6 @@ impl Worker {
             }
         }
         self.reader.offline();
-        Ok(self)
+        (self, Ok(()))
     }
 }

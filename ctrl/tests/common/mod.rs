@@ -4,7 +4,7 @@
 //! These tests need root and real tools. When either is missing they fail with a message that
 //! says what to install or how to run them; they never pass by skipping.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using a subset
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -274,21 +274,33 @@ impl Drop for Vwire {
     }
 }
 
-/// A parsed /metrics page: series (name with labels, as printed) to value.
-pub struct Metrics(pub HashMap<String, f64>);
+/// A parsed /metrics page: series (name with labels) to value, as printed.
+pub struct Metrics(pub HashMap<String, String>);
 
 impl Metrics {
-    /// The value of a series, e.g. `vwire_port_rx_packets_total{port="left"}`; panics if absent.
-    pub fn get(&self, series: &str) -> f64 {
-        *self
-            .0
+    fn raw(&self, series: &str) -> &str {
+        self.0
             .get(series)
             .unwrap_or_else(|| panic!("no series {series} in /metrics"))
     }
 
-    /// A port counter as an integer.
+    /// The value of a series, e.g. `vwire_port_rx_packets_total{port="left"}`; panics if absent.
+    pub fn get(&self, series: &str) -> f64 {
+        self.raw(series)
+            .parse()
+            .unwrap_or_else(|_| panic!("{series} is not a number"))
+    }
+
+    /// A counter printed as an integer.
+    pub fn count(&self, series: &str) -> u64 {
+        self.raw(series)
+            .parse()
+            .unwrap_or_else(|_| panic!("{series} is not an integer"))
+    }
+
+    /// A port counter.
     pub fn port(&self, family: &str, port: &str) -> u64 {
-        self.get(&format!("vwire_port_{family}_total{{port=\"{port}\"}}")) as u64
+        self.count(&format!("vwire_port_{family}_total{{port=\"{port}\"}}"))
     }
 }
 
@@ -309,7 +321,7 @@ fn try_scrape(addr: SocketAddr) -> Option<Metrics> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
     {
         let (k, v) = line.rsplit_once(' ')?;
-        m.insert(k.to_string(), v.parse().ok()?);
+        m.insert(k.to_string(), v.to_string());
     }
     Some(Metrics(m))
 }

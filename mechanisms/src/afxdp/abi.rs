@@ -4,6 +4,8 @@
 #![allow(missing_docs)] // the names are the kernel's; see the headers named above
 
 pub const AF_XDP: i32 = 44;
+/// `AF_XDP` as the `sa_family_t` of a sockaddr.
+pub const AF_XDP_FAMILY: u16 = 44;
 pub const SOL_XDP: i32 = 283;
 
 // setsockopt/getsockopt names (SOL_XDP)

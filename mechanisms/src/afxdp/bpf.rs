@@ -25,6 +25,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use super::abi::*;
 use super::AfXdpError;
 
+/// `usize` → `u32` for lengths of fixed, small arrays handed to the kernel.
+fn len32<T>(v: &[T]) -> u32 {
+    u32::try_from(v.len()).unwrap_or(u32::MAX)
+}
+
 /// Maximum queues per interface the map can serve.
 const MAX_QUEUES: u32 = 64;
 
@@ -157,11 +162,11 @@ impl XdpAttachment {
         let mut log = vec![0u8; 4096];
         let prog_attr = ProgLoadAttr {
             prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
+            insn_cnt: len32(&insns),
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             log_level: 1,
-            log_size: log.len() as u32,
+            log_size: len32(&log),
             log_buf: log.as_mut_ptr() as u64,
             prog_name: name16("vwire_xsk"),
             expected_attach_type: BPF_XDP,

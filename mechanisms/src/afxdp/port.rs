@@ -86,10 +86,10 @@ impl XskQueue {
         while done < n {
             let take = ((n - done) as usize).min(REFILL_BATCH);
             let got = pool.alloc_burst(&mut batch[..take]);
-            for (i, &b) in batch[..got].iter().enumerate() {
-                self.fill.write(done + i as u32, BufferPool::frame_addr(b));
+            for &b in &batch[..got] {
+                self.fill.write(done, BufferPool::frame_addr(b));
+                done += 1;
             }
-            done += got as u32;
             if got < take {
                 break; // pool empty: post what we have, try again next poll
             }
@@ -151,10 +151,10 @@ impl XskQueue {
         self.reap(pool, ctr);
         let want = u32::try_from(pkts.len()).unwrap_or(u32::MAX);
         let n = self.tx.reserve(want);
-        for (i, &b) in pkts[..n as usize].iter().enumerate() {
+        for (i, &b) in (0..n).zip(pkts) {
             let m = pool.meta(b);
             self.tx.write(
-                i as u32,
+                i,
                 XdpDesc {
                     addr: BufferPool::frame_addr(b) + u64::from(m.offset),
                     len: u32::from(m.len),

@@ -247,7 +247,7 @@ mod tests {
                 if produce {
                     if p.free() < n { p.cached_cons = kernel_cons; }
                     let k = n.min(p.free());
-                    prop_assert!(model.len() as u32 + k <= size);
+                    prop_assert!(model.len() + k as usize <= size as usize);
                     for _ in 0..k { model.push_back(next_val); next_val += 1; }
                     p.prod = p.prod.wrapping_add(k);
                     kernel_prod = p.prod;

@@ -82,17 +82,14 @@ pub fn ifindex(ifname: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// The size of `T` as a `socklen_t`; the kernel structures passed here are tens of bytes.
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
 fn setsockopt<T>(fd: i32, name: i32, v: &T) -> std::io::Result<()> {
     // SAFETY: passes a pointer to a live `T` with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_XDP,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
+    let rc = unsafe { libc::setsockopt(fd, SOL_XDP, name, (v as *const T).cast(), socklen::<T>()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -101,7 +98,7 @@ fn setsockopt<T>(fd: i32, name: i32, v: &T) -> std::io::Result<()> {
 
 fn getsockopt<T: Default>(fd: i32, name: i32) -> std::io::Result<T> {
     let mut v = T::default();
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    let mut len = socklen::<T>();
     // SAFETY: the kernel writes at most `len` bytes into the live `v`.
     let rc = unsafe { libc::getsockopt(fd, SOL_XDP, name, (&mut v as *mut T).cast(), &mut len) };
     if rc != 0 {
@@ -213,7 +210,7 @@ fn open_queue(
         let reg = UmemReg {
             addr: umem.region.base as u64,
             len: umem.region.len as u64,
-            chunk_size: FRAME_SIZE as u32,
+            chunk_size: u32::try_from(FRAME_SIZE).unwrap_or(0),
             headroom: 0,
             flags: 0,
             tx_metadata_len: 0,
@@ -227,8 +224,8 @@ fn open_queue(
     setsockopt(fd, XDP_TX_RING, &TX_RING).map_err(err("sizing the TX ring"))?;
     let off: MmapOffsets = getsockopt(fd, XDP_MMAP_OFFSETS).map_err(err("reading ring offsets"))?;
 
-    // SAFETY (all four): `fd` is an AF_XDP socket whose rings were just sized as passed, and
-    // `off` holds the kernel's offsets for them.
+    // SAFETY: `fd` is an AF_XDP socket whose rings were just sized as passed, and `off` holds
+    // the kernel's offsets for them (the same holds for the three maps below).
     let rx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_RX_RING, RX_RING, &off.rx) }
         .map_err(err("mapping the RX ring"))?;
     // SAFETY: as above.
@@ -244,7 +241,7 @@ fn open_queue(
 
     let bind = |flags: u16, shared_fd: u32| {
         let sa = SockaddrXdp {
-            family: AF_XDP as u16,
+            family: AF_XDP_FAMILY,
             flags,
             ifindex,
             queue_id: queue,
@@ -255,7 +252,7 @@ fn open_queue(
             libc::bind(
                 fd,
                 (&sa as *const SockaddrXdp).cast(),
-                std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                socklen::<SockaddrXdp>(),
             )
         };
         if rc != 0 {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs vwire's whole test suite: formatting and lints, unit tests, the privileged integration
+# tests (network namespaces, veth pairs, AF_XDP, ping, iperf3), and every bench once in test
+# mode. Run as root on Debian 12; it installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_root
+need_packages iproute2 iputils-ping iperf3 ethtool procps gcc libc6-dev
+need_rust
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-targets
