@@ -15,15 +15,16 @@ WORK=$(mktemp -d)
 VWIRE_PID=
 cleanup() {
   [ -n "$VWIRE_PID" ] && kill "$VWIRE_PID" 2>/dev/null && wait "$VWIRE_PID" 2>/dev/null || true
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
+  for ns in "$NS_A" "$NS_B"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
   ip link del "$IF_A" 2>/dev/null || true
   ip link del "$IF_B" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-cleanup_leftovers() { ip netns del "$NS_A" 2>/dev/null || true; ip netns del "$NS_B" 2>/dev/null || true; }
-cleanup_leftovers
+for ns in "$NS_A" "$NS_B"; do ip netns del "$ns" 2>/dev/null || true; done   # leftovers of an earlier run
 
 echo "== building vwire (release)"
 cargo build --release --quiet -p vwire

@@ -137,7 +137,10 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        // Deleting the namespace deletes the inner veth end, which deletes the root end too.
+        // Processes left inside (an iperf3 server whose client failed) would keep the namespace,
+        // and so the veth pair, alive: end them first. Deleting the namespace then deletes the
+        // inner veth end, which deletes the root end too.
+        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.ns));
         let _ = run(&format!("ip netns del {}", self.ns));
         let _ = run(&format!("ip link del {} 2>/dev/null", self.port_if));
     }

@@ -237,7 +237,7 @@ pub struct AfXdpPort {
 impl AfXdpPort {
     pub(crate) fn new(p: Parts) -> Self {
         let stats = Arc::new(XskStats {
-            fds: p.queues.iter().map(|q| q.socket.clone()).collect(),
+            fds: p.queues.iter().map(|q| Arc::downgrade(&q.socket)).collect(),
         });
         Self {
             queues: p.queues,

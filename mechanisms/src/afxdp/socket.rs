@@ -2,7 +2,7 @@
 //! steering. Cold path: runs on the control thread when a port is created.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use vwire_dataplane::buffer::{PoolRegion, FRAME_SIZE};
 use vwire_dataplane::port::PortStats;
@@ -107,17 +107,18 @@ fn getsockopt<T: Default>(fd: i32, name: i32) -> std::io::Result<T> {
     Ok(v)
 }
 
-/// The kernel's XDP statistics of a port's sockets, summed; readable from any thread.
+/// The kernel's XDP statistics of a port's sockets, summed; readable from any thread. It holds
+/// the sockets weakly: once the port is closed, it reads nothing instead of keeping them open.
 #[derive(Debug)]
 pub struct XskStats {
-    pub(crate) fds: Vec<Arc<OwnedFd>>,
+    pub(crate) fds: Vec<Weak<OwnedFd>>,
 }
 
 impl XskStats {
     /// Reads XDP_STATISTICS of every socket and sums them.
     pub fn read(&self) -> std::io::Result<XdpStatistics> {
         let mut t = XdpStatistics::default();
-        for fd in &self.fds {
+        for fd in self.fds.iter().filter_map(Weak::upgrade) {
             let s: XdpStatistics = getsockopt(fd.as_raw_fd(), XDP_STATISTICS)?;
             t.rx_dropped += s.rx_dropped;
             t.rx_invalid_descs += s.rx_invalid_descs;
