@@ -33,54 +33,20 @@ VWIRE_PID=
 cleanup() {
   [ -n "$VWIRE_PID" ] && kill "$VWIRE_PID" 2>/dev/null && wait "$VWIRE_PID" 2>/dev/null || true
   ip link del "$BR" 2>/dev/null || true
-  for ns in "$NS_A" "$NS_B"; do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-  done
+  netns_down "$NS_A" "$NS_B"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-WORK_KEEP=$WORK; WORK=/nonexistent-vwperf; cleanup; WORK=$WORK_KEEP   # leftovers of an earlier run
+ip link del "$BR" 2>/dev/null || true; netns_down "$NS_A" "$NS_B"   # leftovers of an earlier run
 
 cargo build --release --quiet -p vwire
-for s in A B; do
-  ns_var=NS_$s if_var=IF_$s; ns=${!ns_var}; ifn=${!if_var}
-  ip netns add "$ns"
-  ip link add "$ifn" type veth peer name eth0 netns "$ns"
-  ip link set "$ifn" up
-  ip -n "$ns" link set lo up; ip -n "$ns" link set eth0 up
-done
-ip -n "$NS_A" addr add 10.251.0.1/24 dev eth0
-ip -n "$NS_B" addr add 10.251.0.2/24 dev eth0
+pair_up "$NS_A" "$IF_A" "$NS_B" "$IF_B" 10.251.0.1 10.251.0.2
 CPU=$(( $(nproc) - 1 ))
 APP_CPUS=0-$(( CPU > 0 ? CPU - 1 : 0 ))
 ip netns exec "$NS_B" taskset -c "$APP_CPUS" iperf3 -s -D --logfile /dev/null
 
-cat > "$WORK/vwire.toml" <<CONF
-[dataplane]
-workers = [$CPU]
-poll = "adaptive"
-[metrics]
-listen = "127.0.0.1:9198"
-[[port]]
-name = "a"
-type = "afxdp"
-interface = "$IF_A"
-[[port]]
-name = "b"
-type = "afxdp"
-interface = "$IF_B"
-[[xconnect]]
-a = "a"
-b = "b"
-CONF
+xconnect_config "$WORK/vwire.toml" "$IF_A" "$IF_B" 127.0.0.1:9198
 
-start_vwire() {
-  ./target/release/vwire run --config "$WORK/vwire.toml" 2>>"$WORK/vwire.log" &
-  VWIRE_PID=$!
-  for _ in $(seq 100); do curl -sf 127.0.0.1:9198/metrics >/dev/null && return; sleep 0.05; done
-  cat "$WORK/vwire.log"; die "vwire did not start"
-}
 stop_vwire() { kill -TERM "$VWIRE_PID"; wait "$VWIRE_PID"; VWIRE_PID=; }
 start_bridge() {
   ip link add "$BR" type bridge; ip link set "$BR" up
@@ -102,7 +68,7 @@ measure() {
 
 : > "$WORK/samples"
 for i in $(seq "$PAIRS"); do
-  start_vwire; v=$(measure); stop_vwire
+  start_vwire "$WORK/vwire.toml" "$WORK/vwire.log" 127.0.0.1:9198; v=$(measure); stop_vwire
   start_bridge; k=$(measure); set_tso off; p=$(measure); set_tso on; stop_bridge
   echo "$i $v $k $p" | tee -a "$WORK/samples"
 done

@@ -15,57 +15,21 @@ WORK=$(mktemp -d)
 VWIRE_PID=
 cleanup() {
   [ -n "$VWIRE_PID" ] && kill "$VWIRE_PID" 2>/dev/null && wait "$VWIRE_PID" 2>/dev/null || true
-  for ns in "$NS_A" "$NS_B"; do
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  ip link del "$IF_A" 2>/dev/null || true
-  ip link del "$IF_B" 2>/dev/null || true
+  netns_down "$NS_A" "$NS_B"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-for ns in "$NS_A" "$NS_B"; do ip netns del "$ns" 2>/dev/null || true; done   # leftovers of an earlier run
+netns_down "$NS_A" "$NS_B"   # leftovers of an earlier run
 
 echo "== building vwire (release)"
 cargo build --release --quiet -p vwire
 
 echo "== topology: $NS_A (10.250.0.1) -- $IF_A =vwire= $IF_B -- $NS_B (10.250.0.2)"
-for side in A B; do
-  ns_var=NS_$side if_var=IF_$side ns=${!ns_var} ifn=${!if_var}
-  ip netns add "$ns"
-  ip link add "$ifn" type veth peer name eth0 netns "$ns"
-  ip link set "$ifn" up
-  ip -n "$ns" link set lo up
-  ip -n "$ns" link set eth0 up
-done
-ip -n "$NS_A" addr add 10.250.0.1/24 dev eth0
-ip -n "$NS_B" addr add 10.250.0.2/24 dev eth0
-
-CPU=$(( $(nproc) - 1 ))
-cat > "$WORK/vwire.toml" <<CONF
-[dataplane]
-workers = [$CPU]
-poll = "adaptive"
-[metrics]
-listen = "127.0.0.1:9100"
-[[port]]
-name = "a"
-type = "afxdp"
-interface = "$IF_A"
-[[port]]
-name = "b"
-type = "afxdp"
-interface = "$IF_B"
-[[xconnect]]
-a = "a"
-b = "b"
-CONF
+pair_up "$NS_A" "$IF_A" "$NS_B" "$IF_B" 10.250.0.1 10.250.0.2
+xconnect_config "$WORK/vwire.toml" "$IF_A" "$IF_B" 127.0.0.1:9100
 echo "== config ($WORK/vwire.toml):"; sed 's/^/   /' "$WORK/vwire.toml"
 
-./target/release/vwire run --config "$WORK/vwire.toml" 2> "$WORK/vwire.log" &
-VWIRE_PID=$!
-for _ in $(seq 100); do curl -sf 127.0.0.1:9100/metrics >/dev/null && break; sleep 0.1; done
-curl -sf 127.0.0.1:9100/metrics >/dev/null || { cat "$WORK/vwire.log"; die "vwire did not start"; }
+start_vwire "$WORK/vwire.toml" "$WORK/vwire.log" 127.0.0.1:9100
 echo "== vwire is running (pid $VWIRE_PID):"; sed 's/^/   /' "$WORK/vwire.log"
 ip -d link show "$IF_A" | grep -o 'prog/xdp id [0-9]* name [a-z_]*' | sed "s/^/   $IF_A: /"
 

@@ -34,3 +34,62 @@ need_rust() {
   fi
   command -v cargo >/dev/null 2>&1 || die "cargo is not available and could not be installed"
 }
+
+# Two end hosts for a cross-connect: namespace $1 and $3, each holding "eth0" with address $5 and
+# $6 (/24), whose veth peers $2 and $4 stay in this namespace for vwire (or a bridge) to use.
+pair_up() {
+  local ns_a=$1 if_a=$2 ns_b=$3 if_b=$4 ip_a=$5 ip_b=$6
+  for side in "$ns_a $if_a $ip_a" "$ns_b $if_b $ip_b"; do
+    set -- $side
+    ip netns add "$1"
+    ip link add "$2" type veth peer name eth0 netns "$1"
+    ip link set "$2" up
+    ip -n "$1" link set lo up
+    ip -n "$1" link set eth0 up
+    ip -n "$1" addr add "$3/24" dev eth0
+  done
+}
+
+# Removes namespaces (ending what still runs inside, which would keep them and their veths alive).
+netns_down() {
+  for ns in "$@"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+# Writes a vwire config to $1: ports "a" on $2 and "b" on $3, cross-connected, metrics on $4,
+# one adaptive worker on the last CPU.
+xconnect_config() {
+  cat > "$1" <<CONF
+[dataplane]
+workers = [$(( $(nproc) - 1 ))]
+poll = "adaptive"
+[metrics]
+listen = "$4"
+[[port]]
+name = "a"
+type = "afxdp"
+interface = "$2"
+[[port]]
+name = "b"
+type = "afxdp"
+interface = "$3"
+[[xconnect]]
+a = "a"
+b = "b"
+CONF
+}
+
+# Starts ./target/release/vwire with config $1, logging to $2, and waits for /metrics at $3.
+# Sets VWIRE_PID.
+start_vwire() {
+  ./target/release/vwire run --config "$1" 2>>"$2" &
+  VWIRE_PID=$!
+  for _ in $(seq 100); do
+    curl -sf "http://$3/metrics" >/dev/null && return 0
+    sleep 0.05
+  done
+  cat "$2" >&2
+  die "vwire did not start"
+}
