@@ -5,5 +5,7 @@
 //! [`vwire_dataplane::Port`].
 //!
 //! - [`afxdp`]: AF_XDP sockets on a network interface, with vwire's own XDP program.
+//! - [`memif`]: memif shared-memory interfaces, both roles.
 
 pub mod afxdp;
+pub mod memif;

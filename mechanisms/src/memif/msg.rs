@@ -1,0 +1,1 @@
+//! memif control messages (being written).
