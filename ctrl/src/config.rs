@@ -14,6 +14,18 @@
 //! name = "left"
 //! type = "afxdp"
 //! interface = "veth0"
+//! [[port]]
+//! name = "m0"
+//! type = "memif"
+//! socket = "/run/vwire/a.sock"   # or "@name" for an abstract socket
+//! role = "server"                # or "client"
+//! id = 0
+//! mode = "ethernet"              # or "ip"
+//! queues = 1
+//! ring_size = 1024
+//! buffer_size = 2048
+//! secret = ""                    # optional
+//! netns = "/var/run/netns/x"     # optional: where an abstract socket lives
 //! [[xconnect]]
 //! a = "left"
 //! b = "right"              # L2 cross-connect, both directions
@@ -34,6 +46,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
+use vwire_mechanisms::memif::driver::MemifConfig;
+use vwire_mechanisms::memif::msg::Mode;
+use vwire_mechanisms::memif::port::Role;
 
 /// A configuration error: where, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +95,8 @@ pub enum PortKind {
         /// The interface.
         interface: String,
     },
+    /// A memif interface.
+    Memif(MemifConfig),
 }
 
 /// The validated configuration.
@@ -218,7 +235,39 @@ const SECTION_KEYS: &[(&str, &[(&str, Kind)])] = &[
     ("metrics", &[("listen", Kind::Str)]),
     ("log", &[("level", Kind::Str)]),
 ];
-const PORT_KEYS: &[&str] = &["name", "type", "interface"];
+/// Keys of an AF_XDP port.
+const AFXDP_KEYS: &[&str] = &["name", "type", "interface"];
+/// Keys of a memif port.
+const MEMIF_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "socket",
+    "role",
+    "id",
+    "mode",
+    "queues",
+    "ring_size",
+    "buffer_size",
+    "secret",
+    "netns",
+];
+/// Every key a `[[port]]` may have (for environment overrides).
+const PORT_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "interface",
+    "socket",
+    "role",
+    "id",
+    "mode",
+    "queues",
+    "ring_size",
+    "buffer_size",
+    "secret",
+    "netns",
+];
+/// Port keys that hold integers.
+const PORT_INT_KEYS: &[&str] = &["id", "queues", "ring_size", "buffer_size"];
 const XCONNECT_KEYS: &[&str] = &["a", "b"];
 /// forwarder-vpp's names for keys vwire shares with it.
 const NSM_ENV: &[(&str, &str, &str)] = &[
@@ -318,7 +367,11 @@ fn apply_env(
                     ),
                 )
             })?;
-        entry.insert(key.to_string(), Value::String(v.clone()));
+        let value = match v.parse::<i64>() {
+            Ok(n) if PORT_INT_KEYS.contains(&key) => Value::Integer(n),
+            _ => Value::String(v.clone()),
+        };
+        entry.insert(key.to_string(), value);
     }
     Ok(())
 }
@@ -385,6 +438,96 @@ fn array_of_tables<'a>(
             .collect(),
         Some(_) => Err(ctx.err(key, "must be an array of tables ([[...]])")),
     }
+}
+
+fn get_int(
+    ctx: &Ctx,
+    t: &Table,
+    path: &str,
+    key: &str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ConfigError> {
+    match t.get(key) {
+        None => Ok(default),
+        Some(Value::Integer(n)) if range.contains(n) => Ok(*n),
+        Some(Value::Integer(n)) => Err(ctx.err(
+            &format!("{path}.{key}"),
+            format!("{n} is out of range ({} to {})", range.start(), range.end()),
+        )),
+        Some(v) => Err(ctx.err(
+            &format!("{path}.{key}"),
+            format!("must be an integer, not {}", v.type_str()),
+        )),
+    }
+}
+
+/// The keys of a `type = "memif"` port.
+fn memif_port(ctx: &Ctx, t: &Table, path: &str, name: &str) -> Result<MemifConfig, ConfigError> {
+    let key = |k: &str| format!("{path}.{k}");
+    let socket = require_str(ctx, t, path, "socket")?.to_string();
+    if let Err(e) = vwire_mechanisms::memif::sock::sockaddr(&socket) {
+        return Err(ctx.err(&key("socket"), e.to_string()));
+    }
+    let role = match get_str(ctx, t, path, "role")?.unwrap_or("server") {
+        "server" | "master" => Role::Server,
+        "client" | "slave" => Role::Client,
+        other => {
+            return Err(ctx.err(
+                &key("role"),
+                format!("{other:?} is not a role (\"server\" or \"client\")"),
+            ))
+        }
+    };
+    let mode = match get_str(ctx, t, path, "mode")?.unwrap_or("ethernet") {
+        "ethernet" => Mode::Ethernet,
+        "ip" => Mode::Ip,
+        other => {
+            return Err(ctx.err(
+                &key("mode"),
+                format!("{other:?} is not a mode (\"ethernet\" or \"ip\")"),
+            ))
+        }
+    };
+    let id = get_int(ctx, t, path, "id", 0, 0..=i64::from(u32::MAX))?;
+    let queues = get_int(ctx, t, path, "queues", 1, 1..=64)?;
+    let ring_size = get_int(ctx, t, path, "ring_size", 1024, 2..=16384)?;
+    if ring_size.count_ones() != 1 {
+        return Err(ctx.err(
+            &key("ring_size"),
+            format!("{ring_size} is not a power of two"),
+        ));
+    }
+    let buffer_size = get_int(ctx, t, path, "buffer_size", 2048, 128..=65535)?;
+    let secret = get_str(ctx, t, path, "secret")?.unwrap_or("").to_string();
+    if secret.len() > 23 {
+        return Err(ctx.err(&key("secret"), "is longer than 23 bytes"));
+    }
+    let netns = get_str(ctx, t, path, "netns")?.map(PathBuf::from);
+    if let Some(n) = &netns {
+        if !socket.starts_with('@') {
+            return Err(ctx.err(
+                &key("netns"),
+                "only applies to an abstract socket (\"@name\")",
+            ));
+        }
+        if !n.exists() {
+            return Err(ctx.err(&key("netns"), format!("{} does not exist", n.display())));
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)] // all checked against their ranges above
+    Ok(MemifConfig {
+        name: name.to_string(),
+        socket,
+        role,
+        id: id as u32,
+        mode,
+        queues: queues as u16,
+        log2_ring_size: ring_size.trailing_zeros() as u8,
+        buffer_size: buffer_size as u32,
+        secret,
+        netns,
+    })
 }
 
 /// Parses `host:port`, or `:port` (forwarder-vpp's form, meaning all addresses).
@@ -493,9 +636,9 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
     let mut ports = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut interfaces: HashMap<String, usize> = HashMap::new();
+    let mut memifs = HashMap::new();
     for (i, t) in array_of_tables(ctx, root, "port")?.into_iter().enumerate() {
         let path = format!("port[{i}]");
-        check_keys(ctx, t, &path, PORT_KEYS)?;
         let name = require_str(ctx, t, &path, "name")?;
         if name.is_empty()
             || name.len() > 64
@@ -514,32 +657,49 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
                 format!("duplicate port name {name:?} (also port[{j}])"),
             ));
         }
-        let kind = match require_str(ctx, t, &path, "type")? {
-            "afxdp" => {
-                let interface = require_str(ctx, t, &path, "interface")?;
-                if !host.has_interface(interface) {
-                    return Err(ctx.err(
-                        &format!("{path}.interface"),
-                        format!("unknown interface {interface:?}"),
-                    ));
+        let kind =
+            match require_str(ctx, t, &path, "type")? {
+                "afxdp" => {
+                    check_keys(ctx, t, &path, AFXDP_KEYS)?;
+                    let interface = require_str(ctx, t, &path, "interface")?;
+                    if !host.has_interface(interface) {
+                        return Err(ctx.err(
+                            &format!("{path}.interface"),
+                            format!("unknown interface {interface:?}"),
+                        ));
+                    }
+                    if let Some(j) = interfaces.insert(interface.to_string(), i) {
+                        return Err(ctx.err(
+                            &format!("{path}.interface"),
+                            format!("interface {interface:?} is already used by port[{j}]"),
+                        ));
+                    }
+                    PortKind::AfXdp {
+                        interface: interface.to_string(),
+                    }
                 }
-                if let Some(j) = interfaces.insert(interface.to_string(), i) {
-                    return Err(ctx.err(
-                        &format!("{path}.interface"),
-                        format!("interface {interface:?} is already used by port[{j}]"),
-                    ));
+                "memif" => {
+                    check_keys(ctx, t, &path, MEMIF_KEYS)?;
+                    let m = memif_port(ctx, t, &path, name)?;
+                    let key = (m.socket.clone(), m.netns.clone(), m.id, m.role);
+                    if let Some(j) = memifs.insert(key, i) {
+                        return Err(ctx.err(
+                            &format!("{path}.id"),
+                            format!(
+                                "port[{j}] already uses id {} on socket {:?} in this role",
+                                m.id, m.socket
+                            ),
+                        ));
+                    }
+                    PortKind::Memif(m)
                 }
-                PortKind::AfXdp {
-                    interface: interface.to_string(),
-                }
-            }
-            other => {
-                return Err(ctx.err(
+                other => return Err(ctx.err(
                     &format!("{path}.type"),
-                    format!("{other:?} is not a supported port type (supported: \"afxdp\")"),
-                ))
-            }
-        };
+                    format!(
+                        "{other:?} is not a supported port type (supported: \"afxdp\", \"memif\")"
+                    ),
+                )),
+            };
         ports.push(PortConfig {
             name: name.to_string(),
             kind,

@@ -17,9 +17,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 use vwire_dataplane::engine::{Engine, EngineBuilder, EngineConfig};
-use vwire_dataplane::port::PortId;
+use vwire_dataplane::port::{Port, PortId};
 use vwire_dataplane::table::ForwardingTable;
 use vwire_mechanisms::afxdp::{self, socket, PortOptions, Umem, FRAMES_PER_QUEUE};
+use vwire_mechanisms::memif::driver::{Driver, MemifConfig};
+use vwire_mechanisms::memif::port::{Link, MemifPort};
 
 use vwire::config::{self, Config, PortKind};
 use vwire::metrics;
@@ -28,6 +30,9 @@ use vwire::metrics;
 const MAX_PORTS: usize = 1024;
 /// Pool size of a worker without AF_XDP ports.
 const MIN_POOL_FRAMES: u32 = 4096;
+/// Frames a memif port adds to its worker's pool: memif copies into pool frames that are in
+/// flight for one burst only, unless the egress is AF_XDP (whose queues add their own).
+const MEMIF_POOL_FRAMES: u32 = 2048;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +74,14 @@ enum CtrlError {
         name: String,
         /// why
         source: afxdp::AfXdpError,
+    },
+    /// a memif port failed to start
+    #[error("port {name:?}: {source}")]
+    Memif {
+        /// the port
+        name: String,
+        /// why
+        source: vwire_mechanisms::memif::MemifError,
     },
     /// the forwarding table rejected an entry
     #[error("forwarding table: {0}")]
@@ -146,6 +159,8 @@ struct Dataplane {
     /// Kept until after the engine stops: the first AF_XDP socket of each worker owns its UMEM.
     umems: Vec<Umem>,
     registry: Arc<metrics::Registry>,
+    /// memif ports, for the control driver started in the runtime.
+    memifs: Vec<(MemifConfig, Arc<Link>)>,
 }
 
 impl Dataplane {
@@ -161,11 +176,10 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     let assignment = config::assign_workers(cfg);
     let mut pool_frames = vec![0u32; cfg.workers.len()];
     for (p, &w) in cfg.ports.iter().zip(&assignment) {
-        match &p.kind {
-            PortKind::AfXdp { interface } => {
-                pool_frames[w] += FRAMES_PER_QUEUE * afxdp::rx_queue_count(interface)
-            }
-        }
+        pool_frames[w] += match &p.kind {
+            PortKind::AfXdp { interface } => FRAMES_PER_QUEUE * afxdp::rx_queue_count(interface),
+            PortKind::Memif(_) => MEMIF_POOL_FRAMES,
+        };
     }
     for f in &mut pool_frames {
         *f = (*f).max(MIN_POOL_FRAMES);
@@ -180,6 +194,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         .map(|w| builder.pool_region(w).map(Umem::new))
         .collect::<Result<_, _>>()?;
     let mut entries = Vec::new();
+    let mut memifs = Vec::new();
     for (i, (p, &w)) in cfg.ports.iter().zip(&assignment).enumerate() {
         let id = PortId::try_from(i).map_err(|_| {
             CtrlError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
@@ -187,7 +202,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
                 MAX_PORTS,
             ))
         })?;
-        let port = match &p.kind {
+        let port: Box<dyn Port> = match &p.kind {
             PortKind::AfXdp { interface } => {
                 let port = socket::open(&p.name, interface, &mut umems[w], PortOptions::default())
                     .map_err(|source| CtrlError::Port {
@@ -199,15 +214,21 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
                     xdp = ?port.xdp_mode(), zero_copy = port.zero_copy(), queues = ?port.queue_ids(),
                     "AF_XDP port open"
                 );
-                port
+                Box::new(port)
+            }
+            PortKind::Memif(m) => {
+                let link = Link::new(builder.qsbr());
+                memifs.push((m.clone(), link.clone()));
+                info!(port = %p.name, socket = %m.socket, role = ?m.role, id = m.id, worker = w, "memif port");
+                Box::new(MemifPort::new(&p.name, link))
             }
         };
         entries.push(metrics::PortEntry {
             id,
             name: p.name.clone(),
-            stats: vwire_dataplane::port::Port::stats(&port),
+            stats: port.stats(),
         });
-        builder.add_port(w, id, Box::new(port))?;
+        builder.add_port(w, id, port)?;
     }
     let mut table = ForwardingTable::new(MAX_PORTS);
     for &(a, b) in &cfg.xconnects {
@@ -230,6 +251,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         engine,
         umems,
         registry,
+        memifs,
     })
 }
 
@@ -266,6 +288,15 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
             cfg.metrics_listen
         )))?;
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
+    let mut memif = Driver::new();
+    for (m, link) in &dp.memifs {
+        memif
+            .add(m.clone(), link.clone())
+            .map_err(|e| CtrlError::Memif {
+                name: m.name.clone(),
+                source: e,
+            })?;
+    }
     info!(metrics = %cfg.metrics_listen, workers = ?cfg.workers, "vwire running");
     let mut health = tokio::time::interval(Duration::from_millis(500));
     let result = loop {
@@ -283,5 +314,6 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
         }
     };
     server.abort();
+    memif.shutdown();
     result
 }

@@ -23,19 +23,28 @@ pub enum DropReason {
     BadRxDesc,
     /// The kernel completed a transmit descriptor outside the buffer pool.
     BadTxCompletion,
-    /// A packet larger than a frame was offered for transmission.
+    /// A packet (or a peer's buffer chain) larger than a frame.
     TooLong,
+    /// The egress port's link is down (e.g. a memif peer is not connected).
+    LinkDown,
+    /// A peer published a descriptor outside its shared memory, or an empty one.
+    BadDesc,
+    /// A peer published a ring index beyond the ring size.
+    BadIndex,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::NoRoute,
         DropReason::PortGone,
         DropReason::TxRingFull,
         DropReason::BadRxDesc,
         DropReason::BadTxCompletion,
         DropReason::TooLong,
+        DropReason::LinkDown,
+        DropReason::BadDesc,
+        DropReason::BadIndex,
     ];
 
     /// The metric label.
@@ -47,6 +56,9 @@ impl DropReason {
             DropReason::BadRxDesc => "bad_rx_desc",
             DropReason::BadTxCompletion => "bad_tx_completion",
             DropReason::TooLong => "too_long",
+            DropReason::LinkDown => "link_down",
+            DropReason::BadDesc => "bad_desc",
+            DropReason::BadIndex => "bad_index",
         }
     }
 }

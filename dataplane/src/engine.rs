@@ -67,6 +67,7 @@ struct WorkerControl {
 
 /// An engine whose workers have not started yet.
 pub struct EngineBuilder {
+    qsbr: Arc<Qsbr>,
     workers: Vec<Worker>,
     controls: Vec<WorkerControl>,
     regions: Vec<PoolRegion>,
@@ -87,6 +88,7 @@ impl EngineBuilder {
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let mut b = Self {
+            qsbr: qsbr.clone(),
             workers: Vec::new(),
             controls: Vec::new(),
             regions: Vec::new(),
@@ -154,6 +156,12 @@ impl EngineBuilder {
     /// The forwarding table.
     pub fn table(&self) -> &Arc<RcuCell<ForwardingTable>> {
         &self.table
+    }
+
+    /// The quiescence registry of the workers: ports that publish state to workers (memif
+    /// sessions) reclaim it through this.
+    pub fn qsbr(&self) -> Arc<Qsbr> {
+        self.qsbr.clone()
     }
 
     /// Worker `w`'s pool, before it starts (e.g. to prime in-memory ports in tests).

@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use crate::buffer::{BufIdx, BufferPool};
-use crate::counters::PortCounters;
+use crate::counters::{DropReason, PortCounters};
 
 /// Global identifier of a port: an index into the forwarding table and the counter arrays.
 pub type PortId = u16;
@@ -111,6 +111,12 @@ pub trait Port: Send {
     /// Queues `pkts` for transmission and returns how many were taken. The port now owns the
     /// first `n` buffers (and returns them to `pool` once sent); the caller still owns the rest.
     fn tx_burst(&mut self, pool: &mut BufferPool, pkts: &[BufIdx], ctr: &PortCounters) -> usize;
+
+    /// Why the packets the last [`Port::tx_burst`] did not take were not taken (counted by the
+    /// worker under this reason).
+    fn tx_drop_reason(&self) -> DropReason {
+        DropReason::TxRingFull
+    }
 
     /// Called once per worker loop after all bursts: kick pending TX, reap completions, refill
     /// receive resources.

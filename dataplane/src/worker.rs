@@ -295,7 +295,7 @@ impl Worker {
                                 self.lens[..sent].iter().map(|&l| u64::from(l)).sum();
                             tx_ctr.tx(sent as u64, sent_bytes);
                             if sent < n {
-                                tx_ctr.drop(DropReason::TxRingFull, (n - sent) as u64);
+                                tx_ctr.drop(egress.port.tx_drop_reason(), (n - sent) as u64);
                                 self.pool.free_burst(&pkts[sent..]);
                             }
                         }
