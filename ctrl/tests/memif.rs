@@ -116,8 +116,9 @@ fn vwire_to_vwire_over_memif_survives_peer_restarts() {
     let server = Vwire::start(&server_cfg);
     assert!(
         ping_until(&b, &a.ip, Duration::from_secs(8)),
-        "b→a after the server returned:\n{}",
-        client.logs()
+        "b→a after the server returned:\n{}\n{}",
+        client.logs(),
+        server.logs()
     );
     assert!(c.ping(&d.ip, 2, 56));
 }
