@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
-need_packages iproute2 iputils-ping iperf3 ethtool procps gcc libc6-dev
+need_packages iproute2 iputils-ping iperf3 ethtool procps gcc g++ libc6-dev dpdk-dev librte-net-memif23
 need_rust
 
 echo "== cargo fmt --check"
@@ -15,3 +15,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+echo "== fuzz targets build"
+fuzz/build.sh --quiet
