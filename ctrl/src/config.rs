@@ -657,49 +657,50 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
                 format!("duplicate port name {name:?} (also port[{j}])"),
             ));
         }
-        let kind =
-            match require_str(ctx, t, &path, "type")? {
-                "afxdp" => {
-                    check_keys(ctx, t, &path, AFXDP_KEYS)?;
-                    let interface = require_str(ctx, t, &path, "interface")?;
-                    if !host.has_interface(interface) {
-                        return Err(ctx.err(
-                            &format!("{path}.interface"),
-                            format!("unknown interface {interface:?}"),
-                        ));
-                    }
-                    if let Some(j) = interfaces.insert(interface.to_string(), i) {
-                        return Err(ctx.err(
-                            &format!("{path}.interface"),
-                            format!("interface {interface:?} is already used by port[{j}]"),
-                        ));
-                    }
-                    PortKind::AfXdp {
-                        interface: interface.to_string(),
-                    }
+        let kind = match require_str(ctx, t, &path, "type")? {
+            "afxdp" => {
+                check_keys(ctx, t, &path, AFXDP_KEYS)?;
+                let interface = require_str(ctx, t, &path, "interface")?;
+                if !host.has_interface(interface) {
+                    return Err(ctx.err(
+                        &format!("{path}.interface"),
+                        format!("unknown interface {interface:?}"),
+                    ));
                 }
-                "memif" => {
-                    check_keys(ctx, t, &path, MEMIF_KEYS)?;
-                    let m = memif_port(ctx, t, &path, name)?;
-                    let key = (m.socket.clone(), m.netns.clone(), m.id, m.role);
-                    if let Some(j) = memifs.insert(key, i) {
-                        return Err(ctx.err(
-                            &format!("{path}.id"),
-                            format!(
-                                "port[{j}] already uses id {} on socket {:?} in this role",
-                                m.id, m.socket
-                            ),
-                        ));
-                    }
-                    PortKind::Memif(m)
+                if let Some(j) = interfaces.insert(interface.to_string(), i) {
+                    return Err(ctx.err(
+                        &format!("{path}.interface"),
+                        format!("interface {interface:?} is already used by port[{j}]"),
+                    ));
                 }
-                other => return Err(ctx.err(
+                PortKind::AfXdp {
+                    interface: interface.to_string(),
+                }
+            }
+            "memif" => {
+                check_keys(ctx, t, &path, MEMIF_KEYS)?;
+                let m = memif_port(ctx, t, &path, name)?;
+                let key = (m.socket.clone(), m.netns.clone(), m.id, m.role);
+                if let Some(j) = memifs.insert(key, i) {
+                    return Err(ctx.err(
+                        &format!("{path}.id"),
+                        format!(
+                            "port[{j}] already uses id {} on socket {:?} in this role",
+                            m.id, m.socket
+                        ),
+                    ));
+                }
+                PortKind::Memif(m)
+            }
+            other => {
+                return Err(ctx.err(
                     &format!("{path}.type"),
                     format!(
                         "{other:?} is not a supported port type (supported: \"afxdp\", \"memif\")"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         ports.push(PortConfig {
             name: name.to_string(),
             kind,

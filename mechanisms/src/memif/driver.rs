@@ -554,18 +554,13 @@ impl ClientLayout {
     }
 }
 
-async fn client_handshake(c: &Conn, cfg: &MemifConfig, link: &Link) -> Result<(), MemifError> {
-    let hello = match recv_timeout(c).await? {
-        (Msg::Hello(h), _) => h,
-        (m, _) => {
-            return Err(MemifError::Protocol(format!(
-                "unexpected message {} (expected HELLO)",
-                m.name()
-            )))
-        }
-    };
-    let layout = ClientLayout::new(cfg, &hello)?;
-    let region = Region::create(&format!("vwire-memif-{}", cfg.name), layout.size as usize)?;
+/// Creates the client's region 0 and initialises its rings and descriptors (spec §5.2): every
+/// descriptor points at its own buffer slot, with the buffer size as capacity.
+fn client_memory(
+    name: &str,
+    layout: &ClientLayout,
+) -> Result<(Regions, [Vec<SessionRing>; 2]), MemifError> {
+    let region = Region::create(&format!("vwire-memif-{name}"), layout.size as usize)?;
     let regions = Regions(vec![region]);
     let mut rings: [Vec<SessionRing>; 2] = [Vec::new(), Vec::new()];
     for (dir, s2m) in [(0usize, true), (1, false)] {
@@ -599,6 +594,21 @@ async fn client_handshake(c: &Conn, cfg: &MemifConfig, link: &Link) -> Result<()
             });
         }
     }
+    Ok((regions, rings))
+}
+
+async fn client_handshake(c: &Conn, cfg: &MemifConfig, link: &Link) -> Result<(), MemifError> {
+    let hello = match recv_timeout(c).await? {
+        (Msg::Hello(h), _) => h,
+        (m, _) => {
+            return Err(MemifError::Protocol(format!(
+                "unexpected message {} (expected HELLO)",
+                m.name()
+            )))
+        }
+    };
+    let layout = ClientLayout::new(cfg, &hello)?;
+    let (regions, rings) = client_memory(&cfg.name, &layout)?;
     let expect_ack = |m: Msg| match m {
         Msg::Ack => Ok(()),
         Msg::Disconnect { reason, .. } => {
@@ -667,6 +677,53 @@ async fn client_handshake(c: &Conn, cfg: &MemifConfig, link: &Link) -> Result<()
         m2s,
         buffer_size: layout.buffer_size,
         buffer_offset: layout.buffer_offset,
+    });
+    Ok(())
+}
+
+/// Builds a connected client and server session over one shared region, in this process, as
+/// the handshake would: for tests and benches of the data path without sockets.
+pub fn session_pair(cfg: &MemifConfig, client: &Link, server: &Link) -> Result<(), MemifError> {
+    let layout = ClientLayout::new(cfg, &Hello::vwire())?;
+    let (regions, rings) = client_memory(&cfg.name, &layout)?;
+    let fd = regions.0[0]
+        .fd()
+        .try_clone()
+        .map_err(|e| MemifError::Io("dup".into(), e))?;
+    let server_regions = Regions(vec![Region::map(fd, regions.0[0].len())?]);
+    let mut server_rings: [Vec<SessionRing>; 2] = [Vec::new(), Vec::new()];
+    for (dir, s2m) in [(0usize, true), (1, false)] {
+        for (i, r) in rings[dir].iter().enumerate() {
+            let offset = layout.ring_offset(s2m, u16::try_from(i).unwrap_or(0));
+            server_rings[dir].push(SessionRing {
+                ring: Ring::locate(&server_regions, 0, offset, layout.log2)?,
+                eventfd: r
+                    .eventfd
+                    .try_clone()
+                    .map_err(|e| MemifError::Io("dup".into(), e))?,
+                first_slot: 0,
+            });
+        }
+    }
+    let [s2m, m2s] = rings;
+    client.attach(Session {
+        generation: client.next_generation(),
+        role: Role::Client,
+        regions,
+        s2m,
+        m2s,
+        buffer_size: layout.buffer_size,
+        buffer_offset: layout.buffer_offset,
+    });
+    let [s2m, m2s] = server_rings;
+    server.attach(Session {
+        generation: server.next_generation(),
+        role: Role::Server,
+        regions: server_regions,
+        s2m,
+        m2s,
+        buffer_size: 0,
+        buffer_offset: 0,
     });
     Ok(())
 }
