@@ -33,9 +33,9 @@ fn cfg(log2: u8, buffer_size: u32) -> MemifConfig {
 /// changes with the number and the position, so that a misplaced chain segment shows.
 fn fill(seq: usize, pkt: &mut [u8]) {
     for (i, chunk) in pkt.chunks_mut(64).enumerate() {
-        chunk.fill((seq.wrapping_add(i) % 251) as u8);
+        chunk.fill(u8::try_from(seq.wrapping_add(i) % 251).unwrap_or(0));
     }
-    let tag = (seq as u32).to_le_bytes();
+    let tag = u32::try_from(seq).unwrap_or(u32::MAX).to_le_bytes();
     let n = pkt.len().min(4);
     pkt[..n].copy_from_slice(&tag[..n]);
 }
@@ -62,9 +62,9 @@ fn exchange(
     let mut idle = 0;
     while next < sizes.len() || !in_flight.is_empty() {
         let mut bufs = Vec::new();
-        for seq in next..(next + burst).min(sizes.len()) {
+        for (seq, &len) in sizes.iter().enumerate().skip(next).take(burst) {
             let b = pool.alloc().expect("pool");
-            pool.set_meta(b, HEADROOM, sizes[seq]);
+            pool.set_meta(b, HEADROOM, len);
             fill(seq, pool.packet_mut(b));
             bufs.push(b);
         }
