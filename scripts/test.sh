@@ -13,7 +13,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== cargo test"
-cargo test --workspace --all-targets
 echo "== fuzz targets build"
 fuzz/build.sh --quiet
+echo "== cargo test"
+cargo test --workspace --all-targets
