@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
+use vwire_dataplane::buffer::{FRAME_SIZE, JUMBO_FRAME_SIZE};
 use vwire_dataplane::engine::{Engine, EngineBuilder, EngineConfig};
 use vwire_dataplane::port::{Port, PortId};
 use vwire_dataplane::table::ForwardingTable;
@@ -184,10 +185,19 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     for f in &mut pool_frames {
         *f = (*f).max(MIN_POOL_FRAMES);
     }
+    // A worker without AF_XDP ports gets frames large enough for 9000-byte memif frames; AF_XDP
+    // needs 4 KiB chunks (and its MTU is bounded by them anyway).
+    let mut frame_sizes = vec![JUMBO_FRAME_SIZE; cfg.workers.len()];
+    for (p, &w) in cfg.ports.iter().zip(&assignment) {
+        if let PortKind::AfXdp { .. } = p.kind {
+            frame_sizes[w] = FRAME_SIZE;
+        }
+    }
     let mut builder = EngineBuilder::new(&EngineConfig {
         cpus: cfg.workers.iter().map(|&c| Some(c)).collect(),
         poll_mode: cfg.poll,
         pool_frames,
+        frame_sizes,
         max_ports: MAX_PORTS,
     })?;
     let mut umems: Vec<Umem> = (0..cfg.workers.len())

@@ -194,3 +194,81 @@ fn memif_to_memif_through_vwire() {
     drop(vw);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// 9000-byte frames cross two vwire processes joined by memif (vwire client ↔ vwire server),
+/// as chains of 2048-byte memif buffers on every hop: testpmd port 0 → vwire 1 (server x ↔
+/// client y) → vwire 2 (server z ↔ server w) → testpmd port 1, and the reverse.
+#[test]
+fn jumbo_frames_cross_two_vwires() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tp::require_testpmd();
+    let dir = sock_dir("jumbo");
+    let (s0, s1, sz) = (dir.join("a.sock"), dir.join("b.sock"), dir.join("z.sock"));
+    let memif = |name: &str, sock: &PathBuf, role: &str| {
+        format!(
+            "[[port]]\nname = \"{name}\"\ntype = \"memif\"\nsocket = \"{}\"\nrole = \"{role}\"\n",
+            sock.display()
+        )
+    };
+    let vw2 = Vwire::start(&format!(
+        "[dataplane]\nworkers = [1]\n{}{}[[xconnect]]\na = \"z\"\nb = \"w\"\n",
+        memif("z", &sz, "server"),
+        memif("w", &s1, "server")
+    ));
+    let vw1 = Vwire::start(&format!(
+        "[dataplane]\nworkers = [1]\n{}{}[[xconnect]]\na = \"x\"\nb = \"y\"\n",
+        memif("x", &s0, "server"),
+        memif("y", &sz, "client")
+    ));
+    assert!(
+        eventually(|| vw2.logs().contains("memif connected (server)")),
+        "vwire 1 did not connect to vwire 2:\n{}\n{}",
+        vw1.logs(),
+        vw2.logs()
+    );
+    let mut cfg = TestpmdConfig::client(&s0).forward_mode(ForwardMode::RxOnly);
+    cfg.ports.push(tp::MemifPort::new(tp::Role::Client, &s1));
+    cfg.auto_start = false;
+    cfg.mem_mb = 512;
+    cfg.total_num_mbufs = 4096;
+    // testpmd checks --txpkts against the mbuf size when it parses it: size the mbufs first.
+    cfg.extra_args
+        .extend(["--mbuf-size=9400".into(), "--txpkts=9000".into()]);
+    let mut pmd = Testpmd::start(&cfg);
+    pmd.wait_ready(READY);
+    pmd.start_tx_first(BURSTS);
+    let each = BURST * u64::from(BURSTS);
+    assert!(
+        eventually(|| {
+            let m = vw2.scrape();
+            m.port("tx_packets", "w") >= each && m.port("tx_packets", "z") >= each
+        }),
+        "9000-byte frames did not cross\n{}\n{}\n{}",
+        vw1.logs(),
+        vw2.logs(),
+        pmd.output()
+    );
+    let stats = pmd.stop_forwarding();
+    let out = pmd.output();
+    pmd.stop();
+    for p in 0..2 {
+        assert_eq!(
+            stats.port(p).tx_packets,
+            each,
+            "testpmd port {p} sent\n{out}"
+        );
+        assert_eq!(
+            stats.port(p).rx_packets,
+            each,
+            "testpmd port {p} received\n{out}"
+        );
+    }
+    let m1 = vw1.scrape();
+    assert_eq!(
+        m1.port("rx_bytes", "x"),
+        each * 9000,
+        "whole 9000-byte frames\n{out}"
+    );
+    assert_eq!(m1.port("tx_bytes", "y"), each * 9000);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,6 +1,7 @@
 //! The packet buffer pool.
 //!
-//! A pool is one anonymous, page-aligned memory region cut into [`FRAME_SIZE`] frames. A packet is
+//! A pool is one anonymous, page-aligned memory region cut into equal frames (4 KiB, the AF_XDP
+//! chunk, unless the pool is built larger for jumbo frames between memif ports). A packet is
 //! a [`BufIdx`]: the index of its frame. Per-frame metadata (where the packet starts inside the
 //! frame and how long it is) lives in a side array, so the frame itself holds only packet bytes.
 //! The same region is registered as the AF_XDP UMEM of every AF_XDP port of the worker that owns
@@ -17,9 +18,14 @@
 
 use std::ptr::NonNull;
 
-/// Size of one frame. 4096 is the largest chunk AF_XDP accepts in aligned mode and fits an MTU of
-/// 3.5 KB after the headroom, which is also the most native XDP on veth accepts.
+/// Default size of one frame. 4096 is the largest chunk AF_XDP accepts in aligned mode and fits an
+/// MTU of 3.5 KB after the headroom, which is also the most native XDP on veth accepts; a pool
+/// that serves AF_XDP must use it.
 pub const FRAME_SIZE: usize = 4096;
+
+/// Frame size for workers without AF_XDP ports: room for a 9000-byte frame (plus VLAN tags) after
+/// the headroom.
+pub const JUMBO_FRAME_SIZE: usize = 10240;
 
 /// Bytes kept free in front of every received packet. AF_XDP places received packets 256 bytes
 /// into the frame (XDP_PACKET_HEADROOM), and 256 bytes hold outer Ethernet + IPv6 + an SRH with 12
@@ -45,6 +51,9 @@ pub enum BufferError {
     /// a pool needs between 1 and 2^20 frames
     #[error("a pool needs between 1 and {max} frames, not {0}", max = MAX_FRAMES)]
     BadSize(u32),
+    /// frame sizes are multiples of 1 KiB from 2 KiB to 32 KiB
+    #[error("a frame size must be a multiple of 1024 from 2048 to 32768, not {0}")]
+    BadFrameSize(usize),
     /// mmap of the pool region failed
     #[error("cannot map {bytes} bytes for the packet pool: {source}")]
     Map {
@@ -67,6 +76,8 @@ pub struct PoolRegion {
     pub len: usize,
     /// Number of frames.
     pub frames: u32,
+    /// Bytes per frame.
+    pub frame_size: usize,
 }
 
 /// A per-worker pool of packet frames. See the module docs.
@@ -75,6 +86,7 @@ pub struct BufferPool {
     base: NonNull<u8>,
     meta: Box<[BufMeta]>,
     free: Vec<BufIdx>,
+    frame_size: usize,
     // cold
     frames: u32,
     #[cfg(debug_assertions)]
@@ -86,12 +98,20 @@ pub struct BufferPool {
 unsafe impl Send for BufferPool {}
 
 impl BufferPool {
-    /// Maps a region of `frames` frames, all free.
+    /// Maps a region of `frames` frames of [`FRAME_SIZE`], all free.
     pub fn new(frames: u32) -> Result<Self, BufferError> {
+        Self::with_frame_size(frames, FRAME_SIZE)
+    }
+
+    /// Maps a region of `frames` frames of `frame_size` bytes, all free.
+    pub fn with_frame_size(frames: u32, frame_size: usize) -> Result<Self, BufferError> {
         if frames == 0 || frames > MAX_FRAMES {
             return Err(BufferError::BadSize(frames));
         }
-        let bytes = frames as usize * FRAME_SIZE;
+        if frame_size % 1024 != 0 || !(2048..=32768).contains(&frame_size) {
+            return Err(BufferError::BadFrameSize(frame_size));
+        }
+        let bytes = frames as usize * frame_size;
         // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
         let ptr = unsafe {
             libc::mmap(
@@ -116,6 +136,7 @@ impl BufferPool {
             base,
             meta: vec![BufMeta::default(); frames as usize].into_boxed_slice(),
             free,
+            frame_size,
             frames,
             #[cfg(debug_assertions)]
             is_free: vec![true; frames as usize],
@@ -126,9 +147,22 @@ impl BufferPool {
     pub fn region(&self) -> PoolRegion {
         PoolRegion {
             base: self.base.as_ptr() as usize,
-            len: self.frames as usize * FRAME_SIZE,
+            len: self.frames as usize * self.frame_size,
             frames: self.frames,
+            frame_size: self.frame_size,
         }
+    }
+
+    /// Bytes per frame.
+    #[inline]
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// The largest packet a frame holds after the headroom.
+    #[inline]
+    pub fn max_packet(&self) -> usize {
+        self.frame_size - HEADROOM
     }
 
     /// Total number of frames.
@@ -192,18 +226,19 @@ impl BufferPool {
     /// if the address is outside the pool.
     #[inline]
     pub fn locate(&self, addr: u64) -> Option<(BufIdx, u16)> {
-        let idx = addr / FRAME_SIZE as u64;
+        let fs = self.frame_size as u64;
+        let idx = addr / fs;
         if idx >= u64::from(self.frames) {
             return None;
         }
-        #[allow(clippy::cast_possible_truncation)] // both are below FRAME_SIZE or frames
-        Some((idx as BufIdx, (addr % FRAME_SIZE as u64) as u16))
+        #[allow(clippy::cast_possible_truncation)] // below frames, and below the frame size
+        Some((idx as BufIdx, (addr % fs) as u16))
     }
 
     /// The UMEM address of the start of frame `b`.
     #[inline]
-    pub fn frame_addr(b: BufIdx) -> u64 {
-        u64::from(b) * FRAME_SIZE as u64
+    pub fn frame_addr(&self, b: BufIdx) -> u64 {
+        u64::from(b) * self.frame_size as u64
     }
 
     /// Metadata of frame `b`.
@@ -215,7 +250,7 @@ impl BufferPool {
     /// Sets where the packet of frame `b` is. The packet must fit inside the frame.
     #[inline]
     pub fn set_meta(&mut self, b: BufIdx, offset: usize, len: usize) {
-        debug_assert!(offset + len <= FRAME_SIZE);
+        debug_assert!(offset + len <= self.frame_size);
         #[allow(clippy::cast_possible_truncation)] // both below FRAME_SIZE, checked by callers
         {
             self.meta[b as usize] = BufMeta {
@@ -232,7 +267,10 @@ impl BufferPool {
         // SAFETY: `b` is inside the region (checked above) and the region lives as long as self;
         // shared access to self means no `&mut` to this frame exists.
         unsafe {
-            std::slice::from_raw_parts(self.base.as_ptr().add(b as usize * FRAME_SIZE), FRAME_SIZE)
+            std::slice::from_raw_parts(
+                self.base.as_ptr().add(b as usize * self.frame_size),
+                self.frame_size,
+            )
         }
     }
 
@@ -243,8 +281,8 @@ impl BufferPool {
         // SAFETY: as in `frame`; `&mut self` makes this the only reference into the region.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.base.as_ptr().add(b as usize * FRAME_SIZE),
-                FRAME_SIZE,
+                self.base.as_ptr().add(b as usize * self.frame_size),
+                self.frame_size,
             )
         }
     }
@@ -328,6 +366,16 @@ mod tests {
         pool.packet_mut(b).copy_from_slice(&[1, 2, 3]);
         assert_eq!(pool.packet(b), &[1, 2, 3]);
         assert_eq!(&pool.frame(b)[HEADROOM..HEADROOM + 3], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn jumbo_pools_place_frames_by_their_size() {
+        let pool = BufferPool::with_frame_size(4, JUMBO_FRAME_SIZE).unwrap();
+        assert_eq!(pool.frame(3).len(), JUMBO_FRAME_SIZE);
+        assert_eq!(pool.frame_addr(2), 2 * JUMBO_FRAME_SIZE as u64);
+        assert_eq!(pool.locate(JUMBO_FRAME_SIZE as u64 + 7), Some((1, 7)));
+        assert_eq!(pool.max_packet(), JUMBO_FRAME_SIZE - HEADROOM);
+        assert!(BufferPool::with_frame_size(4, 3000).is_err());
     }
 
     #[test]

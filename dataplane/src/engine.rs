@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub poll_mode: PollMode,
     /// Number of frames in each worker's pool.
     pub pool_frames: Vec<u32>,
+    /// Frame size of each worker's pool (default [`crate::buffer::FRAME_SIZE`]).
+    pub frame_sizes: Vec<usize>,
     /// Port ids are `0..max_ports`.
     pub max_ports: usize,
 }
@@ -100,7 +102,12 @@ impl EngineBuilder {
         };
         for (i, cpu) in cfg.cpus.iter().enumerate() {
             let frames = cfg.pool_frames.get(i).copied().unwrap_or(4096);
-            let pool = BufferPool::new(frames)?;
+            let frame_size = cfg
+                .frame_sizes
+                .get(i)
+                .copied()
+                .unwrap_or(crate::buffer::FRAME_SIZE);
+            let pool = BufferPool::with_frame_size(frames, frame_size)?;
             b.regions.push(pool.region());
             let counters = Arc::new(WorkerCounters::new(cfg.max_ports));
             let (tx, rx) = crossbeam_channel::bounded(64);

@@ -24,6 +24,7 @@ fn table_swap_and_port_removal_under_load() {
         cpus: vec![None],
         poll_mode: PollMode::Adaptive,
         pool_frames: vec![1024],
+        frame_sizes: vec![],
         max_ports: 8,
     })
     .unwrap();

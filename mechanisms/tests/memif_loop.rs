@@ -133,3 +133,21 @@ proptest! {
         exchange(&mut server, &mut client, &mut pool, &many, burst);
     }
 }
+
+#[test]
+fn nine_thousand_byte_frames_chain_both_ways() {
+    let qsbr = Qsbr::new();
+    let (cl, sl) = (Link::new(qsbr.clone()), Link::new(qsbr));
+    session_pair(&cfg(10, 2048), &cl, &sl).unwrap();
+    let mut client = MemifPort::new("c", cl);
+    let mut server = MemifPort::new("s", sl);
+    let mut pool =
+        BufferPool::with_frame_size(256, vwire_dataplane::buffer::JUMBO_FRAME_SIZE).unwrap();
+    let mut scratch = Burst::with_capacity(32);
+    client.rx_burst(&mut pool, &mut scratch, &PortCounters::default());
+    let sizes: Vec<usize> = (0..3000)
+        .map(|i| [9000, 64, 4097, 9000, 1500][i % 5])
+        .collect();
+    exchange(&mut client, &mut server, &mut pool, &sizes, 32);
+    exchange(&mut server, &mut client, &mut pool, &sizes, 32);
+}

@@ -32,6 +32,9 @@ pub enum AfXdpError {
     /// the interface does not exist
     #[error("no network interface named {0:?}")]
     NoSuchInterface(String),
+    /// the worker's pool does not use AF_XDP's chunk size
+    #[error("the worker's packet pool has {0}-byte frames; AF_XDP needs 4096")]
+    FrameSize(usize),
     /// the interface already has an XDP program
     #[error("interface {0:?} already has an XDP program attached; vwire does not replace it")]
     Busy(String),

@@ -13,7 +13,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use vwire_dataplane::buffer::{BufIdx, BufferPool, FRAME_SIZE};
+use vwire_dataplane::buffer::{BufIdx, BufferPool};
 use vwire_dataplane::checksum;
 use vwire_dataplane::counters::{DropReason, PortCounters};
 use vwire_dataplane::port::{Burst, Port, PortStats};
@@ -87,7 +87,7 @@ impl XskQueue {
             let take = ((n - done) as usize).min(REFILL_BATCH);
             let got = pool.alloc_burst(&mut batch[..take]);
             for &b in &batch[..got] {
-                self.fill.write(done, BufferPool::frame_addr(b));
+                self.fill.write(done, pool.frame_addr(b));
                 done += 1;
             }
             if got < take {
@@ -128,7 +128,7 @@ impl XskQueue {
             let d = self.rx.read(i);
             let len = d.len as usize;
             match pool.locate(d.addr) {
-                Some((b, off)) if usize::from(off) + len <= FRAME_SIZE => {
+                Some((b, off)) if usize::from(off) + len <= pool.frame_size() => {
                     pool.set_meta(b, usize::from(off), len);
                     if csum {
                         let _ = checksum::complete_partial(pool.packet_mut(b));
@@ -156,7 +156,7 @@ impl XskQueue {
             self.tx.write(
                 i,
                 XdpDesc {
-                    addr: BufferPool::frame_addr(b) + u64::from(m.offset),
+                    addr: pool.frame_addr(b) + u64::from(m.offset),
                     len: u32::from(m.len),
                     options: 0,
                 },

@@ -30,7 +30,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use vwire_dataplane::buffer::{BufIdx, BufferPool, FRAME_SIZE, HEADROOM};
+use vwire_dataplane::buffer::{BufIdx, BufferPool, HEADROOM};
 use vwire_dataplane::counters::{DropReason, PortCounters};
 use vwire_dataplane::port::{Burst, Port};
 use vwire_dataplane::rcu::Qsbr;
@@ -192,9 +192,6 @@ struct Cursor {
 /// Most queue pairs a port handles (the config refuses more).
 pub const MAX_QUEUES: usize = 64;
 
-/// Largest packet: a pool frame minus the headroom.
-const MAX_PACKET: usize = FRAME_SIZE - HEADROOM;
-
 /// A memif port: the worker side of a [`Link`].
 pub struct MemifPort {
     // hot: accessed by the worker every burst
@@ -309,7 +306,7 @@ fn receive(
             match src {
                 Some((p, dlen)) if !bad => {
                     let dlen = dlen as usize;
-                    if len + dlen > MAX_PACKET {
+                    if len + dlen > pool.max_packet() {
                         bad = true;
                     } else {
                         let dst = &mut pool.frame_mut(b)[HEADROOM + len..HEADROOM + len + dlen];
