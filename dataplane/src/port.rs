@@ -123,8 +123,19 @@ pub trait Port: Send {
     fn flush(&mut self, pool: &mut BufferPool, ctr: &PortCounters);
 
     /// Appends the file descriptors that become readable when packets arrive, for idle
-    /// sleeping.
+    /// sleeping. Called right before each sleep.
     fn wait_fds(&self, _out: &mut Vec<RawFd>) {}
+
+    /// The worker is about to sleep: turn on wakeups (e.g. clear memif's MASK_INT), then check
+    /// again for work that arrived meanwhile. Returns true if there is work (the worker then
+    /// does not sleep).
+    fn prepare_sleep(&mut self) -> bool {
+        false
+    }
+
+    /// The worker woke up (or decided not to sleep): back to polling (e.g. set MASK_INT again
+    /// and drain the eventfds).
+    fn after_sleep(&mut self) {}
 
     /// Statistics kept outside vwire's counters, readable from the control thread.
     fn stats(&self) -> Option<Arc<dyn PortStats>> {

@@ -128,6 +128,7 @@ pub struct Worker {
     poll_mode: PollMode,
     cpu: Option<usize>,
     pollfds: Vec<libc::pollfd>,
+    wait_fds: Vec<RawFd>,
 }
 
 /// Errors of this module.
@@ -191,6 +192,7 @@ impl Worker {
             poll_mode: p.poll_mode,
             cpu: p.cpu,
             pollfds: Vec::new(),
+            wait_fds: Vec::new(),
         }
     }
 
@@ -231,6 +233,9 @@ impl Worker {
         Some(removed.port)
     }
 
+    /// Collects the fds to sleep on: the doorbell and every port's wait fds. Runs before each
+    /// sleep (a port's fds can change, e.g. a memif reconnect); it reuses the vectors' capacity,
+    /// so after the first sleeps it does not allocate.
     fn rebuild_pollfds(&mut self) {
         self.pollfds.clear();
         self.pollfds.push(libc::pollfd {
@@ -238,15 +243,16 @@ impl Worker {
             events: libc::POLLIN,
             revents: 0,
         });
-        let mut fds = Vec::new();
+        self.wait_fds.clear();
         for s in &self.ports {
-            s.port.wait_fds(&mut fds);
+            s.port.wait_fds(&mut self.wait_fds);
         }
-        self.pollfds.extend(fds.into_iter().map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        }));
+        self.pollfds
+            .extend(self.wait_fds.iter().map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }));
     }
 
     /// One loop iteration over every port; returns the number of packets received.
@@ -334,7 +340,21 @@ impl Worker {
         }
     }
 
+    /// Sleeps until a port has work, a command arrives, or [`SLEEP_MS`] passes. Ports that can
+    /// be woken (memif) turn their interrupts on first, and the sleep is skipped if one of them
+    /// already has work (the re-check after enabling notifications: no wakeup is lost).
     fn sleep(&mut self) {
+        let mut pending = false;
+        for s in &mut self.ports {
+            pending |= s.port.prepare_sleep();
+        }
+        if pending {
+            for s in &mut self.ports {
+                s.port.after_sleep();
+            }
+            return;
+        }
+        self.rebuild_pollfds();
         self.reader.offline();
         // SAFETY: pollfds is a live, correctly sized array of pollfd for the duration of the call.
         let rc = unsafe {
@@ -348,6 +368,9 @@ impl Worker {
             self.doorbell.clear();
         }
         self.reader.quiescent();
+        for s in &mut self.ports {
+            s.port.after_sleep();
+        }
     }
 
     /// Pins the calling thread to `cpu`.

@@ -87,13 +87,17 @@ impl Session {
         )
     }
 
-    /// Sets MASK_INT on the rings we consume: this port polls.
-    pub fn mask_rx_interrupts(&self) {
-        let rx = match self.role {
+    /// The rings we receive on (we are their packet consumer and own their flags).
+    pub fn rx_rings(&self) -> &[SessionRing] {
+        match self.role {
             Role::Server => &self.s2m,
             Role::Client => &self.m2s,
-        };
-        for r in rx {
+        }
+    }
+
+    /// Sets MASK_INT on the rings we consume: this port polls.
+    pub fn mask_rx_interrupts(&self) {
+        for r in self.rx_rings() {
             r.ring.flags().store(RING_FLAG_MASK_INT, Ordering::Relaxed);
         }
     }
@@ -249,6 +253,9 @@ fn sync(generation: &mut u64, cursors: &mut Vec<Cursor>, s: &Session) {
 }
 
 fn notify(r: &SessionRing) {
+    // SeqCst fence: our index store is ordered before this flag load, pairing with the consumer
+    // clearing the flag before re-checking the index (`prepare_sleep`).
+    std::sync::atomic::fence(Ordering::SeqCst);
     if r.ring.flags().load(Ordering::Relaxed) & RING_FLAG_MASK_INT == 0 {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to the ring's eventfd; EAGAIN (counter full)
@@ -544,6 +551,47 @@ impl Port for MemifPort {
 
     fn tx_drop_reason(&self) -> DropReason {
         self.tx_drop
+    }
+
+    fn wait_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        if let Some(s) = self.link.current() {
+            out.extend(s.rx_rings().iter().map(|r| r.eventfd.as_raw_fd()));
+        }
+    }
+
+    /// Interrupt mode while the worker sleeps: clear MASK_INT on our receive rings so that the
+    /// peer signals their eventfds, then re-check the rings (a packet published before the flag
+    /// was cleared sent no signal).
+    fn prepare_sleep(&mut self) -> bool {
+        let Some(s) = self.link.current() else {
+            return false;
+        };
+        sync(&mut self.generation, &mut self.cursors, s);
+        for r in s.rx_rings() {
+            r.ring.flags().store(0, Ordering::Relaxed);
+        }
+        // SeqCst fence: the flag store is ordered before the index loads below, pairing with
+        // the peer publishing its index before reading the flag; one side always sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        s.rx_rings().iter().zip(&self.cursors).any(|(r, c)| {
+            let published = match s.role {
+                Role::Server => r.ring.head().load(Ordering::Acquire),
+                Role::Client => r.ring.tail().load(Ordering::Acquire),
+            };
+            published != c.rx
+        })
+    }
+
+    /// Back to polling: set MASK_INT again and clear the eventfds.
+    fn after_sleep(&mut self) {
+        let Some(s) = self.link.current() else { return };
+        s.mask_rx_interrupts();
+        for r in s.rx_rings() {
+            let mut v: u64 = 0;
+            // SAFETY: reads 8 bytes into a live u64 from the ring's non-blocking eventfd;
+            // EAGAIN (nothing signalled) is expected and ignored.
+            unsafe { libc::read(r.eventfd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+        }
     }
 
     #[inline]
