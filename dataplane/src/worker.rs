@@ -341,7 +341,7 @@ impl Worker {
     }
 
     /// Sleeps until a port has work, a command arrives, or [`SLEEP_MS`] passes. Ports that can
-    /// be woken (memif) turn their interrupts on first, and the sleep is skipped if one of them
+    /// be woken (memif) turn their interrupts on first, and the worker stays awake if one of them
     /// already has work (the re-check after enabling notifications: no wakeup is lost).
     fn sleep(&mut self) {
         let mut pending = false;

@@ -2,7 +2,7 @@
 //! topologies that clean up after themselves, a vwire process under test, and a /metrics reader.
 //!
 //! These tests need root and real tools. When either is missing they fail with a message that
-//! says what to install or how to run them; they never pass by skipping.
+//! says what to install or how to run them; they never pass without running.
 
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using a subset
 

@@ -8,7 +8,7 @@
 //! per packet) waits for [`Port::flush`].
 //!
 //! Descriptors from the kernel are checked before use: an address outside the pool or a length
-//! past the frame is counted (`bad_rx_desc`, `bad_tx_completion`) and skipped, never followed.
+//! past the frame is counted (`bad_rx_desc`, `bad_tx_completion`) and dropped, never followed.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
