@@ -168,6 +168,7 @@ struct Listener {
 #[derive(Default)]
 pub struct Driver {
     listeners: HashMap<(String, Option<PathBuf>), Arc<Listener>>,
+    clients: Vec<Arc<Link>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -181,6 +182,7 @@ impl Driver {
     pub fn add(&mut self, cfg: MemifConfig, link: Arc<Link>) -> Result<(), MemifError> {
         match cfg.role {
             Role::Client => {
+                self.clients.push(link.clone());
                 self.tasks.push(tokio::spawn(client_loop(cfg, link)));
                 Ok(())
             }
@@ -253,6 +255,9 @@ impl Driver {
     pub fn shutdown(&mut self) {
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+        for link in self.clients.drain(..) {
+            drop(link.detach());
         }
         for ((socket, _), l) in self.listeners.drain() {
             if !socket.starts_with('@') {
