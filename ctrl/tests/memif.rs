@@ -85,8 +85,18 @@ fn vwire_to_vwire_over_memif_survives_peer_restarts() {
         "memif counters: rx {m_rx} tx {m_tx}"
     );
 
-    // Kill the client: the server's memif port goes down, its counters stay, c↔d keeps going.
+    // Kill the client mid-traffic (a ping stream runs): the server's memif port goes down, its
+    // counters stay, c↔d keeps going.
+    let mut stream = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &a.ns, "ping", "-q", "-c", "150", "-i", "0.01", &b.ip,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ping stream");
+    std::thread::sleep(Duration::from_millis(500));
     drop(client);
+    let _ = stream.wait();
     assert!(!a.ping(&b.ip, 2, 56), "a→b must fail with the peer gone");
     let after = server.scrape();
     assert!(
