@@ -10,6 +10,9 @@
 //! listen = "127.0.0.1:9100"   # Prometheus text format at /metrics
 //! [log]
 //! level = "info"
+//! [nsm]
+//! name = "forwarder"                 # this hop's path segment name
+//! listen_on = "unix:///listen.on.sock" # or tcp://host:port; unset: no NSM API
 //! [[port]]
 //! name = "left"
 //! type = "afxdp"
@@ -32,7 +35,8 @@
 //! ```
 //!
 //! Environment overrides: the `NSM_*` name where forwarder-vpp has one
-//! (`NSM_PROMETHEUS_LISTEN_ON` for `metrics.listen`, `NSM_LOG_LEVEL` for `log.level`), and
+//! (`NSM_PROMETHEUS_LISTEN_ON` for `metrics.listen`, `NSM_LOG_LEVEL` for `log.level`,
+//! `NSM_NAME` for `nsm.name`, `NSM_LISTEN_ON` for `nsm.listen_on`), and
 //! `VWIRE_<SECTION>_<KEY>` otherwise: `VWIRE_DATAPLANE_WORKERS=1,2`, `VWIRE_DATAPLANE_POLL=busy`.
 //! Entries of `[[port]]` and `[[xconnect]]` are addressed by position:
 //! `VWIRE_PORT_0_INTERFACE=eth1`, `VWIRE_XCONNECT_0_B=right`; an index one past the end adds an
@@ -110,6 +114,10 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Log filter (tracing syntax: `info`, `debug`, `vwire=trace`).
     pub log_level: String,
+    /// This hop's name in NSM paths (NSM_NAME).
+    pub nsm_name: String,
+    /// Where the NSM gRPC API is served (NSM_LISTEN_ON); none: not served.
+    pub nsm_listen_on: Option<crate::grpc::ListenOn>,
     /// Ports, in file order; a port's index is its port id.
     pub ports: Vec<PortConfig>,
     /// Cross-connects, as port indices.
@@ -234,6 +242,7 @@ const SECTION_KEYS: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("metrics", &[("listen", Kind::Str)]),
     ("log", &[("level", Kind::Str)]),
+    ("nsm", &[("name", Kind::Str), ("listen_on", Kind::Str)]),
 ];
 /// Keys of an AF_XDP port.
 const AFXDP_KEYS: &[&str] = &["name", "type", "interface"];
@@ -273,6 +282,8 @@ const XCONNECT_KEYS: &[&str] = &["a", "b"];
 const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_PROMETHEUS_LISTEN_ON", "metrics", "listen"),
     ("NSM_LOG_LEVEL", "log", "level"),
+    ("NSM_NAME", "nsm", "name"),
+    ("NSM_LISTEN_ON", "nsm", "listen_on"),
 ];
 
 fn env_value(ctx: &Ctx, key: &str, kind: Kind, raw: &str) -> Result<Value, ConfigError> {
@@ -546,7 +557,7 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
         ctx,
         root,
         "",
-        &["dataplane", "metrics", "log", "port", "xconnect"],
+        &["dataplane", "metrics", "log", "nsm", "port", "xconnect"],
     )?;
     let empty = Table::new();
     let dp = get_table(ctx, root, "dataplane")?.unwrap_or(&empty);
@@ -555,6 +566,18 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
     check_keys(ctx, metrics, "metrics", &["listen"])?;
     let log = get_table(ctx, root, "log")?.unwrap_or(&empty);
     check_keys(ctx, log, "log", &["level"])?;
+    let nsm = get_table(ctx, root, "nsm")?.unwrap_or(&empty);
+    check_keys(ctx, nsm, "nsm", &["name", "listen_on"])?;
+    let nsm_name = get_str(ctx, nsm, "nsm", "name")?
+        .unwrap_or("forwarder")
+        .to_string();
+    let nsm_listen_on = match get_str(ctx, nsm, "nsm", "listen_on")? {
+        None | Some("") => None,
+        Some(url) => Some(
+            crate::grpc::ListenOn::parse(url)
+                .map_err(|e| ctx.err("nsm.listen_on", e.to_string()))?,
+        ),
+    };
 
     let cpus = host.cpus();
     let workers: Vec<usize> = match dp.get("workers") {
@@ -747,6 +770,8 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
         poll,
         metrics_listen,
         log_level,
+        nsm_name,
+        nsm_listen_on,
         ports,
         xconnects,
         control_cpus,

@@ -1,5 +1,8 @@
-//! The control side of vwire: configuration and metrics, used by the `vwire` binary
-//! (`src/main.rs`). Later: the NSM gRPC server and its chain elements.
+//! The control side of vwire, used by the `vwire` binary (`src/main.rs`): configuration,
+//! metrics, and the NSM gRPC server ([`grpc`]) with its chain ([`chain`], [`elements`]).
 
+pub mod chain;
 pub mod config;
+pub mod elements;
+pub mod grpc;
 pub mod metrics;

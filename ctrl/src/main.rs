@@ -76,6 +76,9 @@ enum CtrlError {
         /// why
         source: afxdp::AfXdpError,
     },
+    /// the NSM API server failed
+    #[error("NSM API: {0}")]
+    Nsm(vwire::grpc::GrpcError),
     /// a memif port failed to start
     #[error("port {name:?}: {source}")]
     Memif {
@@ -298,6 +301,18 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
             cfg.metrics_listen
         )))?;
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
+    let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
+    let nsm = cfg.nsm_listen_on.clone().map(|listen| {
+        let name = cfg.nsm_name.clone();
+        info!(name = %name, listen = ?listen, "serving the NSM API");
+        tokio::spawn(async move {
+            let server = vwire::grpc::NsmServer::new(&name);
+            let shutdown = async {
+                let _ = nsm_stopped.await;
+            };
+            vwire::grpc::serve(server, &listen, shutdown).await
+        })
+    });
     let mut memif = Driver::new();
     for (m, link) in &dp.memifs {
         memif
@@ -309,10 +324,22 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
     }
     info!(metrics = %cfg.metrics_listen, workers = ?cfg.workers, "vwire running");
     let mut health = tokio::time::interval(Duration::from_millis(500));
+    let mut nsm = nsm;
     let result = loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break Ok(()); }
             _ = int.recv() => { info!("SIGINT"); break Ok(()); }
+            // The `if` guard makes select! poll this branch only while `nsm` is Some.
+            r = async { nsm.as_mut().expect("guarded by the select! precondition").await }, if nsm.is_some() => {
+                nsm = None;
+                match r {
+                    Ok(Err(e)) => break Err(CtrlError::Nsm(e)),
+                    _ => break Err(CtrlError::Io {
+                        what: "the NSM API server stopped".into(),
+                        source: std::io::Error::other("task ended"),
+                    }),
+                }
+            }
             _ = health.tick() => {
                 if !dp.engine.is_healthy() {
                     break Err(CtrlError::Io {
@@ -324,6 +351,10 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
         }
     };
     server.abort();
+    let _ = nsm_stop.send(());
+    if let Some(t) = nsm {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
     memif.shutdown();
     result
 }

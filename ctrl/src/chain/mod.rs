@@ -1,0 +1,149 @@
+//! The NSM chain: a connection request travels through a list of small elements, each with one
+//! concern, the way the NSM sdk builds its endpoints.
+//!
+//! An [`Element`] receives the request and the rest of the chain as [`Next`]. It may change the
+//! request on the way down, call `next`, and act on the result on the way back up. It must undo
+//! its own work when `next` fails after it acted, and on `close`. Elements that pass a request
+//! through untouched (a mechanism element seeing another mechanism) just call `next`.
+//!
+//! The chain ends after its last element: a request then returns the connection as it is, and a
+//! close succeeds.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tonic::Status;
+use vwire_proto::connection::Connection;
+use vwire_proto::networkservice::NetworkServiceRequest;
+
+/// A boxed future, as elements return (trait objects cannot use `async fn`).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One element of the chain.
+pub trait Element: Send + Sync {
+    /// Handles a Request (or refresh): work before and/or after `next.request(...)`.
+    fn request<'a>(
+        &'a self,
+        req: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> BoxFut<'a, Result<Connection, Status>>;
+
+    /// Handles a Close: undo this element's work and call `next.close(...)`.
+    fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>>;
+}
+
+/// The rest of the chain after the current element.
+#[derive(Clone, Copy)]
+pub struct Next<'a> {
+    rest: &'a [Arc<dyn Element>],
+}
+
+impl<'a> Next<'a> {
+    /// Passes a request down.
+    pub fn request(self, req: NetworkServiceRequest) -> BoxFut<'a, Result<Connection, Status>> {
+        match self.rest.split_first() {
+            Some((e, rest)) => e.request(req, Next { rest }),
+            None => Box::pin(async move { Ok(req.connection.unwrap_or_default()) }),
+        }
+    }
+
+    /// Passes a close down.
+    pub fn close(self, conn: Connection) -> BoxFut<'a, Result<(), Status>> {
+        match self.rest.split_first() {
+            Some((e, rest)) => e.close(conn, Next { rest }),
+            None => Box::pin(async move { Ok(()) }),
+        }
+    }
+}
+
+/// An assembled chain.
+#[derive(Clone)]
+pub struct Chain {
+    elements: Arc<[Arc<dyn Element>]>,
+}
+
+impl Chain {
+    /// A chain of `elements`, in order.
+    pub fn new(elements: Vec<Arc<dyn Element>>) -> Self {
+        Self {
+            elements: elements.into(),
+        }
+    }
+
+    /// Runs a request through the chain.
+    pub async fn request(&self, req: NetworkServiceRequest) -> Result<Connection, Status> {
+        Next {
+            rest: &self.elements,
+        }
+        .request(req)
+        .await
+    }
+
+    /// Runs a close through the chain.
+    pub async fn close(&self, conn: Connection) -> Result<(), Status> {
+        Next {
+            rest: &self.elements,
+        }
+        .close(conn)
+        .await
+    }
+}
+
+/// The connection of a request, or InvalidArgument naming the field.
+pub fn connection_of(req: &NetworkServiceRequest) -> Result<&Connection, Status> {
+    req.connection
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("request.connection: missing"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records what passes through it, for element tests.
+    #[derive(Default)]
+    pub(crate) struct Recorder {
+        pub(crate) requests: Mutex<Vec<NetworkServiceRequest>>,
+        pub(crate) closes: Mutex<Vec<Connection>>,
+        pub(crate) fail: Mutex<Option<Status>>,
+    }
+
+    impl Element for Recorder {
+        fn request<'a>(
+            &'a self,
+            req: NetworkServiceRequest,
+            next: Next<'a>,
+        ) -> BoxFut<'a, Result<Connection, Status>> {
+            Box::pin(async move {
+                self.requests.lock().unwrap().push(req.clone());
+                if let Some(s) = self.fail.lock().unwrap().clone() {
+                    return Err(s);
+                }
+                next.request(req).await
+            })
+        }
+        fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
+            Box::pin(async move {
+                self.closes.lock().unwrap().push(conn.clone());
+                next.close(conn).await
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_empty_chain_returns_the_connection() {
+        let c = Chain::new(vec![]);
+        let conn = Connection {
+            id: "x".into(),
+            ..Default::default()
+        };
+        let req = NetworkServiceRequest {
+            connection: Some(conn.clone()),
+            ..Default::default()
+        };
+        assert_eq!(c.request(req).await.unwrap(), conn);
+        assert!(c.close(conn).await.is_ok());
+    }
+}

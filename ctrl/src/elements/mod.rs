@@ -1,0 +1,13 @@
+//! The chain elements of vwire's NSM server, one concern each (see [`crate::chain`]). Their order
+//! is set in [`crate::grpc`]:
+//!
+//! updatepath → begin → metadata → timeout → monitor → mechanisms → (connect, xconnect: next)
+//!
+//! Each module's doc states what the element guarantees and where it may be placed.
+
+pub mod begin;
+pub mod mechanisms;
+pub mod metadata;
+pub mod monitor;
+pub mod timeout;
+pub mod updatepath;

@@ -1,0 +1,117 @@
+//! timeout: closes a connection that its client stopped refreshing.
+//!
+//! After each successful request, a timer is (re)armed for the `expires` of the previous path
+//! segment (the caller's token expiry, nsm-api.md §6). If no refresh re-arms it first, the timer
+//! runs a Close of the connection through the whole chain, exactly as if the client had sent it.
+//! A close cancels the timer. Without an `expires`, no timer is armed.
+//!
+//! Place it after begin (the timer's close is serialised with requests of the same id).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+use tonic::Status;
+use vwire_proto::connection::Connection;
+use vwire_proto::networkservice::NetworkServiceRequest;
+
+use crate::chain::{BoxFut, Chain, Element, Next};
+
+/// The timeout element.
+#[derive(Default)]
+pub struct Timeout {
+    timers: Mutex<HashMap<String, JoinHandle<()>>>,
+    chain: OnceLock<Weak<Chain>>,
+}
+
+/// When the previous segment's token expires, if it has one.
+fn deadline(conn: &Connection) -> Option<SystemTime> {
+    let path = conn.path.as_ref()?;
+    let prev = usize::try_from(path.index).ok()?.checked_sub(1)?;
+    let ts = path.path_segments.get(prev)?.expires.as_ref()?;
+    let secs = u64::try_from(ts.seconds).ok()?;
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+impl Timeout {
+    /// A timeout element; [`Timeout::attach`] it to its chain once the chain is built.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Lets the timers close connections through `chain`.
+    pub fn attach(&self, chain: &Arc<Chain>) {
+        let _ = self.chain.set(Arc::downgrade(chain));
+    }
+
+    /// Connections with an armed timer.
+    pub fn armed(&self) -> usize {
+        self.timers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn arm(self: &Arc<Self>, conn: &Connection) {
+        let Some(when) = deadline(conn) else { return };
+        let wait = when
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let chain = self.chain.get().cloned();
+        let conn = conn.clone();
+        let id = conn.id.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(chain) = chain.and_then(|w| w.upgrade()) {
+                tracing::info!(id = %conn.id, "connection expired without a refresh: closing it");
+                if let Err(e) = chain.close(conn).await {
+                    tracing::warn!("closing an expired connection: {e}");
+                }
+            }
+        });
+        if let Some(old) = self
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, task)
+        {
+            old.abort();
+        }
+    }
+
+    fn cancel(&self, id: &str) {
+        if let Some(t) = self
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+        {
+            // The timer's own close must not abort the task it runs in.
+            if Some(t.id()) != tokio::task::try_id() {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl Element for Arc<Timeout> {
+    fn request<'a>(
+        &'a self,
+        req: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> BoxFut<'a, Result<Connection, Status>> {
+        Box::pin(async move {
+            let c = next.request(req).await?;
+            self.arm(&c);
+            Ok(c)
+        })
+    }
+
+    fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
+        Box::pin(async move {
+            let id = conn.id.clone();
+            let result = next.close(conn).await;
+            self.cancel(&id);
+            result
+        })
+    }
+}
