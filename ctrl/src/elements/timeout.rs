@@ -115,3 +115,71 @@ impl Element for Arc<Timeout> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::tests::Recorder;
+    use crate::elements::begin::Begin;
+    use vwire_proto::connection::{Path, PathSegment};
+
+    fn expiring_in(ms: u64) -> NetworkServiceRequest {
+        let at = SystemTime::now() + Duration::from_millis(ms);
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        let expires = prost_types::Timestamp {
+            seconds: i64::try_from(since.as_secs()).unwrap(),
+            nanos: i32::try_from(since.subsec_nanos()).unwrap(),
+        };
+        let conn = Connection {
+            id: "mine".into(),
+            path: Some(Path {
+                index: 1,
+                path_segments: vec![
+                    PathSegment {
+                        name: "nsc".into(),
+                        id: "theirs".into(),
+                        expires: Some(expires),
+                        ..Default::default()
+                    },
+                    PathSegment {
+                        name: "fwd".into(),
+                        id: "mine".into(),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        NetworkServiceRequest {
+            connection: Some(conn),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unrefreshed_connection_is_closed_and_a_refreshed_one_is_not() {
+        let rec = Arc::new(Recorder::default());
+        let timeout = Timeout::new();
+        let begin = Arc::new(Begin::new());
+        let chain = Arc::new(Chain::new(vec![
+            begin.clone(),
+            Arc::new(timeout.clone()),
+            rec.clone(),
+        ]));
+        timeout.attach(&chain);
+
+        chain.request(expiring_in(300)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        chain.request(expiring_in(300)).await.unwrap(); // a refresh re-arms the timer
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(rec.closes.lock().unwrap().is_empty(), "refreshed in time");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            rec.closes.lock().unwrap().len(),
+            1,
+            "closed once it expired"
+        );
+        assert!(begin.is_empty(), "the close went through begin");
+        assert_eq!(timeout.armed(), 0);
+    }
+}
