@@ -293,7 +293,7 @@ fn receive(
         let Some(b) = pool.alloc() else { break };
         let mut len = 0usize;
         let mut n: u16 = 0;
-        let mut bad = false;
+        let mut bad: Option<DropReason> = None;
         let mut complete = false;
         while consumed + n < avail {
             let idx = cur.rx.wrapping_add(consumed + n);
@@ -311,10 +311,11 @@ fn receive(
                 }
             };
             match src {
-                Some((p, dlen)) if !bad => {
+                Some(_) if bad.is_some() => {}
+                Some((p, dlen)) => {
                     let dlen = dlen as usize;
                     if len + dlen > pool.max_packet() {
-                        bad = true;
+                        bad = Some(DropReason::TooLong);
                     } else {
                         let dst = &mut pool.frame_mut(b)[HEADROOM + len..HEADROOM + len + dlen];
                         // SAFETY: `p` points at `dlen` bytes inside a mapped region (checked by
@@ -324,7 +325,7 @@ fn receive(
                         len += dlen;
                     }
                 }
-                _ => bad = true,
+                None => bad = Some(DropReason::BadDesc),
             }
             if d.flags & DESC_FLAG_NEXT == 0 {
                 complete = true;
@@ -337,16 +338,9 @@ fn receive(
             break;
         }
         consumed += n;
-        if bad || len == 0 {
+        if bad.is_some() || len == 0 {
             pool.free(b);
-            ctr.drop(
-                if bad && len > 0 {
-                    DropReason::TooLong
-                } else {
-                    DropReason::BadDesc
-                },
-                1,
-            );
+            ctr.drop(bad.unwrap_or(DropReason::BadDesc), 1);
             continue;
         }
         pool.set_meta(b, HEADROOM, len);
