@@ -6,6 +6,8 @@
 //!
 //! - [`afxdp`]: AF_XDP sockets on a network interface, with vwire's own XDP program.
 //! - [`memif`]: memif shared-memory interfaces, both roles.
+//! - [`kernel`]: the KERNEL mechanism's netlink side: veth pairs into namespaces, IP context.
 
 pub mod afxdp;
+pub mod kernel;
 pub mod memif;
