@@ -9,6 +9,7 @@
 //!   and `stat` (these overlap with each other, so they are not folded into the drops).
 //! - `vwire_worker_busy_seconds_total`, `vwire_worker_idle_seconds_total`,
 //!   `vwire_worker_loops_total`: labelled `worker` and `cpu`.
+//! - `vwire_worker_pool_free_buffers` (gauge): free buffers in each worker's pool.
 //!
 //! Counters are read relaxed from the workers' single-writer slots: a scrape is not an atomic
 //! snapshot across ports, but every series is monotonic.
@@ -145,6 +146,16 @@ impl Registry {
                 );
             }
         }
+        let name = "vwire_worker_pool_free_buffers";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Free buffers in the worker's packet pool.\n# TYPE {name} gauge"
+        );
+        for (i, (cpu, c)) in self.workers.iter().enumerate() {
+            let cpu = cpu.map(|c| c.to_string()).unwrap_or_default();
+            let free = c.pool_free_buffers();
+            let _ = writeln!(out, "{name}{{worker=\"{i}\",cpu=\"{cpu}\"}} {free}");
+        }
         out
     }
 }
@@ -240,6 +251,7 @@ mod tests {
             "vwire_port_drops_total{port=\"left\",reason=\"no_route\"} 0",
             "vwire_worker_busy_seconds_total{worker=\"0\",cpu=\"1\"} 1.500000",
             "# TYPE vwire_worker_idle_seconds_total counter",
+            "vwire_worker_pool_free_buffers{worker=\"0\",cpu=\"1\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

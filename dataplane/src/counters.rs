@@ -143,6 +143,7 @@ pub struct WorkerCounters {
     busy_ns: AtomicU64,
     idle_ns: AtomicU64,
     loops: AtomicU64,
+    pool_free: AtomicU64,
     ports: Box<[PortCounters]>,
 }
 
@@ -153,6 +154,7 @@ impl WorkerCounters {
             busy_ns: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
             loops: AtomicU64::new(0),
+            pool_free: AtomicU64::new(0),
             ports: (0..max_ports).map(|_| PortCounters::default()).collect(),
         }
     }
@@ -179,6 +181,17 @@ impl WorkerCounters {
     #[inline]
     pub fn loop_done(&self) {
         bump(&self.loops, 1);
+    }
+
+    /// Records the number of free buffers in the worker's pool (a gauge, set once per loop).
+    #[inline]
+    pub fn pool_free(&self, n: usize) {
+        self.pool_free.store(n as u64, Relaxed);
+    }
+
+    /// Free buffers in the worker's pool at its last loop.
+    pub fn pool_free_buffers(&self) -> u64 {
+        self.pool_free.load(Relaxed)
     }
 
     /// (busy ns, idle ns, loop iterations) so far.

@@ -132,6 +132,18 @@ impl Port for MemPort {
     }
 
     fn flush(&mut self, _pool: &mut BufferPool, _ctr: &PortCounters) {}
+
+    /// Frees what waits in this port's receive queue (its peer's sends stay with the peer).
+    fn release(&mut self, pool: &mut BufferPool) {
+        let mut burst = Burst::with_capacity(crate::port::MAX_BURST);
+        loop {
+            burst.clear();
+            if self.inbox.pop(&mut burst) == 0 {
+                break;
+            }
+            pool.free_burst(burst.as_slice());
+        }
+    }
 }
 
 #[cfg(test)]

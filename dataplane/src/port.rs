@@ -137,6 +137,15 @@ pub trait Port: Send {
     /// and drain the eventfds).
     fn after_sleep(&mut self) {}
 
+    /// The port joins a worker whose pool is `pool` (called once, before any burst; it may
+    /// allocate).
+    fn attach(&mut self, _pool: &BufferPool) {}
+
+    /// The port leaves its worker: stop all use of the pool's memory (close sockets, rings) and
+    /// return to `pool` every buffer the port still holds. Called once, by the worker; the port
+    /// is then only dropped.
+    fn release(&mut self, _pool: &mut BufferPool) {}
+
     /// Statistics kept outside vwire's counters, readable from the control thread.
     fn stats(&self) -> Option<Arc<dyn PortStats>> {
         None

@@ -212,6 +212,8 @@ impl Worker {
         }
         #[allow(clippy::cast_possible_truncation)] // a worker never holds 65535 ports
         let slot = self.ports.len() as u16;
+        let mut port = port;
+        port.attach(&self.pool);
         self.ports.push(Slot { id, port });
         self.slot_of[usize::from(id)] = slot;
         self.rebuild_pollfds();
@@ -230,7 +232,9 @@ impl Worker {
             self.slot_of[usize::from(moved.id)] = slot;
         }
         self.rebuild_pollfds();
-        Some(removed.port)
+        let mut port = removed.port;
+        port.release(&mut self.pool);
+        Some(port)
     }
 
     /// Collects the fds to sleep on: the doorbell and every port's wait fds. Runs before each
@@ -418,6 +422,7 @@ impl Worker {
             let dt = now.duration_since(last).as_nanos() as u64;
             last = now;
             self.counters.loop_done();
+            self.counters.pool_free(self.pool.available());
             if n > 0 {
                 self.counters.busy(dt);
                 idle_loops = 0;

@@ -31,6 +31,55 @@ const REFILL_MAX: u32 = 2048;
 /// Most completions reaped per call.
 const COMP_BATCH: u32 = 256;
 
+/// The frames a port has handed to the kernel (posted to a fill ring or a TX ring) and not yet
+/// got back. The kernel may only give back frames it was given: anything else is counted as a
+/// bad descriptor and ignored. When the port leaves its worker, whatever is still held returns to
+/// the pool once the sockets are closed, so adding and removing ports leaks no buffers.
+#[derive(Debug, Default)]
+struct KernelFrames {
+    bits: Vec<u64>,
+}
+
+impl KernelFrames {
+    fn for_pool(frames: u32) -> Self {
+        Self {
+            bits: vec![0; (frames as usize).div_ceil(64)],
+        }
+    }
+
+    #[inline]
+    fn insert(&mut self, b: BufIdx) {
+        if let Some(w) = self.bits.get_mut(b as usize / 64) {
+            *w |= 1 << (b % 64);
+        }
+    }
+
+    /// Clears `b`; false if the port did not hold it.
+    #[inline]
+    fn remove(&mut self, b: BufIdx) -> bool {
+        match self.bits.get_mut(b as usize / 64) {
+            Some(w) if *w & (1 << (b % 64)) != 0 => {
+                *w &= !(1 << (b % 64));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Returns every held frame to the pool.
+    fn drain_into(&mut self, pool: &mut BufferPool) {
+        for (i, w) in self.bits.iter_mut().enumerate() {
+            while *w != 0 {
+                let bit = w.trailing_zeros();
+                *w &= *w - 1;
+                if let Ok(b) = BufIdx::try_from(i * 64 + bit as usize) {
+                    pool.free(b);
+                }
+            }
+        }
+    }
+}
+
 /// What an [`XskQueue`] is built from (see `socket::open`).
 pub(crate) struct QueueParts {
     pub(crate) queue: u32,
@@ -52,6 +101,8 @@ pub struct XskQueue {
     fd: RawFd,
     /// Frames posted to the fill ring and not yet received back.
     in_fill: u32,
+    /// Frames in this socket's fill and TX rings.
+    held: KernelFrames,
     zero_copy: bool,
     // cold: dropped after the rings are unmapped
     socket: Arc<OwnedFd>,
@@ -67,6 +118,7 @@ impl XskQueue {
             fill: p.fill,
             comp: p.comp,
             in_fill: 0,
+            held: KernelFrames::default(),
             zero_copy: p.zero_copy,
             socket: p.socket,
             queue: p.queue,
@@ -88,6 +140,7 @@ impl XskQueue {
             let got = pool.alloc_burst(&mut batch[..take]);
             for &b in &batch[..got] {
                 self.fill.write(done, pool.frame_addr(b));
+                self.held.insert(b);
                 done += 1;
             }
             if got < take {
@@ -110,8 +163,8 @@ impl XskQueue {
         for i in 0..n {
             let addr = self.comp.read(i);
             match pool.locate(addr) {
-                Some((b, _)) => pool.free(b),
-                None => ctr.drop(DropReason::BadTxCompletion, 1),
+                Some((b, _)) if self.held.remove(b) => pool.free(b),
+                _ => ctr.drop(DropReason::BadTxCompletion, 1),
             }
         }
         if n > 0 {
@@ -128,15 +181,17 @@ impl XskQueue {
             let d = self.rx.read(i);
             let len = d.len as usize;
             match pool.locate(d.addr) {
-                Some((b, off)) if usize::from(off) + len <= pool.frame_size() => {
+                Some((b, off))
+                    if usize::from(off) + len <= pool.frame_size() && self.held.remove(b) =>
+                {
                     pool.set_meta(b, usize::from(off), len);
                     if csum {
                         let _ = checksum::complete_partial(pool.packet_mut(b));
                     }
                     out.push(b);
                 }
-                // A kernel bug or a foreign UMEM address: count it, never follow it. The frame
-                // (if any) is lost to the pool, which the counter makes visible.
+                // A kernel bug, a foreign UMEM address, or a frame this port never posted: count
+                // it, never follow it.
                 _ => ctr.drop(DropReason::BadRxDesc, 1),
             }
         }
@@ -161,6 +216,7 @@ impl XskQueue {
                     options: 0,
                 },
             );
+            self.held.insert(b);
         }
         if n > 0 {
             self.tx.submit(n);
@@ -308,6 +364,27 @@ impl Port for AfXdpPort {
 
     fn wait_fds(&self, out: &mut Vec<RawFd>) {
         out.extend(self.queues.iter().map(|q| q.fd));
+    }
+
+    fn attach(&mut self, pool: &BufferPool) {
+        for q in &mut self.queues {
+            q.held = KernelFrames::for_pool(pool.capacity());
+        }
+    }
+
+    /// Closes the sockets (closing an AF_XDP socket waits until the kernel no longer uses its
+    /// rings), then returns the frames they held to the pool. One exception: the socket that
+    /// registered the worker's UMEM stays open while the UMEM lives, so its frames stay with it
+    /// (a bounded, one-time cost per worker). The XDP program goes when the port is dropped.
+    fn release(&mut self, pool: &mut BufferPool) {
+        for mut q in self.queues.drain(..) {
+            let mut held = std::mem::take(&mut q.held);
+            let umem_owner = Arc::strong_count(&q.socket) > 1;
+            drop(q);
+            if !umem_owner {
+                held.drain_into(pool);
+            }
+        }
     }
 
     fn stats(&self) -> Option<Arc<dyn PortStats>> {

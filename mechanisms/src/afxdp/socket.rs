@@ -248,18 +248,27 @@ fn open_queue(
             queue_id: queue,
             shared_umem_fd: shared_fd,
         };
-        // SAFETY: `sa` is a live sockaddr_xdp of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd,
-                (&sa as *const SockaddrXdp).cast(),
-                socklen::<SockaddrXdp>(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
+        // The kernel frees a closed socket's hold on a queue from a work queue, so a queue that
+        // a just-removed port used can look busy for a moment: retry EBUSY for up to a second.
+        for _ in 0..100 {
+            // SAFETY: `sa` is a live sockaddr_xdp of the size passed.
+            let rc = unsafe {
+                libc::bind(
+                    fd,
+                    (&sa as *const SockaddrXdp).cast(),
+                    socklen::<SockaddrXdp>(),
+                )
+            };
+            if rc == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(())
+        Err(std::io::Error::from_raw_os_error(libc::EBUSY))
     };
     let zero_copy = match &umem.owner {
         // A socket sharing a UMEM inherits the owner's copy/zero-copy and wakeup flags; the
