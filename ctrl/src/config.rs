@@ -32,6 +32,10 @@
 //! [[xconnect]]
 //! a = "left"
 //! b = "right"              # L2 cross-connect, both directions
+//! [[endpoint]]
+//! name = "nse-1"
+//! url = "unix:///run/nse-1.sock"  # or tcp://host:port
+//! service = "icmp-responder"      # used when a request names no endpoint
 //! ```
 //!
 //! Environment overrides: the `NSM_*` name where forwarder-vpp has one
@@ -91,6 +95,17 @@ pub struct PortConfig {
     pub kind: PortKind,
 }
 
+/// A Network Service Endpoint that requests are forwarded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Its name (`network_service_endpoint_name` in requests).
+    pub name: String,
+    /// Where it listens.
+    pub url: crate::grpc::ListenOn,
+    /// The network service it serves, for requests that name no endpoint.
+    pub service: Option<String>,
+}
+
 /// The mechanism of a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortKind {
@@ -122,6 +137,9 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     /// Cross-connects, as port indices.
     pub xconnects: Vec<(usize, usize)>,
+    /// Network Service Endpoints the NSM server may connect to (a static map until registry
+    /// discovery exists).
+    pub endpoints: Vec<EndpointConfig>,
     /// CPUs left for the control thread.
     pub control_cpus: Vec<usize>,
 }
@@ -278,6 +296,7 @@ const PORT_KEYS: &[&str] = &[
 /// Port keys that hold integers.
 const PORT_INT_KEYS: &[&str] = &["id", "queues", "ring_size", "buffer_size"];
 const XCONNECT_KEYS: &[&str] = &["a", "b"];
+const ENDPOINT_KEYS: &[&str] = &["name", "url", "service"];
 /// forwarder-vpp's names for keys vwire shares with it.
 const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_PROMETHEUS_LISTEN_ON", "metrics", "listen"),
@@ -350,6 +369,7 @@ fn apply_env(
         let keys = match section {
             "port" => PORT_KEYS,
             "xconnect" => XCONNECT_KEYS,
+            "endpoint" => ENDPOINT_KEYS,
             _ => return Err(unknown()),
         };
         let (idx, key) = tail.split_once('_').ok_or_else(unknown)?;
@@ -557,7 +577,15 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
         ctx,
         root,
         "",
-        &["dataplane", "metrics", "log", "nsm", "port", "xconnect"],
+        &[
+            "dataplane",
+            "metrics",
+            "log",
+            "nsm",
+            "port",
+            "xconnect",
+            "endpoint",
+        ],
     )?;
     let empty = Table::new();
     let dp = get_table(ctx, root, "dataplane")?.unwrap_or(&empty);
@@ -730,6 +758,27 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
         });
     }
 
+    let mut endpoints: Vec<EndpointConfig> = Vec::new();
+    for (i, t) in array_of_tables(ctx, root, "endpoint")?
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("endpoint[{i}]");
+        check_keys(ctx, t, &path, ENDPOINT_KEYS)?;
+        let name = require_str(ctx, t, &path, "name")?.to_string();
+        if endpoints.iter().any(|e| e.name == name) {
+            return Err(ctx.err(
+                &format!("{path}.name"),
+                format!("duplicate endpoint name {name:?}"),
+            ));
+        }
+        let url_s = require_str(ctx, t, &path, "url")?;
+        let url = crate::grpc::ListenOn::parse(url_s)
+            .map_err(|e| ctx.err(&format!("{path}.url"), e.to_string()))?;
+        let service = get_str(ctx, t, &path, "service")?.map(str::to_string);
+        endpoints.push(EndpointConfig { name, url, service });
+    }
+
     let mut xconnects = Vec::new();
     let mut connected: HashMap<usize, usize> = HashMap::new();
     for (i, t) in array_of_tables(ctx, root, "xconnect")?
@@ -774,6 +823,7 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
         nsm_listen_on,
         ports,
         xconnects,
+        endpoints,
         control_cpus,
     })
 }

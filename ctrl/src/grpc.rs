@@ -3,8 +3,8 @@
 //! NSM_LISTEN_ON address (`unix:///path` or `tcp://host:port`).
 //!
 //! The server chain, in order: updatepath → begin → metadata → timeout → monitor → mechanisms →
-//! connect. The connect element (calling the next hop and programming the dataplane) is not
-//! written yet: it answers Unimplemented, so a Request fails cleanly and leaves nothing behind.
+//! xconnect → connect. KERNEL is cross-connected on both sides; MEMIF is selected but its
+//! cross-connect is not written yet (Unimplemented, leaving nothing behind).
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,13 +20,17 @@ use vwire_proto::connection::{Connection, ConnectionEvent, MonitorScopeSelector}
 use vwire_proto::networkservice::network_service_server::{NetworkService, NetworkServiceServer};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
-use crate::chain::{BoxFut, Chain, Element, Next};
+use crate::chain::Chain;
+use crate::config::EndpointConfig;
+use crate::dataplane::SharedDataplane;
 use crate::elements::begin::Begin;
+use crate::elements::connect::Connect;
 use crate::elements::mechanisms::Mechanisms;
 use crate::elements::metadata::{Metadata, MetadataElement};
 use crate::elements::monitor::{matches, Monitor};
 use crate::elements::timeout::Timeout;
 use crate::elements::updatepath::UpdatePath;
+use crate::elements::xconnect::Xconnect;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -75,33 +79,6 @@ impl ListenOn {
     }
 }
 
-/// The last element until connect/xconnect exist: refuses, so nothing is half-built.
-struct NotConnected;
-
-impl Element for NotConnected {
-    fn request<'a>(
-        &'a self,
-        req: NetworkServiceRequest,
-        _next: Next<'a>,
-    ) -> BoxFut<'a, Result<Connection, Status>> {
-        Box::pin(async move {
-            let m = req
-                .connection
-                .as_ref()
-                .and_then(|c| c.mechanism.as_ref())
-                .map(|m| m.r#type.clone())
-                .unwrap_or_default();
-            Err(Status::unimplemented(format!(
-                "connecting a {m} connection to its next hop is not implemented in this vwire yet"
-            )))
-        })
-    }
-
-    fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
-        next.close(conn)
-    }
-}
-
 /// The server's state.
 pub struct NsmServer {
     chain: Arc<Chain>,
@@ -111,8 +88,13 @@ pub struct NsmServer {
 }
 
 impl NsmServer {
-    /// Builds the chain for a hop named `name`.
-    pub fn new(name: &str) -> Arc<Self> {
+    /// Builds the chain for a hop named `name` that forwards to `endpoints` and programs
+    /// `dataplane`.
+    pub fn new(
+        name: &str,
+        endpoints: Vec<EndpointConfig>,
+        dataplane: SharedDataplane,
+    ) -> Arc<Self> {
         let monitor = Monitor::new();
         let metadata = Metadata::new();
         let timeout = Timeout::new();
@@ -123,7 +105,8 @@ impl NsmServer {
             Arc::new(timeout.clone()),
             Arc::new(monitor.clone()),
             Arc::new(Mechanisms),
-            Arc::new(NotConnected),
+            Arc::new(Xconnect::new(metadata.clone(), dataplane)),
+            Arc::new(Connect::new(endpoints, metadata.clone())),
         ]));
         timeout.attach(&chain);
         Arc::new(Self {
@@ -131,6 +114,18 @@ impl NsmServer {
             monitor,
             metadata,
         })
+    }
+}
+
+impl NsmServer {
+    /// Closes every established connection through the chain (at shutdown: nothing is left
+    /// behind in any namespace).
+    pub async fn close_all(&self) {
+        for c in self.monitor.connections() {
+            if let Err(e) = self.chain.close(c).await {
+                tracing::warn!("closing a connection at shutdown: {e}");
+            }
+        }
     }
 }
 

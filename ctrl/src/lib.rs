@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod dataplane;
 pub mod elements;
 pub mod grpc;
 pub mod metrics;

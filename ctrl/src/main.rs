@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
+use vwire::dataplane::{DataplaneCore, SharedDataplane};
 use vwire_dataplane::buffer::{FRAME_SIZE, JUMBO_FRAME_SIZE};
-use vwire_dataplane::engine::{Engine, EngineBuilder, EngineConfig};
+use vwire_dataplane::engine::{EngineBuilder, EngineConfig};
 use vwire_dataplane::port::{Port, PortId};
 use vwire_dataplane::table::ForwardingTable;
 use vwire_mechanisms::afxdp::{self, socket, PortOptions, Umem, FRAMES_PER_QUEUE};
@@ -31,6 +32,8 @@ use vwire::metrics;
 const MAX_PORTS: usize = 1024;
 /// Pool size of a worker without AF_XDP ports.
 const MIN_POOL_FRAMES: u32 = 4096;
+/// Frames every worker's pool gets for the AF_XDP ports of NSM connections (four queues' worth).
+const NSM_POOL_FRAMES: u32 = 4 * FRAMES_PER_QUEUE;
 /// Frames a memif port adds to its worker's pool: memif copies into pool frames that are in
 /// flight for one burst only, unless the egress is AF_XDP (whose queues add their own).
 const MEMIF_POOL_FRAMES: u32 = 2048;
@@ -159,9 +162,8 @@ fn pin_control_thread(cpus: &[usize]) -> Result<(), CtrlError> {
 
 /// The running dataplane and what must outlive it.
 struct Dataplane {
-    engine: Engine,
-    /// Kept until after the engine stops: the first AF_XDP socket of each worker owns its UMEM.
-    umems: Vec<Umem>,
+    /// The engine, UMEMs and cross-connects, shared with the NSM server.
+    core: SharedDataplane,
     registry: Arc<metrics::Registry>,
     /// memif ports, for the control driver started in the runtime.
     memifs: Vec<(MemifConfig, Arc<Link>)>,
@@ -169,10 +171,17 @@ struct Dataplane {
 
 impl Dataplane {
     fn stop(self) {
-        for e in self.engine.stop() {
-            warn!("worker stopped with an error: {e}");
+        let core = self.core.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(core) = core {
+            for e in core.stop() {
+                warn!("worker stopped with an error: {e}");
+            }
         }
-        drop(self.umems);
+    }
+
+    fn is_healthy(&self) -> bool {
+        let core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        core.as_ref().is_some_and(|c| c.engine().is_healthy())
     }
 }
 
@@ -187,14 +196,21 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     }
     for f in &mut pool_frames {
         *f = (*f).max(MIN_POOL_FRAMES);
+        if cfg.nsm_listen_on.is_some() {
+            *f += NSM_POOL_FRAMES;
+        }
     }
     // A worker without AF_XDP ports gets frames large enough for 9000-byte memif frames; AF_XDP
     // needs 4 KiB chunks (and its MTU is bounded by them anyway).
+    // NSM connections add AF_XDP ports at run time, so then every worker needs 4 KiB frames.
     let mut frame_sizes = vec![JUMBO_FRAME_SIZE; cfg.workers.len()];
     for (p, &w) in cfg.ports.iter().zip(&assignment) {
         if let PortKind::AfXdp { .. } = p.kind {
             frame_sizes[w] = FRAME_SIZE;
         }
+    }
+    if cfg.nsm_listen_on.is_some() {
+        frame_sizes.fill(FRAME_SIZE);
     }
     let mut builder = EngineBuilder::new(&EngineConfig {
         cpus: cfg.workers.iter().map(|&c| Some(c)).collect(),
@@ -244,9 +260,12 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         builder.add_port(w, id, port)?;
     }
     let mut table = ForwardingTable::new(MAX_PORTS);
+    let mut pairs = Vec::new();
     for &(a, b) in &cfg.xconnects {
         #[allow(clippy::cast_possible_truncation)] // port indices were checked against MAX_PORTS
-        table.add_xconnect(a as PortId, b as PortId)?;
+        let (a_id, b_id) = (a as PortId, b as PortId);
+        table.add_xconnect(a_id, b_id)?;
+        pairs.push((a_id, b_id));
         info!(a = %cfg.ports[a].name, b = %cfg.ports[b].name, "cross-connect");
     }
     builder.table().publish(table);
@@ -260,9 +279,9 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
             .zip(engine.worker_counters().iter().cloned())
             .collect(),
     });
+    let core = DataplaneCore::new(engine, umems, MAX_PORTS, cfg.ports.len(), pairs);
     Ok(Dataplane {
-        engine,
-        umems,
+        core: Arc::new(std::sync::Mutex::new(Some(core))),
         registry,
         memifs,
     })
@@ -302,17 +321,22 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
         )))?;
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
     let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
-    let nsm = cfg.nsm_listen_on.clone().map(|listen| {
-        let name = cfg.nsm_name.clone();
-        info!(name = %name, listen = ?listen, "serving the NSM API");
-        tokio::spawn(async move {
-            let server = vwire::grpc::NsmServer::new(&name);
-            let shutdown = async {
-                let _ = nsm_stopped.await;
-            };
-            vwire::grpc::serve(server, &listen, shutdown).await
-        })
+    let nsm_server = cfg.nsm_listen_on.as_ref().map(|_| {
+        vwire::grpc::NsmServer::new(&cfg.nsm_name, cfg.endpoints.clone(), dp.core.clone())
     });
+    let nsm = cfg
+        .nsm_listen_on
+        .clone()
+        .zip(nsm_server.clone())
+        .map(|(listen, server)| {
+            info!(name = %cfg.nsm_name, listen = ?listen, "serving the NSM API");
+            tokio::spawn(async move {
+                let shutdown = async {
+                    let _ = nsm_stopped.await;
+                };
+                vwire::grpc::serve(server, &listen, shutdown).await
+            })
+        });
     let mut memif = Driver::new();
     for (m, link) in &dp.memifs {
         memif
@@ -341,7 +365,7 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
                 }
             }
             _ = health.tick() => {
-                if !dp.engine.is_healthy() {
+                if !dp.is_healthy() {
                     break Err(CtrlError::Io {
                         what: "a worker thread exited unexpectedly".into(),
                         source: std::io::Error::other("worker died"),
@@ -354,6 +378,9 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
     let _ = nsm_stop.send(());
     if let Some(t) = nsm {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    if let Some(s) = nsm_server {
+        s.close_all().await;
     }
     memif.shutdown();
     result

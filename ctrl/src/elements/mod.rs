@@ -1,13 +1,15 @@
 //! The chain elements of vwire's NSM server, one concern each (see [`crate::chain`]). Their order
 //! is set in [`crate::grpc`]:
 //!
-//! updatepath → begin → metadata → timeout → monitor → mechanisms → (connect, xconnect: next)
+//! updatepath → begin → metadata → timeout → monitor → mechanisms → xconnect → connect
 //!
 //! Each module's doc states what the element guarantees and where it may be placed.
 
 pub mod begin;
+pub mod connect;
 pub mod mechanisms;
 pub mod metadata;
 pub mod monitor;
 pub mod timeout;
 pub mod updatepath;
+pub mod xconnect;

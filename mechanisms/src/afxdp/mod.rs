@@ -4,10 +4,10 @@
 //! the interface ([`bpf`]), which steers that queue's frames to the port's socket and passes all
 //! else to the kernel, and attaches it through a bpf_link so that it disappears with the process.
 //!
-//! All AF_XDP ports of one worker share one UMEM: the worker's [`vwire_dataplane::BufferPool`]
-//! region ([`Umem`]). The first socket registers it; the others bind with `XDP_SHARED_UMEM` and
-//! their own fill and completion rings. So a frame received on one port is transmitted on another
-//! by moving a descriptor, with no copy in user space.
+//! All AF_XDP ports of one worker use the same memory as UMEM: the worker's
+//! [`vwire_dataplane::BufferPool`] region ([`Umem`]), registered by each socket at the same
+//! offsets. So a frame received on one port is transmitted on another by moving a descriptor,
+//! with no copy in user space.
 //!
 //! Modes: native XDP where the driver has it, generic XDP otherwise; zero-copy where the driver
 //! has it, copy mode otherwise (veth has native XDP but no zero-copy).

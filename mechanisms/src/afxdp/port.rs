@@ -373,17 +373,13 @@ impl Port for AfXdpPort {
     }
 
     /// Closes the sockets (closing an AF_XDP socket waits until the kernel no longer uses its
-    /// rings), then returns the frames they held to the pool. One exception: the socket that
-    /// registered the worker's UMEM stays open while the UMEM lives, so its frames stay with it
-    /// (a bounded, one-time cost per worker). The XDP program goes when the port is dropped.
+    /// rings or its UMEM), then returns the frames they held to the pool. The XDP program goes
+    /// when the port is dropped.
     fn release(&mut self, pool: &mut BufferPool) {
         for mut q in self.queues.drain(..) {
             let mut held = std::mem::take(&mut q.held);
-            let umem_owner = Arc::strong_count(&q.socket) > 1;
             drop(q);
-            if !umem_owner {
-                held.drain_into(pool);
-            }
+            held.drain_into(pool);
         }
     }
 

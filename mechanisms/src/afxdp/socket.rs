@@ -32,27 +32,21 @@ pub const FRAMES_PER_QUEUE: u32 = 8192;
 
 const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_QUEUE);
 
-/// A worker's UMEM: its pool region, registered with the kernel by its first AF_XDP socket.
+/// A worker's UMEM: its pool region. Every AF_XDP socket of the worker registers the whole
+/// region as its own UMEM, at the same offsets, so a frame address means the same frame to
+/// every socket and frames move between ports without a copy. Registering per socket (rather
+/// than binding with `XDP_SHARED_UMEM` to a first socket) means no socket outlives its port:
+/// a shared UMEM's owner socket would stay bound, or become unusable when its interface goes,
+/// and ports come and go with NSM connections.
 #[derive(Debug)]
 pub struct Umem {
     region: PoolRegion,
-    owner: Option<UmemOwner>,
-}
-
-/// The socket that registered a UMEM, and how it was bound (sharers inherit it).
-#[derive(Debug)]
-struct UmemOwner {
-    socket: Arc<OwnedFd>,
-    zero_copy: bool,
 }
 
 impl Umem {
-    /// A UMEM over `region` (a worker's pool); nothing is registered until the first port opens.
+    /// A UMEM over `region` (a worker's pool).
     pub fn new(region: PoolRegion) -> Self {
-        Self {
-            region,
-            owner: None,
-        }
+        Self { region }
     }
 }
 
@@ -207,7 +201,7 @@ fn open_queue(
     let socket = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
     let fd = socket.as_raw_fd();
 
-    if umem.owner.is_none() {
+    {
         let reg = UmemReg {
             addr: umem.region.base as u64,
             len: umem.region.len as u64,
@@ -270,23 +264,11 @@ fn open_queue(
         }
         Err(std::io::Error::from_raw_os_error(libc::EBUSY))
     };
-    let zero_copy = match &umem.owner {
-        // A socket sharing a UMEM inherits the owner's copy/zero-copy and wakeup flags; the
-        // kernel refuses any flag but XDP_SHARED_UMEM here.
-        Some(owner) => {
-            bind(XDP_SHARED_UMEM, owner.socket.as_raw_fd() as u32)
-                .map_err(err("binding (shared UMEM)"))?;
-            owner.zero_copy
-        }
-        None => {
-            let zc = attachment.mode() == XdpMode::Native
-                && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
-            if !zc {
-                bind(XDP_COPY | XDP_USE_NEED_WAKEUP, 0).map_err(err("binding"))?;
-            }
-            zc
-        }
-    };
+    let zero_copy =
+        attachment.mode() == XdpMode::Native && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
+    if !zero_copy {
+        bind(XDP_COPY | XDP_USE_NEED_WAKEUP, 0).map_err(err("binding"))?;
+    }
     // Larger copy-mode TX batches (kernel ≥ 6.17); older kernels refuse the option and keep 32.
     let _ = setsockopt(fd, XDP_MAX_TX_SKB_BUDGET, &256u32);
     attachment
@@ -296,12 +278,6 @@ fn open_queue(
             what: "inserting the socket into the XSKMAP",
             source,
         })?;
-    if umem.owner.is_none() {
-        umem.owner = Some(UmemOwner {
-            socket: socket.clone(),
-            zero_copy,
-        });
-    }
     Ok(port::XskQueue::new(port::QueueParts {
         queue,
         rx,

@@ -1,0 +1,218 @@
+//! connect: vwire as a client of the next hop. It sends the request to the Network Service
+//! Endpoint, keeps the connection the endpoint returned (for xconnect and for the close), and
+//! returns it upstream with the upstream mechanism and this hop's id put back.
+//!
+//! The endpoint is the one named by `network_service_endpoint_name`, or else the single endpoint
+//! configured for the connection's `network_service` (`[[endpoint]]` in the config). Toward the
+//! endpoint vwire offers KERNEL (MEMIF comes with the memif xconnect); the endpoint chooses.
+//!
+//! Errors: no endpoint → NotFound; several candidates → FailedPrecondition; an endpoint that
+//! cannot be reached or does not answer in time → Unavailable naming it. Other statuses from
+//! the endpoint pass through, prefixed with its name. A close is sent to the endpoint with the
+//! connection it returned; a failure there is logged, not returned (the local state is gone).
+//!
+//! Place it last: it does not call `next.request`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use vwire_proto::connection::{Connection, Mechanism};
+use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
+use vwire_proto::networkservice::NetworkServiceRequest;
+
+use crate::chain::{connection_of, BoxFut, Element, Next};
+use crate::config::EndpointConfig;
+use crate::elements::metadata::Metadata;
+use crate::grpc::ListenOn;
+
+/// How long the endpoint may take to answer a request or a close.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long dialing the endpoint may take (forwarder-vpp's NSM_DIAL_TIMEOUT is 750 ms).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection as the endpoint returned it, kept in metadata.
+#[derive(Clone, Debug)]
+pub struct Downstream(pub Connection);
+
+/// The connect element.
+pub struct Connect {
+    endpoints: Vec<EndpointConfig>,
+    metadata: Arc<Metadata>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+fn channel_to(url: &ListenOn) -> Result<Channel, Status> {
+    let bad = |e: tonic::transport::Error| Status::internal(format!("endpoint URL: {e}"));
+    match url {
+        ListenOn::Tcp(addr) => Ok(Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(bad)?
+            .connect_timeout(DIAL_TIMEOUT)
+            .connect_lazy()),
+        ListenOn::Unix(path) => {
+            let path = path.clone();
+            Ok(Endpoint::from_static("http://[::]:0")
+                .connect_timeout(DIAL_TIMEOUT)
+                .connect_with_connector_lazy(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .map(hyper_util::rt::TokioIo::new)
+                    }
+                })))
+        }
+    }
+}
+
+impl Connect {
+    /// A connect element over the configured endpoints.
+    pub fn new(endpoints: Vec<EndpointConfig>, metadata: Arc<Metadata>) -> Self {
+        Self {
+            endpoints,
+            metadata,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn pick(&self, conn: &Connection) -> Result<&EndpointConfig, Status> {
+        if !conn.network_service_endpoint_name.is_empty() {
+            return self
+                .endpoints
+                .iter()
+                .find(|e| e.name == conn.network_service_endpoint_name)
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "connection.network_service_endpoint_name: no endpoint named {:?} is configured",
+                        conn.network_service_endpoint_name
+                    ))
+                });
+        }
+        let mut candidates = self
+            .endpoints
+            .iter()
+            .filter(|e| e.service.as_deref() == Some(conn.network_service.as_str()));
+        match (candidates.next(), candidates.next()) {
+            (Some(e), None) => Ok(e),
+            (None, _) => Err(Status::not_found(format!(
+                "connection.network_service: no endpoint is configured for {:?}",
+                conn.network_service
+            ))),
+            (Some(_), Some(_)) => Err(Status::failed_precondition(format!(
+                "connection.network_service: several endpoints serve {:?}; set network_service_endpoint_name",
+                conn.network_service
+            ))),
+        }
+    }
+
+    fn client(&self, ep: &EndpointConfig) -> Result<NetworkServiceClient<Channel>, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = match channels.get(&ep.name) {
+            Some(c) => c.clone(),
+            None => {
+                let c = channel_to(&ep.url)?;
+                channels.insert(ep.name.clone(), c.clone());
+                c
+            }
+        };
+        Ok(NetworkServiceClient::new(ch))
+    }
+}
+
+fn describe(ep: &EndpointConfig) -> String {
+    match &ep.url {
+        ListenOn::Unix(p) => format!("endpoint {:?} (unix://{})", ep.name, p.display()),
+        ListenOn::Tcp(a) => format!("endpoint {:?} (tcp://{a})", ep.name),
+    }
+}
+
+impl Element for Connect {
+    fn request<'a>(
+        &'a self,
+        req: NetworkServiceRequest,
+        _next: Next<'a>,
+    ) -> BoxFut<'a, Result<Connection, Status>> {
+        Box::pin(async move {
+            let conn = connection_of(&req)?.clone();
+            let ep = self.pick(&conn)?;
+            let mut client = self.client(ep)?;
+            let mut down = conn.clone();
+            down.mechanism = None;
+            down.network_service_endpoint_name = ep.name.clone();
+            // A refresh re-offers what the endpoint chose before.
+            let prefs = match self
+                .metadata
+                .get::<Downstream>(&conn.id)
+                .and_then(|d| d.0.mechanism)
+            {
+                Some(m) => vec![m],
+                None => vec![Mechanism {
+                    cls: "LOCAL".into(),
+                    r#type: "KERNEL".into(),
+                    ..Default::default()
+                }],
+            };
+            let call = client.request(NetworkServiceRequest {
+                connection: Some(down),
+                mechanism_preferences: prefs,
+            });
+            let got = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "{}: no answer within {CALL_TIMEOUT:?}",
+                        describe(ep)
+                    )))
+                }
+                Ok(Err(s)) if s.code() == Code::Unavailable || s.code() == Code::Unknown => {
+                    return Err(Status::unavailable(format!(
+                        "{} is unreachable: {}",
+                        describe(ep),
+                        s.message()
+                    )))
+                }
+                Ok(Err(s)) => {
+                    return Err(Status::new(
+                        s.code(),
+                        format!("{}: {}", describe(ep), s.message()),
+                    ))
+                }
+                Ok(Ok(r)) => r.into_inner(),
+            };
+            self.metadata.set(&conn.id, Downstream(got.clone()));
+            let mut up = got;
+            up.id = conn.id.clone();
+            if let (Some(p), Some(mine)) = (up.path.as_mut(), conn.path.as_ref()) {
+                p.index = mine.index;
+            }
+            up.mechanism = conn.mechanism.clone();
+            up.network_service_endpoint_name = ep.name.clone();
+            Ok(up)
+        })
+    }
+
+    fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
+        Box::pin(async move {
+            if let Some(Downstream(down)) = self.metadata.take::<Downstream>(&conn.id) {
+                if let Some(ep) = self
+                    .endpoints
+                    .iter()
+                    .find(|e| e.name == down.network_service_endpoint_name)
+                {
+                    match self.client(ep) {
+                        Ok(mut c) => {
+                            match tokio::time::timeout(CALL_TIMEOUT, c.close(down)).await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(s)) => tracing::warn!("closing at {}: {s}", describe(ep)),
+                                Err(_) => tracing::warn!("closing at {}: no answer", describe(ep)),
+                            }
+                        }
+                        Err(s) => tracing::warn!("closing at {}: {s}", describe(ep)),
+                    }
+                }
+            }
+            next.close(conn).await
+        })
+    }
+}

@@ -1,0 +1,57 @@
+//! Example NSM workloads used by vwire's tests and demos.
+//!
+//! * `vwire-nse`: an icmp-responder network service endpoint. It hands out point-to-point IPv4
+//!   addresses from a CIDR pool and answers the KERNEL mechanism with an interface name and its own
+//!   network namespace (see [`nse`], [`ipam`], [`path`]).
+//! * `vwire-nsc`: a client that requests one connection, prints it, refreshes it and closes it on
+//!   SIGTERM/SIGINT (see [`nsc`]).
+//!
+//! Both speak the NSM `networkservice` API from `vwire-proto` over `unix://` or `tcp://`
+//! ([`transport`]).
+
+pub mod ipam;
+pub mod nsc;
+pub mod nse;
+pub mod path;
+pub mod transport;
+
+/// Installs a `tracing` subscriber writing to stderr (level from `RUST_LOG`, default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A future that resolves when the process receives SIGTERM or SIGINT. The handlers are installed
+/// when this is called (inside a tokio runtime), not when the future is first polled.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let recv = |s: std::io::Result<tokio::signal::unix::Signal>, what: &'static str| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                    tracing::info!("{what} received");
+                }
+                Err(e) => {
+                    tracing::warn!("cannot watch {what}: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = recv(term, "SIGTERM") => {}
+            _ = recv(int, "SIGINT") => {}
+        }
+    }
+}
+
+/// This process's network namespace as a KERNEL `inodeURL` parameter: `file:///proc/<pid>/ns/net`.
+pub fn own_netns_url() -> String {
+    format!("file:///proc/{}/ns/net", std::process::id())
+}
