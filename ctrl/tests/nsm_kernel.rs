@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
+use vwire_proto::connection::monitor_connection_client::MonitorConnectionClient;
+use vwire_proto::connection::{
+    Connection, ConnectionEventType, Mechanism, MonitorScopeSelector, Path, PathSegment,
+};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
@@ -242,7 +245,7 @@ fn request(s: &Setup, expires_in: Duration) -> NetworkServiceRequest {
     }
 }
 
-async fn client(s: &Setup) -> NetworkServiceClient<tonic::transport::Channel> {
+async fn channel(s: &Setup) -> tonic::transport::Channel {
     let p = s.dir.join("fwd.sock");
     let ch = tonic::transport::Endpoint::try_from("http://[::]:0")
         .unwrap()
@@ -256,7 +259,7 @@ async fn client(s: &Setup) -> NetworkServiceClient<tonic::transport::Channel> {
         }))
         .await
         .expect("connect to vwire");
-    NetworkServiceClient::new(ch)
+    ch
 }
 
 fn fd_count(pid: u32) -> usize {
@@ -268,15 +271,29 @@ fn fd_count(pid: u32) -> usize {
 #[tokio::test(flavor = "current_thread")]
 async fn timeout_cycles_and_shutdown_leave_nothing() {
     let s = setup();
-    let mut c = client(&s).await;
+    let ch = channel(&s).await;
+    let mut c = NetworkServiceClient::new(ch.clone());
+    let mut events = MonitorConnectionClient::new(ch)
+        .monitor_connections(MonitorScopeSelector::default())
+        .await
+        .expect("monitor")
+        .into_inner();
+    let first = events.message().await.unwrap().unwrap();
+    assert_eq!(first.r#type(), ConnectionEventType::InitialStateTransfer);
 
-    // A connection whose token expires without a refresh is closed by vwire itself.
+    // A connection whose token expires without a refresh is closed by vwire itself; the monitor
+    // sees it come (UPDATE) and go (DELETE).
     c.request(request(&s, Duration::from_secs(2)))
         .await
         .expect("request");
     assert!(s.nsc.links().contains("nsm-t"));
+    let up = events.message().await.unwrap().unwrap();
+    assert_eq!(up.r#type(), ConnectionEventType::Update);
+    assert_eq!(up.connections.len(), 1);
     tokio::time::sleep(Duration::from_millis(2600)).await;
     nothing_left(&s);
+    let gone = events.message().await.unwrap().unwrap();
+    assert_eq!(gone.r#type(), ConnectionEventType::Delete);
 
     // Request/Close cycles leak no fds (one cycle first, to warm up the lazily opened pieces).
     let conn = c

@@ -128,6 +128,11 @@ impl P2pIpam {
         Ok(self.pair(n))
     }
 
+    /// The pair `id` holds, if any.
+    pub fn get(&self, id: &str) -> Option<Pair> {
+        self.by_id.get(id).map(|&n| self.pair(n))
+    }
+
     /// Frees the pair of `id`; returns it if there was one.
     pub fn free(&mut self, id: &str) -> Option<Pair> {
         self.by_id.remove(id).map(|n| self.pair(n))

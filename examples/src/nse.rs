@@ -169,10 +169,14 @@ impl Nse {
 
         let ctx = conn.context.get_or_insert_with(ConnectionContext::default);
         let ip = ctx.ip_context.get_or_insert_with(IpContext::default);
-        let pair = self
-            .lock_ipam()
-            .allocate(&conn.id, &ip.excluded_prefixes)
-            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        let (pair, refresh) = {
+            let mut ipam = self.lock_ipam();
+            let refresh = ipam.get(&conn.id).is_some();
+            let pair = ipam
+                .allocate(&conn.id, &ip.excluded_prefixes)
+                .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+            (pair, refresh)
+        };
         let (nse, nsc) = (format!("{}/32", pair.nse), format!("{}/32", pair.nsc));
         ip.src_ip_addrs = vec![nsc.clone()];
         ip.dst_ip_addrs = vec![nse.clone()];
@@ -187,12 +191,21 @@ impl Nse {
         conn.mechanism = Some(mechanism);
         conn.set_state(State::Up);
         conn.network_service_endpoint_name = self.name.clone();
-        tracing::info!(
-            id = %conn.id,
-            iface = conn.mechanism.as_ref().and_then(|m| m.parameters.get("name")).map(String::as_str).unwrap_or(""),
-            "request: {} nse {nse} nsc {nsc}",
-            handler.mechanism_type()
-        );
+        let iface = conn
+            .mechanism
+            .as_ref()
+            .and_then(|m| m.parameters.get("name"))
+            .map_or("", String::as_str);
+        if refresh {
+            tracing::debug!(id = %conn.id, iface, "refresh: nse {nse} nsc {nsc}");
+        } else {
+            tracing::info!(
+                id = %conn.id,
+                iface,
+                "request: {} nse {nse} nsc {nsc}",
+                handler.mechanism_type()
+            );
+        }
         restore(&mut conn, caller);
         Ok(conn)
     }
