@@ -219,8 +219,15 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         frame_sizes,
         max_ports: MAX_PORTS,
     })?;
+    // With NSM, AF_XDP ports come and go with connections: register each worker's pool once and
+    // share it, instead of pinning the whole pool again for every socket.
+    let umem_for: fn(vwire_dataplane::buffer::PoolRegion) -> Umem = if cfg.nsm_listen_on.is_some() {
+        Umem::shared
+    } else {
+        Umem::new
+    };
     let mut umems: Vec<Umem> = (0..cfg.workers.len())
-        .map(|w| builder.pool_region(w).map(Umem::new))
+        .map(|w| builder.pool_region(w).map(umem_for))
         .collect::<Result<_, _>>()?;
     let mut entries = Vec::new();
     let mut memifs = Vec::new();

@@ -271,8 +271,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes port `id` back from worker `w`. Once this returns, no worker touches the port, so
-    /// dropping it is safe. Remove it from the forwarding table first.
+    /// Takes port `id` back from worker `w`, shuts it down on this thread (closing sockets may
+    /// block for a few milliseconds) and returns the buffers it held to the worker's pool. Once
+    /// this returns, no worker touches the port, so dropping it is safe. Remove it from the
+    /// forwarding table first.
     pub fn remove_port(
         &mut self,
         w: usize,
@@ -287,10 +289,20 @@ impl Engine {
             )
             .map_err(|_| EngineError::WorkerStuck(w))?;
         c.doorbell.ring();
-        let port = rx
+        let mut port = rx
             .recv_timeout(Duration::from_secs(1))
             .map_err(|_| EngineError::WorkerStuck(w))?;
         self.stats.remove(&id);
+        if let Some(p) = port.as_mut() {
+            // Close the port here, not in the worker, then hand its buffers back.
+            let held = p.shutdown();
+            if !held.is_empty() {
+                c.cmds
+                    .send_timeout(Command::FreeBuffers(held), Duration::from_secs(1))
+                    .map_err(|_| EngineError::WorkerStuck(w))?;
+                c.doorbell.ring();
+            }
+        }
         Ok(port)
     }
 

@@ -141,10 +141,18 @@ pub trait Port: Send {
     /// allocate).
     fn attach(&mut self, _pool: &BufferPool) {}
 
-    /// The port leaves its worker: stop all use of the pool's memory (close sockets, rings) and
-    /// return to `pool` every buffer the port still holds. Called once, by the worker; the port
-    /// is then only dropped.
+    /// The port leaves its worker: return to `pool` the buffers the port holds that no one
+    /// else can touch (e.g. queued in user-space rings). Called once, by the worker; it must not
+    /// block.
     fn release(&mut self, _pool: &mut BufferPool) {}
+
+    /// On the control thread, after the port left its worker: stop all use of the pool's memory
+    /// (close sockets; this may block) and return the buffers the port still held, which the
+    /// engine then gives back to the worker's pool. So a worker never blocks on a port's
+    /// teardown.
+    fn shutdown(&mut self) -> Vec<BufIdx> {
+        Vec::new()
+    }
 
     /// Statistics kept outside vwire's counters, readable from the control thread.
     fn stats(&self) -> Option<Arc<dyn PortStats>> {

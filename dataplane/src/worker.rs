@@ -65,6 +65,8 @@ pub enum Command {
         /// Where the port goes; `None` if the worker did not have it.
         reply: Sender<Option<Box<dyn Port>>>,
     },
+    /// Return these buffers to the pool (a removed port's, once its sockets are closed).
+    FreeBuffers(Vec<crate::buffer::BufIdx>),
 }
 
 /// The control-to-worker doorbell: an eventfd the worker sleeps on.
@@ -340,6 +342,7 @@ impl Worker {
                     // which is also safe: this worker no longer polls it.
                     let _ = reply.send(port);
                 }
+                Command::FreeBuffers(bufs) => self.pool.free_burst(&bufs),
             }
         }
     }

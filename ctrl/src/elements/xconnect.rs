@@ -192,12 +192,23 @@ impl Xconnect {
                     .await
                     .map_err(kerr("applying the connection context"))?;
             }
-            let mut dp = self.dataplane.lock().unwrap_or_else(|e| e.into_inner());
-            let core = dp
-                .as_mut()
-                .ok_or_else(|| Status::unavailable("the dataplane is stopping"))?;
-            core.add_xconnect(id, &wired.nsc_host, &wired.nse_host)
-                .map_err(|e| Status::failed_precondition(format!("cross-connecting: {e}")))
+            // Opening AF_XDP sockets blocks (registration, binding): off the runtime thread.
+            let (dp, key, a, b) = (
+                self.dataplane.clone(),
+                id.to_string(),
+                wired.nsc_host.clone(),
+                wired.nse_host.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let mut dp = dp.lock().unwrap_or_else(|e| e.into_inner());
+                let core = dp
+                    .as_mut()
+                    .ok_or_else(|| Status::unavailable("the dataplane is stopping"))?;
+                core.add_xconnect(&key, &a, &b)
+                    .map_err(|e| Status::failed_precondition(format!("cross-connecting: {e}")))
+            })
+            .await
+            .map_err(|e| Status::internal(format!("cross-connect task: {e}")))?
         }
         .await;
         if let Err(e) = result {
@@ -209,14 +220,19 @@ impl Xconnect {
     }
 
     async fn unwire(&self, id: &str, w: &Wired) {
-        if let Some(core) = self
-            .dataplane
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            core.remove_xconnect(id);
+        let t0 = std::time::Instant::now();
+        // Closing AF_XDP sockets blocks (an RCU grace period each): off the runtime thread.
+        let (dp, key) = (self.dataplane.clone(), id.to_string());
+        let removed = tokio::task::spawn_blocking(move || {
+            if let Some(core) = dp.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                core.remove_xconnect(&key);
+            }
+        })
+        .await;
+        if let Err(e) = removed {
+            tracing::warn!("cross-connect removal task: {e}");
         }
+        tracing::debug!(%id, ms = t0.elapsed().as_millis(), "cross-connect removed");
         match Netns::current().map(|ns| async move { NetlinkIn::new(&ns).await }) {
             Ok(f) => match f.await {
                 Ok(host) => {
@@ -225,6 +241,7 @@ impl Xconnect {
                             tracing::warn!("deleting {h}: {e}");
                         }
                     }
+                    tracing::debug!(%id, ms = t0.elapsed().as_millis(), "veths deleted");
                 }
                 Err(e) => tracing::warn!("netlink: {e}"),
             },

@@ -66,14 +66,14 @@ impl KernelFrames {
         }
     }
 
-    /// Returns every held frame to the pool.
-    fn drain_into(&mut self, pool: &mut BufferPool) {
+    /// Appends every held frame to `out`.
+    fn collect_into(mut self, out: &mut Vec<BufIdx>) {
         for (i, w) in self.bits.iter_mut().enumerate() {
             while *w != 0 {
                 let bit = w.trailing_zeros();
                 *w &= *w - 1;
                 if let Ok(b) = BufIdx::try_from(i * 64 + bit as usize) {
-                    pool.free(b);
+                    out.push(b);
                 }
             }
         }
@@ -373,14 +373,16 @@ impl Port for AfXdpPort {
     }
 
     /// Closes the sockets (closing an AF_XDP socket waits until the kernel no longer uses its
-    /// rings or its UMEM), then returns the frames they held to the pool. The XDP program goes
-    /// when the port is dropped.
-    fn release(&mut self, pool: &mut BufferPool) {
+    /// rings or its UMEM: an RCU grace period, which is why this runs on the control thread),
+    /// then returns the frames they held. The XDP program goes when the port is dropped.
+    fn shutdown(&mut self) -> Vec<BufIdx> {
+        let mut frames = Vec::new();
         for mut q in self.queues.drain(..) {
-            let mut held = std::mem::take(&mut q.held);
+            let held = std::mem::take(&mut q.held);
             drop(q);
-            held.drain_into(pool);
+            held.collect_into(&mut frames);
         }
+        frames
     }
 
     fn stats(&self) -> Option<Arc<dyn PortStats>> {

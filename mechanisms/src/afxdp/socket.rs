@@ -41,13 +41,88 @@ const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_QUEUE);
 #[derive(Debug)]
 pub struct Umem {
     region: PoolRegion,
+    /// A socket on the loopback interface that registered the region once, for ports that
+    /// share it ([`Umem::shared`]).
+    holder: Option<OwnedFd>,
 }
 
 impl Umem {
-    /// A UMEM over `region` (a worker's pool).
+    /// A UMEM over `region` (a worker's pool): each socket registers the region itself, and
+    /// binds in zero-copy mode where its driver can.
     pub fn new(region: PoolRegion) -> Self {
-        Self { region }
+        Self {
+            region,
+            holder: None,
+        }
     }
+
+    /// A UMEM over `region` registered once, on a socket bound to the loopback interface (which
+    /// never goes away), that every port's sockets share with `XDP_SHARED_UMEM`. Opening a port
+    /// then skips pinning the whole pool again, which is most of the cost of a port that comes
+    /// and goes with an NSM connection; sharing sockets inherit the holder's copy mode. Falls
+    /// back to [`Umem::new`] if the holder cannot be set up.
+    pub fn shared(region: PoolRegion) -> Self {
+        match Self::holder(&region) {
+            Ok(fd) => Self {
+                region,
+                holder: Some(fd),
+            },
+            Err(e) => {
+                tracing::warn!(
+                    "no shared UMEM holder ({e}); every AF_XDP socket registers its own"
+                );
+                Self::new(region)
+            }
+        }
+    }
+
+    fn holder(region: &PoolRegion) -> std::io::Result<OwnedFd> {
+        // SAFETY: plain socket(2); the result is checked and then owned.
+        let raw = unsafe { libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        register(fd.as_raw_fd(), region)?;
+        // The holder's own rings are never used, but the kernel wants them: the smallest size.
+        setsockopt(fd.as_raw_fd(), XDP_UMEM_FILL_RING, &64u32)?;
+        setsockopt(fd.as_raw_fd(), XDP_UMEM_COMPLETION_RING, &64u32)?;
+        setsockopt(fd.as_raw_fd(), XDP_RX_RING, &64u32)?;
+        let lo = ifindex("lo").ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
+        let sa = SockaddrXdp {
+            family: AF_XDP_FAMILY,
+            flags: XDP_COPY | XDP_USE_NEED_WAKEUP,
+            ifindex: lo,
+            queue_id: 0,
+            shared_umem_fd: 0,
+        };
+        // SAFETY: `sa` is a live sockaddr_xdp of the size passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const SockaddrXdp).cast(),
+                socklen::<SockaddrXdp>(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+/// Registers `region` as the UMEM of socket `fd`.
+fn register(fd: i32, region: &PoolRegion) -> std::io::Result<()> {
+    let reg = UmemReg {
+        addr: region.base as u64,
+        len: region.len as u64,
+        chunk_size: u32::try_from(FRAME_SIZE).unwrap_or(0),
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    setsockopt(fd, XDP_UMEM_REG, &reg)
 }
 
 /// How to open a port.
@@ -201,16 +276,8 @@ fn open_queue(
     let socket = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
     let fd = socket.as_raw_fd();
 
-    {
-        let reg = UmemReg {
-            addr: umem.region.base as u64,
-            len: umem.region.len as u64,
-            chunk_size: u32::try_from(FRAME_SIZE).unwrap_or(0),
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        setsockopt(fd, XDP_UMEM_REG, &reg).map_err(err("registering the UMEM"))?;
+    if umem.holder.is_none() {
+        register(fd, &umem.region).map_err(err("registering the UMEM"))?;
     }
     setsockopt(fd, XDP_UMEM_FILL_RING, &FILL_RING).map_err(err("sizing the fill ring"))?;
     setsockopt(fd, XDP_UMEM_COMPLETION_RING, &COMP_RING)
@@ -264,11 +331,23 @@ fn open_queue(
         }
         Err(std::io::Error::from_raw_os_error(libc::EBUSY))
     };
-    let zero_copy =
-        attachment.mode() == XdpMode::Native && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
-    if !zero_copy {
-        bind(XDP_COPY | XDP_USE_NEED_WAKEUP, 0).map_err(err("binding"))?;
-    }
+    let zero_copy = match &umem.holder {
+        // A sharing socket inherits the holder's flags (copy mode, need-wakeup); the kernel
+        // refuses any flag but XDP_SHARED_UMEM here.
+        Some(h) => {
+            let holder = u32::try_from(h.as_raw_fd()).unwrap_or(u32::MAX);
+            bind(XDP_SHARED_UMEM, holder).map_err(err("binding (shared UMEM)"))?;
+            false
+        }
+        None => {
+            let zc = attachment.mode() == XdpMode::Native
+                && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
+            if !zc {
+                bind(XDP_COPY | XDP_USE_NEED_WAKEUP, 0).map_err(err("binding"))?;
+            }
+            zc
+        }
+    };
     // Larger copy-mode TX batches (kernel ≥ 6.17); older kernels refuse the option and keep 32.
     let _ = setsockopt(fd, XDP_MAX_TX_SKB_BUDGET, &256u32);
     attachment
