@@ -34,8 +34,8 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Applies the rules to `conn`; returns the caller's (index, id) to restore.
-pub(crate) fn select(name: &str, conn: &mut Connection) -> Result<(u32, String), Status> {
+/// Applies the rules to `conn`; returns the caller's (index, id) to restore with [`restore`].
+pub fn select(name: &str, conn: &mut Connection) -> Result<(u32, String), Status> {
     let path = conn.path.get_or_insert_with(Path::default);
     let caller = (path.index, conn.id.clone());
     if path.path_segments.is_empty() {
@@ -86,7 +86,8 @@ pub(crate) fn select(name: &str, conn: &mut Connection) -> Result<(u32, String),
     Ok(caller)
 }
 
-fn restore(conn: &mut Connection, (index, id): (u32, String)) {
+/// Puts back the caller's index and id that [`select`] returned.
+pub fn restore(conn: &mut Connection, (index, id): (u32, String)) {
     if let Some(p) = conn.path.as_mut() {
         p.index = index;
     }
