@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use vwire_dataplane::counters::PortTotals;
 use vwire_dataplane::engine::Engine;
+use vwire_dataplane::port::Port;
 use vwire_dataplane::port::PortId;
 use vwire_dataplane::table::ForwardingTable;
 use vwire_mechanisms::afxdp::{socket, PortOptions, Umem};
@@ -43,11 +45,14 @@ pub enum DataplaneError {
 struct Dynamic {
     worker: usize,
     ports: [PortId; 2],
+    /// The ids' counts when the ports took them (ids are reused).
+    baselines: [PortTotals; 2],
 }
 
 /// The engine and its cross-connects.
 pub struct DataplaneCore {
     engine: Engine,
+    registry: Arc<crate::metrics::Registry>,
     umems: Vec<Umem>,
     max_ports: usize,
     static_pairs: Vec<(PortId, PortId)>,
@@ -67,6 +72,7 @@ impl DataplaneCore {
         max_ports: usize,
         used_ids: usize,
         static_pairs: Vec<(PortId, PortId)>,
+        registry: Arc<crate::metrics::Registry>,
     ) -> Self {
         let free_ids = (used_ids..max_ports)
             .rev()
@@ -74,6 +80,7 @@ impl DataplaneCore {
             .collect();
         Self {
             engine,
+            registry,
             umems,
             max_ports,
             static_pairs,
@@ -127,6 +134,25 @@ impl DataplaneCore {
             (Some(x), Some(y)) => (x, y),
             _ => return Err(DataplaneError::NoPortIds(self.max_ports)),
         };
+        let baselines = [self.engine.port_totals(ia), self.engine.port_totals(ib)];
+        {
+            let mut ports = self
+                .registry
+                .ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (id, name, stats, base) in [
+                (ia, a, pa.stats(), baselines[0]),
+                (ib, b, pb.stats(), baselines[1]),
+            ] {
+                ports.push(crate::metrics::PortEntry {
+                    id,
+                    name: name.to_string(),
+                    stats,
+                    baseline: base,
+                });
+            }
+        }
         let added = self
             .engine
             .add_port(w, ia, Box::new(pa))
@@ -136,6 +162,7 @@ impl DataplaneCore {
             Dynamic {
                 worker: w,
                 ports: [ia, ib],
+                baselines,
             },
         );
         if let Err(e) = added
@@ -157,6 +184,11 @@ impl DataplaneCore {
         if let Err(e) = self.publish() {
             tracing::warn!("republishing the table: {e}");
         }
+        self.registry
+            .ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| !d.ports.contains(&p.id));
         for id in d.ports {
             match self.engine.remove_port(d.worker, id) {
                 Ok(port) => drop(port),
@@ -164,6 +196,13 @@ impl DataplaneCore {
             }
             self.free_ids.push(id);
         }
+    }
+
+    /// The counters of the two ports of `key` (in the order given to `add_xconnect`), counted
+    /// since the connection was wired.
+    pub fn totals(&self, key: &str) -> Option<[PortTotals; 2]> {
+        let d = self.dynamic.get(key)?;
+        Some([0, 1].map(|i| self.engine.port_totals(d.ports[i]).since(&d.baselines[i])))
     }
 
     /// Number of dynamic cross-connects.

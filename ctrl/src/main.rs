@@ -263,6 +263,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
             id,
             name: p.name.clone(),
             stats: port.stats(),
+            baseline: Default::default(),
         });
         builder.add_port(w, id, port)?;
     }
@@ -278,7 +279,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     builder.table().publish(table);
     let engine = builder.start()?;
     let registry = Arc::new(metrics::Registry {
-        ports: entries,
+        ports: std::sync::Mutex::new(entries),
         workers: engine
             .worker_cpus()
             .iter()
@@ -286,7 +287,14 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
             .zip(engine.worker_counters().iter().cloned())
             .collect(),
     });
-    let core = DataplaneCore::new(engine, umems, MAX_PORTS, cfg.ports.len(), pairs);
+    let core = DataplaneCore::new(
+        engine,
+        umems,
+        MAX_PORTS,
+        cfg.ports.len(),
+        pairs,
+        registry.clone(),
+    );
     Ok(Dataplane {
         core: Arc::new(std::sync::Mutex::new(Some(core))),
         registry,

@@ -31,12 +31,14 @@ pub struct PortEntry {
     pub name: String,
     /// Counters kept outside vwire, if any.
     pub stats: Option<Arc<dyn PortStats>>,
+    /// The port id's counts when this port took it (ids of NSM connections are reused).
+    pub baseline: PortTotals,
 }
 
 /// Everything a scrape reads.
 pub struct Registry {
-    /// The ports.
-    pub ports: Vec<PortEntry>,
+    /// The ports: the configured ones, and those of NSM connections while they exist.
+    pub ports: std::sync::Mutex<Vec<PortEntry>>,
     /// Each worker's CPU and counters.
     pub workers: Vec<(Option<usize>, Arc<WorkerCounters>)>,
 }
@@ -52,10 +54,10 @@ impl Registry {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let counters: Vec<&WorkerCounters> = self.workers.iter().map(|(_, c)| &**c).collect();
-        let totals: Vec<_> = self
-            .ports
+        let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let totals: Vec<_> = ports
             .iter()
-            .map(|p| port_totals(counters.iter().copied(), usize::from(p.id)))
+            .map(|p| port_totals(counters.iter().copied(), usize::from(p.id)).since(&p.baseline))
             .collect();
         type PortGet = fn(&PortTotals) -> u64;
         let families: [(&str, &str, PortGet); 4] = [
@@ -82,7 +84,7 @@ impl Registry {
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (p, t) in self.ports.iter().zip(&totals) {
+            for (p, t) in ports.iter().zip(&totals) {
                 let _ = writeln!(out, "{name}{{port=\"{}\"}} {}", escape(&p.name), get(t));
             }
         }
@@ -90,7 +92,7 @@ impl Registry {
             out,
             "# HELP vwire_port_drops_total Packets dropped by the dataplane, by port and reason.\n# TYPE vwire_port_drops_total counter"
         );
-        for (p, t) in self.ports.iter().zip(&totals) {
+        for (p, t) in ports.iter().zip(&totals) {
             for r in DropReason::ALL {
                 let _ = writeln!(
                     out,
@@ -106,7 +108,7 @@ impl Registry {
             "# HELP vwire_port_xdp_stats_total The kernel's XDP socket statistics (XDP_STATISTICS).\n# TYPE vwire_port_xdp_stats_total counter"
         );
         let mut extra = Vec::new();
-        for p in &self.ports {
+        for p in ports.iter() {
             if let Some(s) = &p.stats {
                 extra.clear();
                 s.counters(&mut extra);
@@ -228,18 +230,20 @@ mod tests {
         w.port(2).unwrap().drop(DropReason::TxRingFull, 2);
         w.busy(1_500_000_000);
         let reg = Registry {
-            ports: vec![
+            ports: std::sync::Mutex::new(vec![
                 PortEntry {
                     id: 1,
                     name: "left".into(),
                     stats: None,
+                    baseline: PortTotals::default(),
                 },
                 PortEntry {
                     id: 2,
                     name: "ri\"ght".into(),
                     stats: None,
+                    baseline: PortTotals::default(),
                 },
-            ],
+            ]),
             workers: vec![(Some(1), w)],
         };
         let text = reg.render();

@@ -176,6 +176,15 @@ fn kernel2kernel_ping_refresh_close() {
             );
         }
     }
+    // The connection's ports show in /metrics while it exists, with the pings counted.
+    let m = s.vw.scrape();
+    let counted: u64 =
+        m.0.iter()
+            .filter(|(k, _)| k.starts_with("vwire_port_rx_packets_total{port=\"vwc"))
+            .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+            .sum();
+    assert!(counted >= 12, "the NSC-side port counted {counted} packets");
+
     // Refreshes every second: same interfaces, traffic keeps flowing.
     let before = (
         ifindex(&s.nsc, "nsm-1"),
@@ -283,9 +292,37 @@ async fn timeout_cycles_and_shutdown_leave_nothing() {
 
     // A connection whose token expires without a refresh is closed by vwire itself; the monitor
     // sees it come (UPDATE) and go (DELETE).
-    c.request(request(&s, Duration::from_secs(2)))
+    let conn = c
+        .request(request(&s, Duration::from_secs(2)))
         .await
-        .expect("request");
+        .expect("request")
+        .into_inner();
+    // This hop's path segment carries forwarder-vpp's metrics keys.
+    let seg = &conn.path.as_ref().unwrap().path_segments[1];
+    assert_eq!(seg.name, "fwd");
+    assert_eq!(
+        seg.metrics.get("server_interface").map(String::as_str),
+        Some("KERNEL/nsm-t")
+    );
+    assert!(
+        seg.metrics
+            .get("client_interface")
+            .is_some_and(|v| v.starts_with("KERNEL/nse-")),
+        "{:?}",
+        seg.metrics
+    );
+    for k in [
+        "server_rx_packets",
+        "server_tx_bytes",
+        "client_rx_bytes",
+        "client_drops",
+    ] {
+        assert!(
+            seg.metrics.contains_key(k),
+            "missing {k}: {:?}",
+            seg.metrics
+        );
+    }
     assert!(s.nsc.links().contains("nsm-t"));
     let up = events.message().await.unwrap().unwrap();
     assert_eq!(up.r#type(), ConnectionEventType::Update);

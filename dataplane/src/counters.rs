@@ -131,6 +131,22 @@ pub struct PortTotals {
 }
 
 impl PortTotals {
+    /// What was counted since `base` was taken (for a port id that is reused: its slot keeps
+    /// the earlier port's counts).
+    pub fn since(&self, base: &PortTotals) -> PortTotals {
+        let mut t = PortTotals {
+            rx_packets: self.rx_packets.saturating_sub(base.rx_packets),
+            rx_bytes: self.rx_bytes.saturating_sub(base.rx_bytes),
+            tx_packets: self.tx_packets.saturating_sub(base.tx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(base.tx_bytes),
+            drops: self.drops,
+        };
+        for (d, b) in t.drops.iter_mut().zip(&base.drops) {
+            *d = d.saturating_sub(*b);
+        }
+        t
+    }
+
     /// Drops for one reason.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]

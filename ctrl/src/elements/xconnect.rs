@@ -28,6 +28,9 @@ use crate::elements::metadata::Metadata;
 struct Wired {
     nsc_host: String,
     nse_host: String,
+    /// The interface names inside the NSC's and the NSE's namespaces.
+    nsc_if: String,
+    nse_if: String,
 }
 
 /// The xconnect element.
@@ -168,6 +171,8 @@ impl Xconnect {
         let wired = Wired {
             nsc_host: format!("vwc{short}"),
             nse_host: format!("vwe{short}"),
+            nsc_if: nsc_name.clone(),
+            nse_if: nse_name.to_string(),
         };
         let result = async {
             for (nl, host_name, peer_name, ctx) in [
@@ -250,6 +255,46 @@ impl Xconnect {
     }
 }
 
+impl Xconnect {
+    /// Writes this hop's PathSegment.metrics the way forwarder-vpp does: `server_*` for the
+    /// client-facing (server-side) interface, `client_*` for the endpoint-facing one.
+    fn annotate(&self, id: &str, w: &Wired, c: &mut Connection) {
+        let totals = self
+            .dataplane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|core| core.totals(id));
+        let Some(path) = c.path.as_mut() else { return };
+        let Some(seg) = usize::try_from(path.index)
+            .ok()
+            .and_then(|i| path.path_segments.get_mut(i))
+        else {
+            return;
+        };
+        seg.metrics
+            .insert("server_interface".into(), format!("KERNEL/{}", w.nsc_if));
+        seg.metrics
+            .insert("client_interface".into(), format!("KERNEL/{}", w.nse_if));
+        if let Some([server, client]) = totals {
+            for (side, t) in [("server", server), ("client", client)] {
+                seg.metrics
+                    .insert(format!("{side}_rx_bytes"), t.rx_bytes.to_string());
+                seg.metrics
+                    .insert(format!("{side}_tx_bytes"), t.tx_bytes.to_string());
+                seg.metrics
+                    .insert(format!("{side}_rx_packets"), t.rx_packets.to_string());
+                seg.metrics
+                    .insert(format!("{side}_tx_packets"), t.tx_packets.to_string());
+                seg.metrics.insert(
+                    format!("{side}_drops"),
+                    t.drops.iter().sum::<u64>().to_string(),
+                );
+            }
+        }
+    }
+}
+
 impl Element for Xconnect {
     fn request<'a>(
         &'a self,
@@ -258,13 +303,16 @@ impl Element for Xconnect {
     ) -> BoxFut<'a, Result<Connection, Status>> {
         Box::pin(async move {
             let id = connection_of(&req)?.id.clone();
-            let c = next.request(req).await?;
-            if self.metadata.get::<Wired>(&id).is_some() {
-                return Ok(c); // a refresh: already wired, nothing to redo
+            let mut c = next.request(req).await?;
+            if let Some(w) = self.metadata.get::<Wired>(&id) {
+                // A refresh: already wired, nothing to redo; report the counters.
+                self.annotate(&id, &w, &mut c);
+                return Ok(c);
             }
             match self.wire(&id, &c).await {
                 Ok(w) => {
                     tracing::info!(%id, nsc = %w.nsc_host, nse = %w.nse_host, "connection wired");
+                    self.annotate(&id, &w, &mut c);
                     self.metadata.set(&id, w);
                     Ok(c)
                 }
