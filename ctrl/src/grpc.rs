@@ -207,14 +207,23 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(NetworkServiceServer::from_arc(server.clone()))
         .add_service(MonitorConnectionServer::from_arc(server));
+    serve_router(router, listen, shutdown).await
+}
+
+/// Serves `router` on `listen` until `shutdown` resolves. A stale unix socket file is replaced,
+/// and the socket file is removed however the server ends, even if this future is dropped.
+pub async fn serve_router(
+    router: tonic::transport::server::Router,
+    listen: &ListenOn,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), GrpcError> {
     match listen {
         ListenOn::Unix(path) => {
-            let _ = std::fs::remove_file(path); // a stale socket of an earlier run
+            let _ = std::fs::remove_file(path);
             let l = tokio::net::UnixListener::bind(path).map_err(|source| GrpcError::Listen {
                 url: format!("unix://{}", path.display()),
                 source,
             })?;
-            // Removes the socket file however the server ends, even if this future is dropped.
             struct Unlink<'p>(&'p PathBuf);
             impl Drop for Unlink<'_> {
                 fn drop(&mut self) {
@@ -239,6 +248,54 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// A gRPC channel endpoint for `url` (`unix://` through a UnixStream connector).
+fn endpoint(url: &ListenOn) -> Result<tonic::transport::Endpoint, GrpcError> {
+    let e = match url {
+        ListenOn::Tcp(addr) => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+        ListenOn::Unix(_) => tonic::transport::Endpoint::from_static("http://[::]:0"),
+    };
+    Ok(e.connect_timeout(std::time::Duration::from_secs(2)))
+}
+
+/// A channel to `url` that connects on first use (and reconnects after failures).
+pub fn lazy_channel(url: &ListenOn) -> Result<tonic::transport::Channel, GrpcError> {
+    let e = endpoint(url)?;
+    Ok(match url {
+        ListenOn::Tcp(_) => e.connect_lazy(),
+        ListenOn::Unix(path) => {
+            let path = path.clone();
+            e.connect_with_connector_lazy(tower::service_fn(move |_: tonic::codegen::http::Uri| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
+            }))
+        }
+    })
+}
+
+/// A channel to `url`, connected now (fails if nothing listens there).
+pub async fn channel(url: &ListenOn) -> Result<tonic::transport::Channel, GrpcError> {
+    let e = endpoint(url)?;
+    Ok(match url {
+        ListenOn::Tcp(_) => e.connect().await?,
+        ListenOn::Unix(path) => {
+            let path = path.clone();
+            e.connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
+                let path = path.clone();
+                async move {
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map(hyper_util::rt::TokioIo::new)
+                }
+            }))
+            .await?
+        }
+    })
 }
 
 #[cfg(test)]

@@ -167,17 +167,7 @@ async fn health_monitor_and_bad_requests_over_tcp() {
 async fn the_api_is_served_on_a_unix_socket() {
     let path: PathBuf = temp_file("x", "").with_file_name("nsm.sock");
     let vw = start(&format!("unix://{}", path.display()));
-    let p = path.clone();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                tokio::net::UnixStream::connect(p)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
+    let channel = vwire::grpc::channel(&vwire::grpc::ListenOn::Unix(path.clone()))
         .await
         .expect("connect over the unix socket");
     let mut health = HealthClient::new(channel.clone());

@@ -255,20 +255,8 @@ fn request(s: &Setup, expires_in: Duration) -> NetworkServiceRequest {
 }
 
 async fn channel(s: &Setup) -> tonic::transport::Channel {
-    let p = s.dir.join("fwd.sock");
-    let ch = tonic::transport::Endpoint::try_from("http://[::]:0")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = p.clone();
-            async move {
-                tokio::net::UnixStream::connect(p)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .expect("connect to vwire");
-    ch
+    let url = vwire::grpc::ListenOn::Unix(s.dir.join("fwd.sock"));
+    vwire::grpc::channel(&url).await.expect("connect to vwire")
 }
 
 fn fd_count(pid: u32) -> usize {

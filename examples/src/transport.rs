@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::server::Router;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -13,25 +12,17 @@ pub enum TransportError {
     /// The URL is not `unix:///path` or `tcp://host:port`.
     #[error("URL {0:?}: expected unix:///path or tcp://host:port")]
     BadUrl(String),
-    /// Binding the listener failed.
-    #[error("listening on {url}: {source}")]
-    Listen {
-        /// The URL.
-        url: String,
-        /// The system error.
-        source: std::io::Error,
-    },
     /// Connecting failed.
     #[error("connecting to {url}: {source}")]
     Connect {
         /// The URL.
         url: String,
         /// The transport error.
-        source: tonic::transport::Error,
+        source: vwire::grpc::GrpcError,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    /// Listening or serving failed.
+    #[error("{0}")]
+    Serve(#[from] vwire::grpc::GrpcError),
 }
 
 /// `e` and its chain of sources, joined by `: ` (tonic's transport errors say little on their own).
@@ -59,6 +50,14 @@ pub enum GrpcUrl {
 }
 
 impl GrpcUrl {
+    /// The same address as vwire's listen/dial type.
+    pub fn listen_on(&self) -> vwire::grpc::ListenOn {
+        match self {
+            GrpcUrl::Unix(p) => vwire::grpc::ListenOn::Unix(p.clone()),
+            GrpcUrl::Tcp(a) => vwire::grpc::ListenOn::Tcp(a.clone()),
+        }
+    }
+
     /// Parses `unix:///path` or `tcp://host:port`.
     pub fn parse(url: &str) -> Result<Self, TransportError> {
         if let Some(p) = url.strip_prefix("unix://") {
@@ -130,67 +129,17 @@ async fn serve_inner(
     url: &GrpcUrl,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), TransportError> {
-    match url {
-        GrpcUrl::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let l =
-                tokio::net::UnixListener::bind(path).map_err(|source| TransportError::Listen {
-                    url: url.to_string(),
-                    source,
-                })?;
-            struct Unlink<'p>(&'p PathBuf);
-            impl Drop for Unlink<'_> {
-                fn drop(&mut self) {
-                    let _ = std::fs::remove_file(self.0);
-                }
-            }
-            let _unlink = Unlink(path);
-            router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
-                .await?;
-        }
-        GrpcUrl::Tcp(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| TransportError::Listen {
-                    url: url.to_string(),
-                    source,
-                })?;
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
-                .await?;
-        }
-    }
-    Ok(())
+    Ok(vwire::grpc::serve_router(router, &url.listen_on(), shutdown).await?)
 }
 
 /// Connects a gRPC channel to `url` (eagerly: fails if nothing listens there).
 pub async fn connect(url: &GrpcUrl) -> Result<Channel, TransportError> {
-    let err = |source| TransportError::Connect {
-        url: url.to_string(),
-        source,
-    };
-    match url {
-        GrpcUrl::Unix(path) => {
-            let path = path.clone();
-            Endpoint::from_static("http://[::]:0")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let p = path.clone();
-                    async move {
-                        tokio::net::UnixStream::connect(p)
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                    }
-                }))
-                .await
-                .map_err(err)
-        }
-        GrpcUrl::Tcp(addr) => Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(err)?
-            .connect()
-            .await
-            .map_err(err),
-    }
+    vwire::grpc::channel(&url.listen_on())
+        .await
+        .map_err(|source| TransportError::Connect {
+            url: url.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

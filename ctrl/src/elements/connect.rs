@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use vwire_proto::connection::{Connection, Mechanism};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
@@ -30,8 +30,6 @@ use crate::grpc::ListenOn;
 
 /// How long the endpoint may take to answer a request or a close.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long dialing the endpoint may take (forwarder-vpp's NSM_DIAL_TIMEOUT is 750 ms).
-const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The connection as the endpoint returned it, kept in metadata.
 #[derive(Clone, Debug)]
@@ -45,26 +43,7 @@ pub struct Connect {
 }
 
 fn channel_to(url: &ListenOn) -> Result<Channel, Status> {
-    let bad = |e: tonic::transport::Error| Status::internal(format!("endpoint URL: {e}"));
-    match url {
-        ListenOn::Tcp(addr) => Ok(Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(bad)?
-            .connect_timeout(DIAL_TIMEOUT)
-            .connect_lazy()),
-        ListenOn::Unix(path) => {
-            let path = path.clone();
-            Ok(Endpoint::from_static("http://[::]:0")
-                .connect_timeout(DIAL_TIMEOUT)
-                .connect_with_connector_lazy(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        tokio::net::UnixStream::connect(path)
-                            .await
-                            .map(hyper_util::rt::TokioIo::new)
-                    }
-                })))
-        }
-    }
+    crate::grpc::lazy_channel(url).map_err(|e| Status::internal(format!("endpoint URL: {e}")))
 }
 
 impl Connect {
