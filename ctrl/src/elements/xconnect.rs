@@ -49,6 +49,17 @@ impl Xconnect {
     }
 }
 
+/// Eight hex digits derived from a connection id (FNV-1a), for interface names: deterministic,
+/// always valid in a name, and distinct for distinct ids whatever characters the ids use.
+fn short_tag(id: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
 fn kernel_params<'m>(m: Option<&'m Mechanism>, side: &str) -> Result<(&'m str, &'m str), Status> {
     let m = m.ok_or_else(|| Status::internal(format!("{side}: no mechanism")))?;
     if m.r#type != "KERNEL" {
@@ -122,13 +133,9 @@ impl Xconnect {
             .0;
         let (nsc_url, nsc_name) = kernel_params(up.mechanism.as_ref(), "client side")?;
         let (nse_url, nse_name) = kernel_params(down.mechanism.as_ref(), "endpoint side")?;
-        let short: String = id
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(8)
-            .collect();
+        let short = short_tag(id);
         let nsc_name = if nsc_name.is_empty() {
-            format!("nsm-{}", &short[..short.len().min(4)])
+            format!("nsm-{}", &short[..4])
         } else {
             nsc_name.to_string()
         };
