@@ -32,12 +32,17 @@ pub const FRAMES_PER_QUEUE: u32 = 8192;
 
 const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_QUEUE);
 
-/// A worker's UMEM: its pool region. Every AF_XDP socket of the worker registers the whole
-/// region as its own UMEM, at the same offsets, so a frame address means the same frame to
-/// every socket and frames move between ports without a copy. Registering per socket (rather
-/// than binding with `XDP_SHARED_UMEM` to a first socket) means no socket outlives its port:
-/// a shared UMEM's owner socket would stay bound, or become unusable when its interface goes,
-/// and ports come and go with NSM connections.
+/// A worker's UMEM: its pool region, at the same offsets for every AF_XDP socket of the worker,
+/// so a frame address means the same frame to every socket and frames move between ports
+/// without a copy. Two ways to get there:
+/// - [`Umem::new`]: each socket registers the region itself (and may bind zero-copy where its
+///   driver can);
+/// - [`Umem::shared`]: a holder socket on the loopback interface registers it once and every
+///   port's sockets share it (copy mode), so opening a port does not pin the pool again.
+///
+/// Neither ties the UMEM to a port's socket: sharing with a port's own first socket would keep
+/// that socket bound after its port is gone, or break when its interface goes, and ports come
+/// and go with NSM connections.
 #[derive(Debug)]
 pub struct Umem {
     region: PoolRegion,
