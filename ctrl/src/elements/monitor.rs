@@ -4,7 +4,7 @@
 //! after each successful request, a DELETE after each close, and an UPDATE with state DOWN when
 //! a refresh fails or when [`Monitor::down`] reports a dataplane failure. A subscriber first gets
 //! INITIAL_STATE_TRANSFER with the matching connections (possibly none), then the matching events
-//! (see [`matches`] for the selector rules of nsm-api.md).
+//! (see [`matches()`] for the selector rules of nsm-api.md).
 //!
 //! Place it after metadata and before the elements that do dataplane work, so that it reports
 //! their outcome.

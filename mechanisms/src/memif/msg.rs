@@ -11,7 +11,7 @@
 //!   go out of bounds. A string that is not UTF-8 is converted lossily, never rejected.
 //! - **Layout per the memif fact sheet, §3** (`memif_msg_t`, version 2.0): little-endian,
 //!   packed, `type` as a u16 at byte 0, the payload at byte 2, zero padding to 128 bytes. The
-//!   offsets in [`field`] are absolute within the datagram. Multi-byte fields are unaligned,
+//!   offsets in `field` are absolute within the datagram. Multi-byte fields are unaligned,
 //!   so they are read and written with `from_le_bytes`/`to_le_bytes` on byte copies.
 //! - **Encode is canonical.** [`Msg::encode`] zeroes every unused byte (peers zero the message
 //!   before filling it) and writes a string field like `strlcpy`: at most `len - 1` bytes, cut
@@ -442,7 +442,7 @@ impl Msg {
     }
 }
 
-/// The `N` bytes at `at`. In bounds: `at` is a [`field`] constant (checked above) and `N` its
+/// The `N` bytes at `at`. In bounds: `at` is a `field` constant (checked above) and `N` its
 /// width.
 fn get<const N: usize>(buf: &[u8; MSG_SIZE], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
@@ -484,7 +484,7 @@ mod tests {
 
     /// A 128-byte datagram with `ty` at byte 0 and each `(offset, bytes)` written at its
     /// absolute offset, copied by hand from the spec §3 table (deliberately not using
-    /// [`field`], so the two are checked against each other).
+    /// `field`, so the two are checked against each other).
     fn fixture(ty: u16, fields: &[(usize, &[u8])]) -> [u8; MSG_SIZE] {
         let mut b = [0u8; MSG_SIZE];
         b[0..2].copy_from_slice(&ty.to_le_bytes());
