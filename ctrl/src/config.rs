@@ -278,21 +278,6 @@ const MEMIF_KEYS: &[&str] = &[
     "secret",
     "netns",
 ];
-/// Every key a `[[port]]` may have (for environment overrides).
-const PORT_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "interface",
-    "socket",
-    "role",
-    "id",
-    "mode",
-    "queues",
-    "ring_size",
-    "buffer_size",
-    "secret",
-    "netns",
-];
 /// Port keys that hold integers.
 const PORT_INT_KEYS: &[&str] = &["id", "queues", "ring_size", "buffer_size"];
 const XCONNECT_KEYS: &[&str] = &["a", "b"];
@@ -366,15 +351,16 @@ fn apply_env(
             section_mut(ctx, root, section)?.insert(key.to_string(), value);
             continue;
         }
-        let keys = match section {
-            "port" => PORT_KEYS,
-            "xconnect" => XCONNECT_KEYS,
-            "endpoint" => ENDPOINT_KEYS,
+        // A port may carry the keys of any port type; its `type` decides which are valid.
+        let keys: &[&[&str]] = match section {
+            "port" => &[AFXDP_KEYS, MEMIF_KEYS],
+            "xconnect" => &[XCONNECT_KEYS],
+            "endpoint" => &[ENDPOINT_KEYS],
             _ => return Err(unknown()),
         };
         let (idx, key) = tail.split_once('_').ok_or_else(unknown)?;
         let idx: usize = idx.parse().map_err(|_| unknown())?;
-        if !keys.contains(&key) {
+        if !keys.iter().any(|k| k.contains(&key)) {
             return Err(unknown());
         }
         let path = format!("{section}[{idx}].{key}");
