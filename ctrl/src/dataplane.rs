@@ -1,11 +1,14 @@
 //! The running dataplane as the control thread sees it: the engine, the workers' UMEMs, and the
 //! cross-connects, static (from the config) and dynamic (one per NSM connection).
 //!
-//! Dynamic cross-connects join two interfaces over AF_XDP: both ports go to one worker, the
-//! forwarding table is republished with the new pair, and removal goes the other way: the table
-//! first (workers stop forwarding to the ports), then the ports (each returns its buffers to the
-//! pool and closes its sockets, see `Port::release`). Calls block briefly (socket setup, a
-//! quiescence wait); they run on the control thread, never on a worker.
+//! Dynamic cross-connects join two ports, each an AF_XDP socket on a host interface or a memif
+//! interface (either role) whose control channel the core's memif [`Driver`] runs. Both ports go
+//! to one worker, the forwarding table is republished with the new pair (with an L3 [`Rewrite`]
+//! per direction when one side carries Ethernet and the other bare IP), and removal goes the
+//! other way: the table first (workers stop forwarding to the ports), then the ports (each
+//! returns its buffers to the pool and closes its sockets, see `Port::release`), then their memif
+//! control channels. Calls block briefly (socket setup, a quiescence wait); they run on a thread
+//! of the control runtime (memif needs its context), never on a worker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +17,10 @@ use vwire_dataplane::counters::PortTotals;
 use vwire_dataplane::engine::Engine;
 use vwire_dataplane::port::Port;
 use vwire_dataplane::port::PortId;
-use vwire_dataplane::table::ForwardingTable;
+use vwire_dataplane::table::{ForwardingTable, Rewrite};
 use vwire_mechanisms::afxdp::{socket, PortOptions, Umem};
+use vwire_mechanisms::memif::driver::{Driver, MemifConfig, MemifHandle};
+use vwire_mechanisms::memif::port::{Link, MemifPort};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,35 @@ pub enum DataplaneError {
     /// the table refused
     #[error(transparent)]
     Table(#[from] vwire_dataplane::table::TableError),
+    /// a memif interface could not be served
+    #[error("serving memif {socket}: {source}")]
+    Memif {
+        /// its socket
+        socket: String,
+        /// why
+        source: vwire_mechanisms::memif::MemifError,
+    },
+}
+
+/// One end of a dynamic cross-connect.
+#[derive(Clone, Debug)]
+pub enum PortSpec {
+    /// An AF_XDP port on this host interface.
+    Afxdp {
+        /// The interface.
+        ifname: String,
+    },
+    /// A memif interface.
+    Memif(MemifConfig),
+}
+
+impl PortSpec {
+    fn name(&self) -> &str {
+        match self {
+            PortSpec::Afxdp { ifname } => ifname,
+            PortSpec::Memif(m) => &m.name,
+        }
+    }
 }
 
 struct Dynamic {
@@ -47,6 +81,8 @@ struct Dynamic {
     ports: [PortId; 2],
     /// The ids' counts when the ports took them (ids are reused).
     baselines: [PortTotals; 2],
+    rewrites: [Rewrite; 2],
+    memifs: Vec<MemifHandle>,
 }
 
 /// The engine and its cross-connects.
@@ -59,6 +95,7 @@ pub struct DataplaneCore {
     dynamic: HashMap<String, Dynamic>,
     free_ids: Vec<PortId>,
     next_worker: usize,
+    memif: Driver,
 }
 
 /// Shared handle: `None` once stopped.
@@ -87,6 +124,7 @@ impl DataplaneCore {
             dynamic: HashMap::new(),
             free_ids,
             next_worker: 0,
+            memif: Driver::new(),
         }
     }
 
@@ -101,15 +139,23 @@ impl DataplaneCore {
             t.add_xconnect(a, b)?;
         }
         for d in self.dynamic.values() {
-            t.add_xconnect(d.ports[0], d.ports[1])?;
+            t.add_xconnect_with(d.ports[0], d.ports[1], d.rewrites[0], d.rewrites[1])?;
         }
         self.engine.table().publish(t);
         Ok(())
     }
 
-    /// Cross-connects interfaces `a` and `b` for connection `key`. Idempotent: an existing key
-    /// is left as it is. On failure nothing is left behind.
-    pub fn add_xconnect(&mut self, key: &str, a: &str, b: &str) -> Result<(), DataplaneError> {
+    /// Cross-connects ports `a` and `b` for connection `key`, applying `rewrites[0]` to what
+    /// `a` receives and `rewrites[1]` to what `b` receives. Idempotent: an existing key is left as
+    /// it is. On failure nothing is left behind. Must run inside the control runtime's context
+    /// (memif control channels are tasks on it).
+    pub fn add_xconnect(
+        &mut self,
+        key: &str,
+        a: &PortSpec,
+        b: &PortSpec,
+        rewrites: [Rewrite; 2],
+    ) -> Result<(), DataplaneError> {
         if self.dynamic.contains_key(key) {
             return Ok(());
         }
@@ -119,17 +165,22 @@ impl DataplaneCore {
             ));
         }
         let w = self.next_worker % self.umems.len().max(1);
-        let open = |umem: &mut Umem, ifname: &str| {
-            socket::open(ifname, ifname, umem, PortOptions::default()).map_err(|source| {
-                DataplaneError::Port {
-                    ifname: ifname.to_string(),
-                    source,
+        let mut memifs = Vec::new();
+        let mut opened: Vec<Box<dyn Port>> = Vec::new();
+        for spec in [a, b] {
+            match self.open(w, spec) {
+                Ok((port, handle)) => {
+                    opened.push(port);
+                    memifs.extend(handle);
                 }
-            })
-        };
-        let umem = self.umems.get_mut(w).ok_or(DataplaneError::Stopped)?;
-        let pa = open(umem, a)?;
-        let pb = open(umem, b)?;
+                Err(e) => {
+                    for h in &memifs {
+                        self.memif.remove(h);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         let (ia, ib) = match (self.free_ids.pop(), self.free_ids.pop()) {
             (Some(x), Some(y)) => (x, y),
             _ => return Err(DataplaneError::NoPortIds(self.max_ports)),
@@ -141,28 +192,32 @@ impl DataplaneCore {
                 .ports
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for (id, name, stats, base) in [
-                (ia, a, pa.stats(), baselines[0]),
-                (ib, b, pb.stats(), baselines[1]),
-            ] {
+            for ((id, spec), (port, base)) in [(ia, a), (ib, b)]
+                .into_iter()
+                .zip(opened.iter().zip(baselines))
+            {
                 ports.push(crate::metrics::PortEntry {
                     id,
-                    name: name.to_string(),
-                    stats,
+                    name: spec.name().to_string(),
+                    stats: port.stats(),
                     baseline: base,
                 });
             }
         }
-        let added = self
-            .engine
-            .add_port(w, ia, Box::new(pa))
-            .and_then(|()| self.engine.add_port(w, ib, Box::new(pb)));
+        let mut added = Ok(());
+        for (id, port) in [ia, ib].into_iter().zip(opened) {
+            if added.is_ok() {
+                added = self.engine.add_port(w, id, port);
+            }
+        }
         self.dynamic.insert(
             key.to_string(),
             Dynamic {
                 worker: w,
                 ports: [ia, ib],
                 baselines,
+                rewrites,
+                memifs,
             },
         );
         if let Err(e) = added
@@ -174,6 +229,37 @@ impl DataplaneCore {
         }
         self.next_worker += 1;
         Ok(())
+    }
+
+    /// Opens the port of `spec` for worker `w`.
+    fn open(
+        &mut self,
+        w: usize,
+        spec: &PortSpec,
+    ) -> Result<(Box<dyn Port>, Option<MemifHandle>), DataplaneError> {
+        match spec {
+            PortSpec::Afxdp { ifname } => {
+                let umem = self.umems.get_mut(w).ok_or(DataplaneError::Stopped)?;
+                let port = socket::open(ifname, ifname, umem, PortOptions::default()).map_err(
+                    |source| DataplaneError::Port {
+                        ifname: ifname.clone(),
+                        source,
+                    },
+                )?;
+                Ok((Box::new(port), None))
+            }
+            PortSpec::Memif(cfg) => {
+                let link = Link::new(self.engine.qsbr());
+                let handle = self
+                    .memif
+                    .add(cfg.clone(), link.clone())
+                    .map_err(|source| DataplaneError::Memif {
+                        socket: cfg.socket.clone(),
+                        source,
+                    })?;
+                Ok((Box::new(MemifPort::new(&cfg.name, link)), Some(handle)))
+            }
+        }
     }
 
     /// Removes the cross-connect of `key` and its ports (unknown keys are fine).
@@ -196,6 +282,9 @@ impl DataplaneCore {
             }
             self.free_ids.push(id);
         }
+        for h in &d.memifs {
+            self.memif.remove(h);
+        }
     }
 
     /// The counters of the two ports of `key` (in the order given to `add_xconnect`), counted
@@ -211,7 +300,8 @@ impl DataplaneCore {
     }
 
     /// Stops the workers and closes every port, then the UMEMs.
-    pub fn stop(self) -> Vec<vwire_dataplane::worker::WorkerError> {
+    pub fn stop(mut self) -> Vec<vwire_dataplane::worker::WorkerError> {
+        self.memif.shutdown();
         let errors = self.engine.stop();
         drop(self.umems);
         errors

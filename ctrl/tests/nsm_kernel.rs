@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::nsm::*;
 use common::*;
 use vwire_proto::connection::monitor_connection_client::MonitorConnectionClient;
 use vwire_proto::connection::{
@@ -20,162 +18,17 @@ use vwire_proto::connection::{
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
-struct Ns(String);
-impl Ns {
-    fn new(tag: &str) -> Self {
-        let n = unique(&format!("vwk-{tag}-"));
-        sh(&format!("ip netns add {n}"));
-        sh(&format!("ip -n {n} link set lo up"));
-        Ns(n)
-    }
-    fn exec(&self, cmd: &str) -> std::process::Output {
-        run(&format!("ip netns exec {} {cmd}", self.0))
-    }
-    fn links(&self) -> String {
-        sh(&format!("ip -n {} -o link show", self.0))
-    }
-}
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.0));
-        let _ = run(&format!("ip netns del {}", self.0));
-    }
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn example(name: &str) -> PathBuf {
-    // The examples are built into the same target directory as the vwire binary.
-    PathBuf::from(vwire_bin()).with_file_name(name)
-}
-
-struct Setup {
-    nsc: Ns,
-    nse: Ns,
-    dir: PathBuf,
-    vw: Vwire,
-    _nse_proc: Proc,
-}
-
-fn setup() -> Setup {
-    require(&["ip", "ping"]);
-    assert!(
-        example("vwire-nse").exists(),
-        "build the examples first: cargo build -p vwire-examples"
-    );
-    let nsc = Ns::new("c");
-    let nse = Ns::new("e");
-    let dir = temp_file("x", "").with_file_name("");
-    let vw = Vwire::start(&format!(
-        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\n\
-         [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
-        d = dir.display()
-    ));
-    let nse_proc = Command::new("ip")
-        .args(["netns", "exec", &nse.0])
-        .arg(example("vwire-nse"))
-        .args([
-            "--listen",
-            &format!("unix://{}/nse.sock", dir.display()),
-            "--cidr",
-            "172.16.1.100/31",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start vwire-nse");
-    let t0 = Instant::now();
-    while !dir.join("nse.sock").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "vwire-nse did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Setup {
-        nsc,
-        nse,
-        dir,
-        vw,
-        _nse_proc: Proc(nse_proc),
-    }
-}
-
-/// Starts vwire-nsc in the NSC namespace and waits for its `connected` line.
-fn start_nsc(s: &Setup, extra: &[&str]) -> (Proc, String) {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &s.nsc.0])
-        .arg(example("vwire-nsc"))
-        .args(["--connect", &format!("unix://{}/fwd.sock", s.dir.display())])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start vwire-nsc");
-    let out = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufReader::new(out)
-        .read_line(&mut line)
-        .expect("read");
-    assert!(
-        line.starts_with("connected "),
-        "vwire-nsc: {line:?}\n{}",
-        s.vw.logs()
-    );
-    (Proc(child), line)
-}
-
-fn ifindex(ns: &Ns, name: &str) -> String {
-    let out = sh(&format!("ip -n {} -o link show dev {name}", ns.0));
-    out.split(':').next().unwrap_or_default().to_string()
-}
-
-fn nothing_left(s: &Setup) {
-    let t0 = Instant::now();
-    loop {
-        let host = sh("ip -o link show");
-        let clean = !host.contains(" vwc")
-            && !host.contains(" vwe")
-            && !s.nsc.links().contains("nsm-")
-            && !s.nse.links().contains("nse-");
-        if clean {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "left behind:\nhost: {host}\nnsc: {}\nnse: {}",
-            s.nsc.links(),
-            s.nse.links()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn kernel2kernel_ping_refresh_close() {
-    let s = setup();
-    let (mut nsc, line) = start_nsc(&s, &["--refresh", "1"]);
+    let s = setup(&[]);
+    let mut nsc = start_nsc(&s, &["--refresh", "1"]);
     assert!(
-        line.trim_end().ends_with("172.16.1.101 172.16.1.100"),
-        "{line}"
+        nsc.line.trim_end().ends_with("172.16.1.101 172.16.1.100"),
+        "{}",
+        nsc.line
     );
-    for (ns, dst) in [(&s.nsc, "172.16.1.100"), (&s.nse, "172.16.1.101")] {
-        for size in [56, 3000] {
-            let out = ns.exec(&format!("ping -c 3 -i 0.2 -W 2 -s {size} {dst}"));
-            assert!(
-                out.status.success(),
-                "ping -s {size} {dst}: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                s.vw.logs()
-            );
-        }
-    }
+    kernel_ping(&s, &s.nsc, "172.16.1.100");
+    kernel_ping(&s, &s.nse, "172.16.1.101");
     // The connection's ports show in /metrics while it exists, with the pings counted.
     let m = s.vw.scrape();
     let counted: u64 =
@@ -210,10 +63,46 @@ fn kernel2kernel_ping_refresh_close() {
         s.vw.logs()
     );
     // Close (the NSC exits on SIGTERM): nothing left anywhere.
-    // SAFETY: signals our own child process.
-    unsafe { libc::kill(nsc.0.id() as i32, libc::SIGTERM) };
-    let _ = nsc.0.wait();
+    nsc.proc.terminate();
     nothing_left(&s);
+}
+
+/// Kernel2Kernel with an IP payload: permanent neighbour entries on both kernel interfaces, so
+/// pings cross without any ARP.
+#[test]
+fn kernel2kernel_ip_payload_needs_no_arp() {
+    let s = setup(&[]);
+    let mut nsc = start_nsc(&s, &["--payload", "IP"]);
+    for (ns, dev, peer) in [
+        (&s.nsc, "nsm-1".to_string(), "172.16.1.100"),
+        (&s.nse, nse_iface(&s), "172.16.1.101"),
+    ] {
+        let neigh = sh(&format!("ip -n {} neigh show dev {dev}", ns.0));
+        assert!(
+            neigh.contains(peer) && neigh.contains("PERMANENT"),
+            "neighbours on {dev}: {neigh}"
+        );
+    }
+    kernel_ping(&s, &s.nsc, "172.16.1.100");
+    kernel_ping(&s, &s.nse, "172.16.1.101");
+    // Still only the permanent entries: nothing was resolved by ARP.
+    let neigh = sh(&format!("ip -n {} neigh show", s.nsc.0));
+    assert!(
+        neigh.lines().all(|l| l.contains("PERMANENT")),
+        "NSC neighbours: {neigh}"
+    );
+    nsc.proc.terminate();
+    nothing_left(&s);
+}
+
+/// The NSE's interface name (the one `nse-*` link in its namespace).
+fn nse_iface(s: &Setup) -> String {
+    s.nse
+        .links()
+        .split(": ")
+        .find(|w| w.starts_with("nse-"))
+        .map(|w| w.split('@').next().unwrap_or(w).to_string())
+        .expect("an nse- interface in the NSE namespace")
 }
 
 fn request(s: &Setup, expires_in: Duration) -> NetworkServiceRequest {
@@ -267,7 +156,7 @@ fn fd_count(pid: u32) -> usize {
 
 #[tokio::test(flavor = "current_thread")]
 async fn timeout_cycles_and_shutdown_leave_nothing() {
-    let s = setup();
+    let s = setup(&[]);
     let ch = channel(&s).await;
     let mut c = NetworkServiceClient::new(ch.clone());
     let mut events = MonitorConnectionClient::new(ch)
@@ -329,7 +218,7 @@ async fn timeout_cycles_and_shutdown_leave_nothing() {
     c.close(conn).await.unwrap();
     let fds = fd_count(s.vw.pid());
     let t0 = Instant::now();
-    const CYCLES: usize = 100;
+    const CYCLES: usize = 200;
     for _ in 0..CYCLES {
         let conn = c
             .request(request(&s, Duration::from_secs(600)))

@@ -31,11 +31,13 @@ pub enum DropReason {
     BadDesc,
     /// A peer published a ring index beyond the ring size.
     BadIndex,
+    /// An L3 cross-connect received something that is not IPv4 or IPv6.
+    NotIp,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::NoRoute,
         DropReason::PortGone,
         DropReason::TxRingFull,
@@ -45,6 +47,7 @@ impl DropReason {
         DropReason::LinkDown,
         DropReason::BadDesc,
         DropReason::BadIndex,
+        DropReason::NotIp,
     ];
 
     /// The metric label.
@@ -59,6 +62,7 @@ impl DropReason {
             DropReason::LinkDown => "link_down",
             DropReason::BadDesc => "bad_desc",
             DropReason::BadIndex => "bad_index",
+            DropReason::NotIp => "not_ip",
         }
     }
 }

@@ -186,6 +186,7 @@ impl EngineBuilder {
             stop: self.stop,
             stats: self.stats,
             cpus: self.cpus,
+            qsbr: self.qsbr,
         };
         for (i, w) in self.workers.into_iter().enumerate() {
             let spawned = std::thread::Builder::new()
@@ -217,9 +218,16 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     stats: HashMap<PortId, Arc<dyn PortStats>>,
     cpus: Vec<Option<usize>>,
+    qsbr: Arc<Qsbr>,
 }
 
 impl Engine {
+    /// The quiescence registry of the workers, for ports added at run time that publish state
+    /// to workers (memif sessions).
+    pub fn qsbr(&self) -> Arc<Qsbr> {
+        self.qsbr.clone()
+    }
+
     /// The forwarding table; `publish` a new one to change forwarding.
     pub fn table(&self) -> &Arc<RcuCell<ForwardingTable>> {
         &self.table

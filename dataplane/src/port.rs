@@ -85,6 +85,21 @@ impl Burst {
         &self.bufs[..self.len]
     }
 
+    /// Keeps the buffers for which `keep` returns true, in order, without allocating. `keep` sees
+    /// each buffer once; the ones it rejects leave the burst, and `keep` must free them.
+    #[inline]
+    pub fn retain(&mut self, mut keep: impl FnMut(BufIdx) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            let b = self.bufs[i];
+            if keep(b) {
+                self.bufs[kept] = b;
+                kept += 1;
+            }
+        }
+        self.len = kept;
+    }
+
     /// Empties the burst (the buffers are not freed: the caller owns them).
     #[inline]
     pub fn clear(&mut self) {

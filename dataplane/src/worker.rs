@@ -23,7 +23,7 @@ use crate::buffer::BufferPool;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::port::{Burst, Port, PortId, BURST};
 use crate::rcu::{RcuCell, Reader};
-use crate::table::{Action, ForwardingTable};
+use crate::table::{Action, ForwardingTable, Rewrite};
 
 /// How a worker waits when there is no traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -281,19 +281,39 @@ impl Worker {
                 continue;
             }
             total += n;
-            let pkts = self.burst.as_slice();
             let mut bytes = 0u64;
-            for (len, &b) in self.lens.iter_mut().zip(pkts) {
-                *len = u32::from(self.pool.meta(b).len);
-                bytes += u64::from(*len);
+            for &b in self.burst.as_slice() {
+                bytes += u64::from(self.pool.meta(b).len);
             }
             rx_ctr.rx(n as u64, bytes);
-            match table.lookup(rx_id) {
+            let action = table.lookup(rx_id);
+            if let Action::Xconnect { rewrite, .. } = action {
+                if rewrite != Rewrite::None {
+                    let pool = &mut self.pool;
+                    self.burst.retain(|b| {
+                        let ok = rewrite.apply(pool, b);
+                        if !ok {
+                            pool.free(b);
+                        }
+                        ok
+                    });
+                    rx_ctr.drop(DropReason::NotIp, (n - self.burst.len()) as u64);
+                }
+            }
+            let pkts = self.burst.as_slice();
+            let n = pkts.len();
+            if n == 0 {
+                continue;
+            }
+            for (len, &b) in self.lens.iter_mut().zip(pkts) {
+                *len = u32::from(self.pool.meta(b).len);
+            }
+            match action {
                 Action::Drop => {
                     rx_ctr.drop(DropReason::NoRoute, n as u64);
                     self.pool.free_burst(pkts);
                 }
-                Action::Xconnect { tx } => {
+                Action::Xconnect { tx, .. } => {
                     let slot = self
                         .slot_of
                         .get(usize::from(tx))

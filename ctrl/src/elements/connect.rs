@@ -4,7 +4,9 @@
 //!
 //! The endpoint is the one named by `network_service_endpoint_name`, or else the single endpoint
 //! configured for the connection's `network_service` (`[[endpoint]]` in the config). Toward the
-//! endpoint vwire offers KERNEL (MEMIF comes with the memif xconnect); the endpoint chooses.
+//! endpoint vwire offers MEMIF, then KERNEL (forwarder-vpp's order for a local next hop), both
+//! with empty parameters; the endpoint chooses and answers with its namespace (`inodeURL`) and,
+//! for MEMIF, its `socketfile`.
 //!
 //! Errors: no endpoint → NotFound; several candidates → FailedPrecondition; an endpoint that
 //! cannot be reached or does not answer in time → Unavailable naming it. Other statuses from
@@ -127,11 +129,14 @@ impl Element for Connect {
                 .and_then(|d| d.0.mechanism)
             {
                 Some(m) => vec![m],
-                None => vec![Mechanism {
-                    cls: "LOCAL".into(),
-                    r#type: "KERNEL".into(),
-                    ..Default::default()
-                }],
+                None => ["MEMIF", "KERNEL"]
+                    .into_iter()
+                    .map(|t| Mechanism {
+                        cls: "LOCAL".into(),
+                        r#type: t.into(),
+                        ..Default::default()
+                    })
+                    .collect(),
             };
             let call = client.request(NetworkServiceRequest {
                 connection: Some(down),

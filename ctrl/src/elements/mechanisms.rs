@@ -8,6 +8,7 @@
 //! - an unknown or unsupported mechanism type, or no supported preference: InvalidArgument;
 //! - KERNEL `name` longer than 15 bytes or with `/` or whitespace: InvalidArgument;
 //! - KERNEL/MEMIF `inodeURL` naming a namespace file that does not exist: NotFound;
+//! - MEMIF without `inodeURL`: InvalidArgument;
 //! - `payload` other than "", "ETHERNET" or "IP": InvalidArgument.
 //!
 //! Place it before the elements that build interfaces.
@@ -43,6 +44,11 @@ pub fn check(m: &Mechanism) -> Result<(), Status> {
         }
     }
     let url = param("inodeURL");
+    if m.r#type == "MEMIF" && url.is_empty() {
+        return Err(Status::invalid_argument(
+            "connection.mechanism.parameters[inodeURL]: MEMIF needs the client's network namespace (its memif socket is created there)",
+        ));
+    }
     if !url.is_empty()
         && !url.starts_with("inode://")
         && !std::path::Path::new(netns_path(url)).exists()
@@ -126,10 +132,18 @@ mod tests {
         let c = Connection::default();
         let m = select(
             &c,
-            &[mech("VFIO", &[]), mech("MEMIF", &[]), mech("KERNEL", &[])],
+            &[
+                mech("VFIO", &[]),
+                mech("MEMIF", &[("inodeURL", "file:///proc/self/ns/net")]),
+                mech("KERNEL", &[]),
+            ],
         )
         .unwrap();
         assert_eq!(m.r#type, "MEMIF");
+        let e = select(&c, &[mech("MEMIF", &[])]).unwrap_err();
+        assert!(e
+            .message()
+            .starts_with("connection.mechanism.parameters[inodeURL]"));
         let e = select(&c, &[mech("VFIO", &[])]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(e.message().starts_with("mechanism_preferences"));

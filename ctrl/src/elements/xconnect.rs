@@ -1,36 +1,75 @@
 //! xconnect: builds the dataplane of a connection once the endpoint has answered.
 //!
-//! KERNEL on both sides (this version): a veth pair into the NSC's namespace (named by the
-//! mechanism's `inodeURL`, interface `name`), another into the NSE's namespace (from the
-//! endpoint's answer), the connection context applied in each (NSC: `src_ip_addrs` and
-//! `src_routes`; NSE: `dst_ip_addrs` and `dst_routes`; MTU), and an L2 cross-connect between the
-//! two host ends over AF_XDP. An IP payload also crosses it as Ethernet: ARP between the two
-//! kernel interfaces resolves across the cross-connect.
+//! Each side of the connection (the client's, from the upstream mechanism; the endpoint's, from
+//! the mechanism the endpoint chose) becomes one dataplane port:
+//! - KERNEL: a veth pair whose inner end moves into the namespace named by `inodeURL` and takes
+//!   the name in `name`; the host end is an AF_XDP port. The connection context is applied inside
+//!   (client: `src_ip_addrs`/`src_routes`; endpoint: `dst_ip_addrs`/`dst_routes`; MTU).
+//! - MEMIF toward the client: vwire is the memif server on the abstract socket
+//!   `@/run/vwire/memif/<tag>/memif.socket` inside the client's namespace (`inodeURL`), and
+//!   returns that name as the mechanism's `socketfile`.
+//! - MEMIF toward the endpoint: vwire is the memif client of the endpoint's `socketfile`, inside
+//!   the namespace of the endpoint's `inodeURL`.
+//!
+//! The memif mode follows `Connection.payload` (IP: ip mode, else ethernet). An ETHERNET payload
+//! gets an L2 cross-connect. An IP payload gets an L3 one: between a kernel interface and an
+//! ip-mode memif the Ethernet header is stripped on the way in and added on the way out, and every
+//! kernel interface of an IP vWire gets permanent neighbour entries for the other side's
+//! addresses (the other veth's MAC, or a per-connection MAC that stands for a memif peer), so no
+//! ARP or ND ever crosses an IP vWire.
 //!
 //! A refresh finds the connection already wired and changes nothing (no link flap). A failure
-//! undoes what this element built and closes the endpoint side. Close removes the cross-connect,
-//! then the veth pairs. Place it just before connect.
+//! undoes what this element built and closes the endpoint side. Close removes the cross-connect
+//! (ports and memif sockets), then the veth pairs. Place it just before connect.
 
 use std::sync::Arc;
 
 use tonic::Status;
-use vwire_mechanisms::kernel::{self, IpContextSpec, IpNet, NetlinkIn, Netns, RouteSpec, VethSpec};
+use vwire_dataplane::table::Rewrite;
+use vwire_mechanisms::kernel::{
+    self, IpContextSpec, IpNet, Neighbor, NetlinkIn, Netns, RouteSpec, VethSpec,
+};
+use vwire_mechanisms::memif::driver::MemifConfig;
+use vwire_mechanisms::memif::msg::Mode;
+use vwire_mechanisms::memif::port::Role;
 use vwire_proto::connection::{Connection, Mechanism};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
-use crate::dataplane::SharedDataplane;
+use crate::dataplane::{PortSpec, SharedDataplane};
 use crate::elements::connect::Downstream;
+use crate::elements::mechanisms::netns_path;
 use crate::elements::metadata::Metadata;
 
-/// What xconnect built for one connection.
+/// One side of a connection as built.
+#[derive(Clone, Debug)]
+enum Built {
+    /// A veth pair: `host` is the AF_XDP end, `iface` the end inside the namespace.
+    Kernel { host: String, iface: String },
+    /// A memif interface on `socket`.
+    Memif { socket: String },
+}
+
+impl Built {
+    fn describe(&self) -> String {
+        match self {
+            Built::Kernel { iface, .. } => format!("KERNEL/{iface}"),
+            Built::Memif { socket } => format!("MEMIF/{socket}"),
+        }
+    }
+
+    fn host_veth(&self) -> Option<&str> {
+        match self {
+            Built::Kernel { host, .. } => Some(host),
+            Built::Memif { .. } => None,
+        }
+    }
+}
+
+/// What xconnect built for one connection: the client's side, then the endpoint's.
 #[derive(Clone, Debug)]
 struct Wired {
-    nsc_host: String,
-    nse_host: String,
-    /// The interface names inside the NSC's and the NSE's namespaces.
-    nsc_if: String,
-    nse_if: String,
+    sides: [Built; 2],
 }
 
 /// The xconnect element.
@@ -60,16 +99,96 @@ fn short_tag(id: &str) -> String {
     format!("{h:08x}")
 }
 
-fn kernel_params<'m>(m: Option<&'m Mechanism>, side: &str) -> Result<(&'m str, &'m str), Status> {
-    let m = m.ok_or_else(|| Status::internal(format!("{side}: no mechanism")))?;
-    if m.r#type != "KERNEL" {
-        return Err(Status::unimplemented(format!(
-            "{side}: cross-connecting a {} mechanism is not implemented yet (KERNEL is)",
-            m.r#type
-        )));
-    }
+/// What a side will be, from its mechanism.
+enum Plan {
+    Kernel {
+        url: String,
+        name: String,
+    },
+    Memif {
+        socket: String,
+        role: Role,
+        netns: Option<std::path::PathBuf>,
+    },
+}
+
+fn plan(m: Option<&Mechanism>, side: Side, tag: &str) -> Result<Plan, Status> {
+    let what = side.what();
+    let m = m.ok_or_else(|| Status::internal(format!("{what}: no mechanism")))?;
     let p = |k: &str| m.parameters.get(k).map(String::as_str).unwrap_or("");
-    Ok((p("inodeURL"), p("name")))
+    match (m.r#type.as_str(), side) {
+        ("KERNEL", _) => Ok(Plan::Kernel {
+            url: p("inodeURL").to_string(),
+            name: match (p("name"), side) {
+                ("", Side::Client) => format!("nsm-{}", &tag[..4]),
+                (n, _) => n.to_string(),
+            },
+        }),
+        ("MEMIF", Side::Client) => {
+            let url = p("inodeURL");
+            if url.is_empty() {
+                return Err(Status::invalid_argument(
+                    "connection.mechanism.parameters[inodeURL]: MEMIF needs the client's network namespace",
+                ));
+            }
+            Ok(Plan::Memif {
+                socket: format!("@/run/vwire/memif/{tag}/memif.socket"),
+                role: Role::Server,
+                netns: Some(netns_path(url).into()),
+            })
+        }
+        ("MEMIF", Side::Endpoint) => {
+            let socket = p("socketfile");
+            if socket.is_empty() {
+                return Err(Status::failed_precondition(
+                    "the endpoint's MEMIF mechanism has no parameters[socketfile]",
+                ));
+            }
+            let url = p("inodeURL");
+            if !url.is_empty() && !std::path::Path::new(netns_path(url)).exists() {
+                return Err(Status::failed_precondition(format!(
+                    "the endpoint's MEMIF parameters[inodeURL]: namespace {url:?} does not exist"
+                )));
+            }
+            Ok(Plan::Memif {
+                socket: socket.to_string(),
+                role: Role::Client,
+                netns: (!url.is_empty()).then(|| netns_path(url).into()),
+            })
+        }
+        (other, _) => Err(Status::unimplemented(format!(
+            "{what}: cross-connecting a {other} mechanism is not implemented (KERNEL and MEMIF are)"
+        ))),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Endpoint,
+}
+
+impl Side {
+    fn what(self) -> &'static str {
+        match self {
+            Side::Client => "client side",
+            Side::Endpoint => "endpoint side",
+        }
+    }
+
+    /// Prefix of this side's host-side names.
+    fn prefix(self) -> &'static str {
+        match self {
+            Side::Client => "vwc",
+            Side::Endpoint => "vwe",
+        }
+    }
+}
+
+/// A locally administered MAC that stands for a memif peer of an IP vWire, per connection.
+fn virtual_mac(tag: &str) -> [u8; 6] {
+    let v = u32::from_str_radix(tag, 16).unwrap_or(0).to_be_bytes();
+    [0x02, 0x76, v[0], v[1], v[2], v[3]]
 }
 
 fn nets(field: &str, v: &[String]) -> Result<Vec<IpNet>, Status> {
@@ -124,6 +243,17 @@ fn kerr(what: &str) -> impl Fn(kernel::KernelError) -> Status + '_ {
     }
 }
 
+/// A side being built: its plan, its context, and what exists so far.
+struct Building {
+    side: Side,
+    plan: Plan,
+    ctx: IpContextSpec,
+    /// For a kernel side: its namespace's netlink handle and, once created, the MAC of the
+    /// interface inside the namespace.
+    nl: Option<NetlinkIn>,
+    inner_mac: Option<[u8; 6]>,
+}
+
 impl Xconnect {
     async fn wire(&self, id: &str, up: &Connection) -> Result<Wired, Status> {
         let down = self
@@ -131,104 +261,213 @@ impl Xconnect {
             .get::<Downstream>(id)
             .ok_or_else(|| Status::internal("no endpoint connection recorded"))?
             .0;
-        let (nsc_url, nsc_name) = kernel_params(up.mechanism.as_ref(), "client side")?;
-        let (nse_url, nse_name) = kernel_params(down.mechanism.as_ref(), "endpoint side")?;
-        let short = short_tag(id);
-        let nsc_name = if nsc_name.is_empty() {
-            format!("nsm-{}", &short[..4])
-        } else {
-            nsc_name.to_string()
-        };
+        let tag = short_tag(id);
+        let ip_payload = up.payload == "IP";
         let ip = up
             .context
             .as_ref()
             .and_then(|c| c.ip_context.clone())
             .unwrap_or_default();
         let mtu = up.context.as_ref().map(|c| c.mtu).filter(|&m| m > 0);
-        let nsc_ctx = IpContextSpec {
-            addrs: nets(
-                "connection.context.ip_context.src_ip_addrs",
-                &ip.src_ip_addrs,
-            )?,
-            routes: routes("connection.context.ip_context.src_routes", &ip.src_routes)?,
-            neighbors: Vec::new(),
-            mtu,
-        };
-        let nse_ctx = IpContextSpec {
-            addrs: nets(
-                "connection.context.ip_context.dst_ip_addrs",
-                &ip.dst_ip_addrs,
-            )?,
-            routes: routes("connection.context.ip_context.dst_routes", &ip.dst_routes)?,
-            neighbors: Vec::new(),
-            mtu,
-        };
+        let src_addrs = nets(
+            "connection.context.ip_context.src_ip_addrs",
+            &ip.src_ip_addrs,
+        )?;
+        let dst_addrs = nets(
+            "connection.context.ip_context.dst_ip_addrs",
+            &ip.dst_ip_addrs,
+        )?;
+        let mut sides = Vec::with_capacity(2);
+        for (side, m, addrs, routes_of) in [
+            (
+                Side::Client,
+                up.mechanism.as_ref(),
+                &src_addrs,
+                ("connection.context.ip_context.src_routes", &ip.src_routes),
+            ),
+            (
+                Side::Endpoint,
+                down.mechanism.as_ref(),
+                &dst_addrs,
+                ("connection.context.ip_context.dst_routes", &ip.dst_routes),
+            ),
+        ] {
+            sides.push(Building {
+                side,
+                plan: plan(m, side, &tag)?,
+                ctx: IpContextSpec {
+                    addrs: addrs.clone(),
+                    routes: routes(routes_of.0, routes_of.1)?,
+                    neighbors: Vec::new(),
+                    mtu,
+                },
+                nl: None,
+                inner_mac: None,
+            });
+        }
         let host = NetlinkIn::new(&Netns::current().map_err(kerr("this namespace"))?)
             .await
             .map_err(kerr("netlink"))?;
-        let nsc_ns =
-            Netns::open(nsc_url).map_err(kerr("connection.mechanism.parameters[inodeURL]"))?;
-        let nse_ns = Netns::open(nse_url).map_err(kerr("the endpoint's inodeURL"))?;
-        let nsc_nl = NetlinkIn::new(&nsc_ns)
-            .await
-            .map_err(kerr("netlink in the client's namespace"))?;
-        let nse_nl = NetlinkIn::new(&nse_ns)
-            .await
-            .map_err(kerr("netlink in the endpoint's namespace"))?;
-        let wired = Wired {
-            nsc_host: format!("vwc{short}"),
-            nse_host: format!("vwe{short}"),
-            nsc_if: nsc_name.clone(),
-            nse_if: nse_name.to_string(),
-        };
-        let result = async {
-            for (nl, host_name, peer_name, ctx) in [
-                (&nsc_nl, &wired.nsc_host, nsc_name.as_str(), &nsc_ctx),
-                (&nse_nl, &wired.nse_host, nse_name, &nse_ctx),
-            ] {
-                let spec = VethSpec {
-                    host_name: host_name.clone(),
-                    peer_name: peer_name.to_string(),
-                    mtu,
-                    peer_mac: None,
+        for b in &mut sides {
+            if let Plan::Kernel { url, .. } = &b.plan {
+                let (field, label) = match b.side {
+                    Side::Client => (
+                        "connection.mechanism.parameters[inodeURL]",
+                        "netlink in the client's namespace",
+                    ),
+                    Side::Endpoint => (
+                        "the endpoint's inodeURL",
+                        "netlink in the endpoint's namespace",
+                    ),
                 };
-                kernel::create_veth_into(&host, nl, &spec)
-                    .await
-                    .map_err(kerr("creating a veth"))?;
-                // No IPv6 chatter on the host end: it belongs to the dataplane.
-                let _ = std::fs::write(
-                    format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"),
-                    "1",
-                );
-                kernel::apply_context(nl, peer_name, ctx)
+                let ns = Netns::open(url).map_err(kerr(field))?;
+                b.nl = Some(NetlinkIn::new(&ns).await.map_err(kerr(label))?);
+            }
+        }
+        let built: Vec<Built> = sides
+            .iter()
+            .map(|b| match &b.plan {
+                Plan::Kernel { name, .. } => Built::Kernel {
+                    host: format!("{}{tag}", b.side.prefix()),
+                    iface: name.clone(),
+                },
+                Plan::Memif { socket, .. } => Built::Memif {
+                    socket: socket.clone(),
+                },
+            })
+            .collect();
+        let result = self
+            .build(id, &tag, ip_payload, &host, &mut sides, &built)
+            .await;
+        if let Err(e) = result {
+            for h in built.iter().filter_map(Built::host_veth) {
+                let _ = kernel::delete_veth(&host, h).await;
+            }
+            return Err(e);
+        }
+        let [client, endpoint]: [Built; 2] = built
+            .try_into()
+            .map_err(|_| Status::internal("two sides expected"))?;
+        Ok(Wired {
+            sides: [client, endpoint],
+        })
+    }
+
+    /// Creates the veths, applies the contexts, and cross-connects; the caller cleans up the
+    /// veths on failure.
+    async fn build(
+        &self,
+        id: &str,
+        tag: &str,
+        ip_payload: bool,
+        host: &NetlinkIn,
+        sides: &mut [Building],
+        built: &[Built],
+    ) -> Result<(), Status> {
+        let mtu = sides.first().and_then(|b| b.ctx.mtu);
+        for (b, out) in sides.iter_mut().zip(built) {
+            let (Some(nl), Plan::Kernel { name, .. }, Some(host_name)) =
+                (&b.nl, &b.plan, out.host_veth())
+            else {
+                continue;
+            };
+            let spec = VethSpec {
+                host_name: host_name.to_string(),
+                peer_name: name.clone(),
+                mtu,
+                peer_mac: None,
+            };
+            let pair = kernel::create_veth_into(host, nl, &spec)
+                .await
+                .map_err(kerr("creating a veth"))?;
+            b.inner_mac = Some(pair.peer_mac);
+            // No IPv6 chatter on the host end: it belongs to the dataplane.
+            let _ = std::fs::write(
+                format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"),
+                "1",
+            );
+        }
+        // IP payload: static neighbours for the other side's addresses, and the framing change
+        // between an Ethernet side and an IP-only side.
+        let mut rewrites = [Rewrite::None; 2];
+        if ip_payload {
+            let vmac = virtual_mac(tag);
+            let macs: Vec<Option<[u8; 6]>> = sides.iter().map(|b| b.inner_mac).collect();
+            let addrs: Vec<Vec<IpNet>> = sides.iter().map(|b| b.ctx.addrs.clone()).collect();
+            for (i, b) in sides.iter_mut().enumerate() {
+                let Some(own_mac) = b.inner_mac else { continue };
+                let other = 1 - i;
+                let peer_mac = macs.get(other).copied().flatten().unwrap_or(vmac);
+                if macs.get(other).copied().flatten().is_none() {
+                    rewrites[i] = Rewrite::StripEth;
+                    rewrites[other] = Rewrite::AddEth {
+                        dst: own_mac,
+                        src: vmac,
+                    };
+                }
+                b.ctx.neighbors = addrs
+                    .get(other)
+                    .into_iter()
+                    .flatten()
+                    .map(|n| Neighbor {
+                        ip: n.addr(),
+                        mac: peer_mac,
+                    })
+                    .collect();
+            }
+        }
+        for (b, out) in sides.iter().zip(built) {
+            if let (Some(nl), Built::Kernel { iface, .. }) = (&b.nl, out) {
+                kernel::apply_context(nl, iface, &b.ctx)
                     .await
                     .map_err(kerr("applying the connection context"))?;
             }
-            // Opening AF_XDP sockets blocks (registration, binding): off the runtime thread.
-            let (dp, key, a, b) = (
-                self.dataplane.clone(),
-                id.to_string(),
-                wired.nsc_host.clone(),
-                wired.nse_host.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                let mut dp = dp.lock().unwrap_or_else(|e| e.into_inner());
-                let core = dp
-                    .as_mut()
-                    .ok_or_else(|| Status::unavailable("the dataplane is stopping"))?;
-                core.add_xconnect(&key, &a, &b)
-                    .map_err(|e| Status::failed_precondition(format!("cross-connecting: {e}")))
+        }
+        let mode = if ip_payload { Mode::Ip } else { Mode::Ethernet };
+        let specs: Vec<PortSpec> = sides
+            .iter()
+            .zip(built)
+            .map(|(b, out)| match (&b.plan, out) {
+                (
+                    Plan::Memif {
+                        socket,
+                        role,
+                        netns,
+                    },
+                    _,
+                ) => PortSpec::Memif(MemifConfig {
+                    name: format!("{}{tag}", b.side.prefix()),
+                    socket: socket.clone(),
+                    role: *role,
+                    id: 0,
+                    mode,
+                    queues: 1,
+                    log2_ring_size: 10,
+                    buffer_size: 2048,
+                    secret: String::new(),
+                    netns: netns.clone(),
+                }),
+                (Plan::Kernel { .. }, out) => PortSpec::Afxdp {
+                    ifname: out.host_veth().unwrap_or_default().to_string(),
+                },
             })
-            .await
-            .map_err(|e| Status::internal(format!("cross-connect task: {e}")))?
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = kernel::delete_veth(&host, &wired.nsc_host).await;
-            let _ = kernel::delete_veth(&host, &wired.nse_host).await;
-            return Err(e);
-        }
-        Ok(wired)
+            .collect();
+        // Opening AF_XDP sockets and memif sockets blocks (registration, binding, netns
+        // switches): off the runtime thread, but inside its context (memif tasks).
+        let (dp, key) = (self.dataplane.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut dp = dp.lock().unwrap_or_else(|e| e.into_inner());
+            let core = dp
+                .as_mut()
+                .ok_or_else(|| Status::unavailable("the dataplane is stopping"))?;
+            let [a, b] = specs.as_slice() else {
+                return Err(Status::internal("two sides expected"));
+            };
+            core.add_xconnect(&key, a, b, rewrites)
+                .map_err(|e| Status::failed_precondition(format!("cross-connecting: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("cross-connect task: {e}")))?
     }
 
     async fn unwire(&self, id: &str, w: &Wired) {
@@ -245,10 +484,14 @@ impl Xconnect {
             tracing::warn!("cross-connect removal task: {e}");
         }
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "cross-connect removed");
+        let veths: Vec<&str> = w.sides.iter().filter_map(Built::host_veth).collect();
+        if veths.is_empty() {
+            return;
+        }
         match Netns::current().map(|ns| async move { NetlinkIn::new(&ns).await }) {
             Ok(f) => match f.await {
                 Ok(host) => {
-                    for h in [&w.nsc_host, &w.nse_host] {
+                    for h in veths {
                         if let Err(e) = kernel::delete_veth(&host, h).await {
                             tracing::warn!("deleting {h}: {e}");
                         }
@@ -266,6 +509,9 @@ impl Xconnect {
     /// Writes this hop's PathSegment.metrics the way forwarder-vpp does: `server_*` for the
     /// client-facing (server-side) interface, `client_*` for the endpoint-facing one.
     fn annotate(&self, id: &str, w: &Wired, c: &mut Connection) {
+        if let (Built::Memif { socket }, Some(m)) = (&w.sides[0], c.mechanism.as_mut()) {
+            m.parameters.insert("socketfile".into(), socket.clone());
+        }
         let totals = self
             .dataplane
             .lock()
@@ -280,9 +526,9 @@ impl Xconnect {
             return;
         };
         seg.metrics
-            .insert("server_interface".into(), format!("KERNEL/{}", w.nsc_if));
+            .insert("server_interface".into(), w.sides[0].describe());
         seg.metrics
-            .insert("client_interface".into(), format!("KERNEL/{}", w.nse_if));
+            .insert("client_interface".into(), w.sides[1].describe());
         if let Some([server, client]) = totals {
             for (side, t) in [("server", server), ("client", client)] {
                 seg.metrics
@@ -318,7 +564,7 @@ impl Element for Xconnect {
             }
             match self.wire(&id, &c).await {
                 Ok(w) => {
-                    tracing::info!(%id, nsc = %w.nsc_host, nse = %w.nse_host, "connection wired");
+                    tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), "connection wired");
                     self.annotate(&id, &w, &mut c);
                     self.metadata.set(&id, w);
                     Ok(c)

@@ -157,6 +157,19 @@ struct ServerIface {
     cfg: MemifConfig,
     link: Arc<Link>,
     busy: bool,
+    /// Set to true when the interface is removed: its connection task ends.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl ServerIface {
+    fn new(cfg: MemifConfig, link: Arc<Link>) -> Self {
+        Self {
+            cfg,
+            link,
+            busy: false,
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 /// A listening socket shared by the server interfaces registered on it.
@@ -164,12 +177,24 @@ struct Listener {
     ifaces: Mutex<HashMap<u32, ServerIface>>,
 }
 
+type ListenerKey = (String, Option<PathBuf>);
+
+/// Names one interface served by a [`Driver`], for [`Driver::remove`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemifHandle(HandleKind);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HandleKind {
+    Client(u64),
+    Server(ListenerKey, u32),
+}
+
 /// The control side of every memif port of a process.
 #[derive(Default)]
 pub struct Driver {
-    listeners: HashMap<(String, Option<PathBuf>), Arc<Listener>>,
-    clients: Vec<Arc<Link>>,
-    tasks: Vec<JoinHandle<()>>,
+    listeners: HashMap<ListenerKey, (Arc<Listener>, JoinHandle<()>)>,
+    clients: HashMap<u64, (Arc<Link>, JoinHandle<()>)>,
+    next_client: u64,
 }
 
 impl Driver {
@@ -179,20 +204,23 @@ impl Driver {
     }
 
     /// Starts serving `cfg` (either role) for `link`. Must be called inside a tokio runtime.
-    pub fn add(&mut self, cfg: MemifConfig, link: Arc<Link>) -> Result<(), MemifError> {
+    pub fn add(&mut self, cfg: MemifConfig, link: Arc<Link>) -> Result<MemifHandle, MemifError> {
         match cfg.role {
             Role::Client => {
-                self.clients.push(link.clone());
-                self.tasks.push(tokio::spawn(client_loop(cfg, link)));
-                Ok(())
+                let n = self.next_client;
+                self.next_client += 1;
+                let task = tokio::spawn(client_loop(cfg, link.clone()));
+                self.clients.insert(n, (link, task));
+                Ok(MemifHandle(HandleKind::Client(n)))
             }
             Role::Server => self.add_server(cfg, link),
         }
     }
 
-    fn add_server(&mut self, cfg: MemifConfig, link: Arc<Link>) -> Result<(), MemifError> {
+    fn add_server(&mut self, cfg: MemifConfig, link: Arc<Link>) -> Result<MemifHandle, MemifError> {
         let key = (cfg.socket.clone(), cfg.netns.clone());
-        if let Some(l) = self.listeners.get(&key) {
+        let handle = MemifHandle(HandleKind::Server(key.clone(), cfg.id));
+        if let Some((l, _)) = self.listeners.get(&key) {
             let mut ifaces = l.ifaces.lock().unwrap_or_else(|e| e.into_inner());
             if ifaces.contains_key(&cfg.id) {
                 return Err(MemifError::Config(format!(
@@ -200,15 +228,8 @@ impl Driver {
                     cfg.id, cfg.socket
                 )));
             }
-            ifaces.insert(
-                cfg.id,
-                ServerIface {
-                    cfg,
-                    link,
-                    busy: false,
-                },
-            );
-            return Ok(());
+            ifaces.insert(cfg.id, ServerIface::new(cfg, link));
+            return Ok(handle);
         }
         let fd = sock::socket_in_netns(cfg.netns.as_deref())?;
         sock::listen(&fd, &cfg.socket)?;
@@ -216,23 +237,19 @@ impl Driver {
         let listener = Arc::new(Listener {
             ifaces: Mutex::new(HashMap::from([(
                 cfg.id,
-                ServerIface {
-                    cfg: cfg.clone(),
-                    link,
-                    busy: false,
-                },
+                ServerIface::new(cfg.clone(), link),
             )])),
         });
-        self.listeners.insert(key, listener.clone());
         let socket = cfg.socket.clone();
-        self.tasks.push(tokio::spawn(async move {
+        let l = listener.clone();
+        let task = tokio::spawn(async move {
             loop {
                 let Ok(mut g) = afd.readable().await else {
                     return;
                 };
                 match sock::accept(afd.get_ref()) {
                     Ok(Some(conn)) => {
-                        let l = listener.clone();
+                        let l = l.clone();
                         tokio::spawn(async move {
                             if let Ok(c) = register(conn) {
                                 server_conn(c, l).await;
@@ -246,24 +263,60 @@ impl Driver {
                     }
                 }
             }
-        }));
-        Ok(())
+        });
+        self.listeners.insert(key, (listener, task));
+        Ok(handle)
+    }
+
+    /// Stops serving one interface: disconnects its peer, detaches its link (unmapping the
+    /// session's memory once the workers have quiesced, so it may block briefly), and closes
+    /// the listening socket when it was the socket's last interface. Unknown handles are fine.
+    pub fn remove(&mut self, h: &MemifHandle) {
+        match &h.0 {
+            HandleKind::Client(n) => {
+                if let Some((link, task)) = self.clients.remove(n) {
+                    task.abort();
+                    drop(link.detach());
+                }
+            }
+            HandleKind::Server(key, id) => {
+                let Some((listener, _)) = self.listeners.get(key) else {
+                    return;
+                };
+                let (removed, empty) = {
+                    let mut ifaces = listener.ifaces.lock().unwrap_or_else(|e| e.into_inner());
+                    (ifaces.remove(id), ifaces.is_empty())
+                };
+                if let Some(i) = removed {
+                    i.stop.send_replace(true);
+                    drop(i.link.detach());
+                }
+                if empty {
+                    if let Some((_, task)) = self.listeners.remove(key) {
+                        task.abort();
+                    }
+                    if !key.0.starts_with('@') {
+                        let _ = std::fs::remove_file(&key.0);
+                    }
+                }
+            }
+        }
     }
 
     /// Stops every listener and client, and detaches every link (unmapping its memory once the
     /// workers have quiesced). Filesystem sockets of listeners are removed.
     pub fn shutdown(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
-        for link in self.clients.drain(..) {
+        for (_, (link, task)) in self.clients.drain() {
+            task.abort();
             drop(link.detach());
         }
-        for ((socket, _), l) in self.listeners.drain() {
+        for ((socket, _), (l, task)) in self.listeners.drain() {
+            task.abort();
             if !socket.starts_with('@') {
                 let _ = std::fs::remove_file(&socket);
             }
-            for i in l.ifaces.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            for (_, i) in l.ifaces.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                i.stop.send_replace(true);
                 drop(i.link.detach());
             }
         }
@@ -320,11 +373,11 @@ async fn server_conn(c: Conn, listener: Arc<Listener>) {
             Some(i) if i.busy => Err("interface already connected"),
             Some(i) => {
                 i.busy = true;
-                Ok((i.cfg.clone(), i.link.clone()))
+                Ok((i.cfg.clone(), i.link.clone(), i.stop.subscribe()))
             }
         }
     };
-    let (cfg, link) = match claimed {
+    let (cfg, link, mut stop) = match claimed {
         Ok(c) => c,
         Err(reason) => return disconnect(&c, reason).await,
     };
@@ -332,14 +385,33 @@ async fn server_conn(c: Conn, listener: Arc<Listener>) {
         listener: listener.clone(),
         id: init.id,
     };
-    match server_handshake(&c, &cfg, &init, &link).await {
-        Ok(()) => {
-            tracing::info!(port = %cfg.name, peer = %init.name, "memif connected (server)");
-            serve_connected(&c, &link).await;
+    let session = async {
+        match server_handshake(&c, &cfg, &init, &link).await {
+            Ok(()) => {
+                tracing::info!(port = %cfg.name, peer = %init.name, "memif connected (server)");
+                serve_connected(&c, &link).await;
+            }
+            Err(e) => {
+                tracing::warn!(port = %cfg.name, "memif handshake failed: {e}");
+                disconnect(&c, &e.to_string()).await;
+            }
         }
-        Err(e) => {
-            tracing::warn!(port = %cfg.name, "memif handshake failed: {e}");
-            disconnect(&c, &e.to_string()).await;
+    };
+    tokio::select! {
+        () = session => {}
+        () = stopped(&mut stop) => {
+            disconnect(&c, "interface deleted").await;
+            drop(link.detach());
+        }
+    }
+}
+
+/// Resolves once the interface's stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let set = *stop.borrow_and_update();
+        if set || stop.changed().await.is_err() {
+            return;
         }
     }
 }

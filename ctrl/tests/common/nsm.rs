@@ -1,0 +1,210 @@
+//! The single-node NSM topology of the namespace replays: an NSC namespace, an NSE namespace,
+//! vwire serving the NSM API on a unix socket with one `[[endpoint]]`, and `vwire-nse` running in
+//! its namespace. `vwire-nsc` is started per test with [`start_nsc`]. Everything is removed on
+//! drop: processes killed, namespaces deleted.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A network namespace deleted (with its processes) on drop.
+pub struct Ns(pub String);
+impl Ns {
+    pub fn new(tag: &str) -> Self {
+        let n = unique(&format!("vwk-{tag}-"));
+        sh(&format!("ip netns add {n}"));
+        sh(&format!("ip -n {n} link set lo up"));
+        Ns(n)
+    }
+    pub fn exec(&self, cmd: &str) -> std::process::Output {
+        run(&format!("ip netns exec {} {cmd}", self.0))
+    }
+    pub fn links(&self) -> String {
+        sh(&format!("ip -n {} -o link show", self.0))
+    }
+    /// The abstract unix sockets bound in this namespace.
+    pub fn abstract_sockets(&self) -> String {
+        sh(&format!("ip netns exec {} ss -xlH", self.0))
+    }
+}
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.0));
+        let _ = run(&format!("ip netns del {}", self.0));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+impl Proc {
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) {
+        // SAFETY: signals our own child process.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An example binary, built into the same target directory as the vwire binary.
+pub fn example(name: &str) -> PathBuf {
+    PathBuf::from(vwire_bin()).with_file_name(name)
+}
+
+pub struct Setup {
+    pub nsc: Ns,
+    pub nse: Ns,
+    pub dir: PathBuf,
+    pub vw: Vwire,
+    pub nse_proc: Proc,
+    /// vwire-nse's stdout.
+    pub nse_out: BufReader<ChildStdout>,
+}
+
+/// Starts vwire and `vwire-nse` (with `nse_args` added to its command line).
+pub fn setup(nse_args: &[&str]) -> Setup {
+    require(&["ip", "ping", "ss"]);
+    assert!(
+        example("vwire-nse").exists(),
+        "build the examples first: cargo build -p vwire-examples"
+    );
+    let nsc = Ns::new("c");
+    let nse = Ns::new("e");
+    let dir = temp_file("x", "").with_file_name("");
+    let vw = Vwire::start(&format!(
+        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\n\
+         [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
+        d = dir.display()
+    ));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &nse.0])
+        .arg(example("vwire-nse"))
+        .args([
+            "--listen",
+            &format!("unix://{}/nse.sock", dir.display()),
+            "--cidr",
+            "172.16.1.100/31",
+        ])
+        .args(nse_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vwire-nse");
+    let nse_out = BufReader::new(child.stdout.take().expect("stdout"));
+    let t0 = Instant::now();
+    while !dir.join("nse.sock").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "vwire-nse did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Setup {
+        nsc,
+        nse,
+        dir,
+        vw,
+        nse_proc: Proc(child),
+        nse_out,
+    }
+}
+
+/// A running vwire-nsc and its stdout.
+pub struct Nsc {
+    pub proc: Proc,
+    pub out: BufReader<ChildStdout>,
+    /// Its `connected <id> <src> <dst>` line.
+    pub line: String,
+}
+
+/// Starts vwire-nsc in the NSC namespace and waits for its `connected` line.
+pub fn start_nsc(s: &Setup, extra: &[&str]) -> Nsc {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &s.nsc.0])
+        .arg(example("vwire-nsc"))
+        .args(["--connect", &format!("unix://{}/fwd.sock", s.dir.display())])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start vwire-nsc");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert!(
+        line.starts_with("connected "),
+        "vwire-nsc: {line:?}\n{}",
+        s.vw.logs()
+    );
+    Nsc {
+        proc: Proc(child),
+        out,
+        line,
+    }
+}
+
+/// Reads lines from `out` until one starts with `prefix`; returns it (trimmed).
+pub fn wait_line(out: &mut BufReader<ChildStdout>, prefix: &str, what: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = out.read_line(&mut line).expect("read");
+        assert!(n > 0, "{what} exited before printing {prefix:?}");
+        if line.starts_with(prefix) {
+            return line.trim_end().to_string();
+        }
+    }
+}
+
+/// Pings `dst` from namespace `ns` with the kernel's ping, 56- and 3000-byte payloads, 3 each;
+/// fails with ping's output and vwire's logs.
+pub fn kernel_ping(s: &Setup, ns: &Ns, dst: &str) {
+    for size in [56, 3000] {
+        let out = ns.exec(&format!("ping -c 3 -i 0.2 -W 2 -s {size} {dst}"));
+        assert!(
+            out.status.success(),
+            "ping -s {size} {dst} in {}: {}\n{}",
+            ns.0,
+            String::from_utf8_lossy(&out.stdout),
+            s.vw.logs()
+        );
+    }
+}
+
+pub fn ifindex(ns: &Ns, name: &str) -> String {
+    let out = sh(&format!("ip -n {} -o link show dev {name}", ns.0));
+    out.split(':').next().unwrap_or_default().to_string()
+}
+
+/// Waits until no connection interface or memif socket is left on the host or in either
+/// namespace (at most 5 s), and fails naming what is left.
+pub fn nothing_left(s: &Setup) {
+    let t0 = Instant::now();
+    loop {
+        let host = sh("ip -o link show");
+        let nsc_socks = s.nsc.abstract_sockets();
+        let clean = !host.contains(" vwc")
+            && !host.contains(" vwe")
+            && !s.nsc.links().contains("nsm-")
+            && !s.nse.links().contains("nse-")
+            && !nsc_socks.contains("/run/vwire/memif");
+        if clean {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "left behind:\nhost: {host}\nnsc: {}\nnse: {}\nnsc sockets: {nsc_socks}",
+            s.nsc.links(),
+            s.nse.links()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
