@@ -27,6 +27,9 @@ fn kernel2kernel_ping_refresh_close() {
         "{}",
         nsc.line
     );
+    // No MTU requested: vwire's default, on both interfaces, so a 3000-byte ping is one frame.
+    assert!(s.nsc.links().contains("mtu 3498"), "{}", s.nsc.links());
+    assert!(s.nse.links().contains("mtu 3498"), "{}", s.nse.links());
     kernel_ping(&s, &s.nsc, "172.16.1.100");
     kernel_ping(&s, &s.nse, "172.16.1.101");
     // The connection's ports show in /metrics while it exists, with the pings counted.

@@ -18,6 +18,11 @@
 //! addresses (the other veth's MAC, or a per-connection MAC that stands for a memif peer), so no
 //! ARP or ND ever crosses an IP vWire.
 //!
+//! MTU: on the way down, a `Connection.context.MTU` of 0 becomes [`MAX_MTU`], and a larger one
+//! is lowered to it (forwarder-vpp's `mtu` element sets 9000, and caps AF_XDP at 3498: a frame
+//! must fit one page for native XDP on a veth, and one 4 KiB buffer of vwire's NSM workers).
+//! The endpoint and both kernel interfaces see the result.
+//!
 //! A refresh finds the connection already wired and changes nothing (no link flap). A failure
 //! undoes what this element built and closes the endpoint side. Close removes the cross-connect
 //! (ports and memif sockets), then the veth pairs. Place it just before connect.
@@ -40,6 +45,9 @@ use crate::dataplane::{PortSpec, SharedDataplane};
 use crate::elements::connect::Downstream;
 use crate::elements::mechanisms::netns_path;
 use crate::elements::metadata::Metadata;
+
+/// The largest MTU of an NSM connection, and the default for one that sets none.
+pub const MAX_MTU: u32 = 3498;
 
 /// One side of a connection as built.
 #[derive(Clone, Debug)]
@@ -555,8 +563,22 @@ impl Element for Xconnect {
         next: Next<'a>,
     ) -> BoxFut<'a, Result<Connection, Status>> {
         Box::pin(async move {
+            let mut req = req;
             let id = connection_of(&req)?.id.clone();
+            let mut mtu = MAX_MTU;
+            if let Some(conn) = req.connection.as_mut() {
+                let ctx = conn.context.get_or_insert_with(Default::default);
+                if ctx.mtu == 0 || ctx.mtu > MAX_MTU {
+                    ctx.mtu = MAX_MTU;
+                }
+                mtu = ctx.mtu;
+            }
             let mut c = next.request(req).await?;
+            // An endpoint that answers without an MTU (or a larger one) gets ours.
+            let ctx = c.context.get_or_insert_with(Default::default);
+            if ctx.mtu == 0 || ctx.mtu > mtu {
+                ctx.mtu = mtu;
+            }
             if let Some(w) = self.metadata.get::<Wired>(&id) {
                 // A refresh: already wired, nothing to redo; report the counters.
                 self.annotate(&id, &w, &mut c);
