@@ -164,6 +164,7 @@ impl DataplaneCore {
                 self.max_ports - self.free_ids.len(),
             ));
         }
+        let t0 = std::time::Instant::now();
         let w = self.next_worker % self.umems.len().max(1);
         let mut memifs = Vec::new();
         let mut opened: Vec<Box<dyn Port>> = Vec::new();
@@ -181,6 +182,7 @@ impl DataplaneCore {
                 }
             }
         }
+        tracing::debug!(key, ms = t0.elapsed().as_millis(), "ports open");
         let (ia, ib) = match (self.free_ids.pop(), self.free_ids.pop()) {
             (Some(x), Some(y)) => (x, y),
             _ => return Err(DataplaneError::NoPortIds(self.max_ports)),
@@ -228,6 +230,11 @@ impl DataplaneCore {
             return Err(e);
         }
         self.next_worker += 1;
+        tracing::debug!(
+            key,
+            ms = t0.elapsed().as_millis(),
+            "cross-connect published"
+        );
         Ok(())
     }
 

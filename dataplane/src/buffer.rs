@@ -310,7 +310,10 @@ impl Drop for BufferPool {
         // once the pool is being dropped. The kernel keeps its own reference to pages that a still
         // open AF_XDP socket pinned, so this cannot pull memory from under the kernel.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.frames as usize * FRAME_SIZE);
+            libc::munmap(
+                self.base.as_ptr().cast(),
+                self.frames as usize * self.frame_size,
+            );
         }
     }
 }

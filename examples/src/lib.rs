@@ -2,17 +2,25 @@
 //!
 //! * `vwire-nse`: an icmp-responder network service endpoint. It hands out point-to-point IPv4
 //!   addresses from a CIDR pool and answers the KERNEL mechanism with an interface name and its own
-//!   network namespace (see [`nse`], [`ipam`], [`path`]).
-//! * `vwire-nsc`: a client that requests one connection, prints it, refreshes it and closes it on
-//!   SIGTERM/SIGINT (see [`nsc`]).
+//!   network namespace, and (with `--mechanism memif`) the MEMIF mechanism with a memif server of
+//!   its own per connection (see [`nse`], [`ipam`], [`path`]).
+//! * `vwire-nsc`: a client that requests one KERNEL or MEMIF connection, prints it, refreshes it
+//!   and closes it on SIGTERM/SIGINT (see [`nsc`]).
+//!
+//! With MEMIF, both run a [`memif_app`]: vwire's own memif driver and port, with a small host
+//! behind it ([`responder`]: ARP, neighbour discovery, ICMP echo) that can ping its peer
+//! ([`pinger`]).
 //!
 //! Both speak the NSM `networkservice` API from `vwire-proto` over `unix://` or `tcp://`
 //! ([`transport`]).
 
 pub mod ipam;
+pub mod memif_app;
 pub mod nsc;
 pub mod nse;
 pub mod path;
+pub mod pinger;
+pub mod responder;
 pub mod transport;
 
 /// Installs a `tracing` subscriber writing to stderr (level from `RUST_LOG`, default `info`).
@@ -54,4 +62,32 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// This process's network namespace as a KERNEL `inodeURL` parameter: `file:///proc/<pid>/ns/net`.
 pub fn own_netns_url() -> String {
     format!("file:///proc/{}/ns/net", std::process::id())
+}
+
+/// The mechanism a workload uses or offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum MechanismKind {
+    /// A kernel interface (veth) in this process's network namespace.
+    Kernel,
+    /// A memif interface answered by this process ([`memif_app`]).
+    Memif,
+}
+
+impl MechanismKind {
+    /// The NSM mechanism type string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kernel => "KERNEL",
+            Self::Memif => "MEMIF",
+        }
+    }
+}
+
+/// Writes `line` and a newline to stdout and flushes, in one piece even when several threads
+/// print.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

@@ -1,4 +1,5 @@
-//! The client behind `vwire-nsc`: its command line, the request it sends, and its refresh timing.
+//! The client behind `vwire-nsc`: its command line, the request it sends, its refresh timing, and
+//! (with `--mechanism memif`) the memif interface it runs on the socket the forwarder returns.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -7,7 +8,12 @@ use clap::{Parser, ValueEnum};
 use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
+use crate::memif_app::{
+    first_ip, mac_from_seed, mode_from_payload, AppConfig, MemifAppError, PingArgs,
+};
 use crate::transport::GrpcUrl;
+use crate::MechanismKind;
+use vwire_mechanisms::memif::port::Role;
 
 /// `Connection.payload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,8 +40,18 @@ impl Payload {
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "vwire-nsc",
-    about = "NSM client: requests one KERNEL connection, prints `connected <id> <src ip> <dst ip>`, \
-             refreshes it, and closes it on SIGTERM/SIGINT"
+    about = "NSM client: requests one KERNEL or MEMIF connection, prints `connected <id> <src ip> \
+             <dst ip>`, refreshes it, and closes it on SIGTERM/SIGINT",
+    long_about = "NSM client: requests one KERNEL or MEMIF connection, prints `connected <id> <src ip> \
+                  <dst ip>`, refreshes it, and closes it on SIGTERM/SIGINT.\n\n\
+                  With --mechanism memif it offers {LOCAL, MEMIF, {inodeURL: file:///proc/<pid>/ns/net}} \
+                  and becomes the memif client (id 0, one queue pair, no secret; ethernet or IP mode \
+                  from the connection's payload) of the abstract socket returned in \
+                  mechanism.parameters.socketfile, in its own network namespace. Behind it, this \
+                  process answers ARP and ICMP echo for its address (src_ip_addrs[0]) and can ping \
+                  the endpoint (dst_ip_addrs[0]) with --ping-count. The `connected` line is printed \
+                  right after the Request succeeds, before the memif link is up; the \
+                  `ping <peer ip> <received>/<sent>` line once the pings are done."
 )]
 pub struct NscArgs {
     /// The forwarder's (or NSE's) NSM API: unix:///path or tcp://host:port.
@@ -62,6 +78,13 @@ pub struct NscArgs {
     /// Deadline of each Request and Close (same syntax).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// The mechanism to request: kernel (an interface named --iface) or memif (this process
+    /// is the memif client and answers ARP and ICMP echo itself; --iface names the memif).
+    #[arg(long, value_enum, ignore_case = true, default_value = "kernel")]
+    pub mechanism: MechanismKind,
+    /// Pinging over MEMIF.
+    #[command(flatten)]
+    pub ping: PingArgs,
 }
 
 /// Parses `<n>ms`, `<n>s`, `<n>m`, `<n>h` or a plain number of seconds (`n` may have a fraction).
@@ -104,16 +127,62 @@ impl NscArgs {
         self.refresh.unwrap_or(self.token_lifetime / 5)
     }
 
-    /// The KERNEL mechanism preference for this client's namespace.
+    /// The mechanism preference for this client's namespace: KERNEL with `inodeURL` and
+    /// `name`, or MEMIF with `inodeURL` only.
     pub fn mechanism_preferences(&self) -> Vec<Mechanism> {
+        let mut parameters = HashMap::from([("inodeURL".to_string(), crate::own_netns_url())]);
+        if self.mechanism == MechanismKind::Kernel {
+            parameters.insert("name".to_string(), self.iface.clone());
+        }
         vec![Mechanism {
             cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters: HashMap::from([
-                ("inodeURL".to_string(), crate::own_netns_url()),
-                ("name".to_string(), self.iface.clone()),
-            ]),
+            r#type: self.mechanism.as_str().into(),
+            parameters,
         }]
+    }
+
+    /// The memif interface for connection `conn` as the forwarder returned it: the client of
+    /// `mechanism.parameters.socketfile` in this namespace, mode from `payload` (this client's
+    /// `--payload` if the connection has none), own address `src_ip_addrs[0]`, peer
+    /// `dst_ip_addrs[0]`.
+    pub fn memif_app_config(&self, conn: &Connection) -> Result<AppConfig, MemifAppError> {
+        let m = conn.mechanism.as_ref();
+        let ty = m.map_or("", |m| m.r#type.as_str());
+        if ty != "MEMIF" {
+            return Err(MemifAppError::NotMemif(ty.to_string()));
+        }
+        let socket = m
+            .and_then(|m| m.parameters.get("socketfile"))
+            .filter(|s| !s.is_empty())
+            .ok_or(MemifAppError::NoSocket)?;
+        let payload = if conn.payload.is_empty() {
+            self.payload.as_str()
+        } else {
+            conn.payload.as_str()
+        };
+        let ip = conn
+            .context
+            .as_ref()
+            .and_then(|c| c.ip_context.clone())
+            .unwrap_or_default();
+        let own = first_ip(
+            &ip.src_ip_addrs,
+            "connection.context.ip_context.src_ip_addrs",
+        )?;
+        let peer = first_ip(
+            &ip.dst_ip_addrs,
+            "connection.context.ip_context.dst_ip_addrs",
+        )?;
+        Ok(AppConfig {
+            name: self.iface.clone(),
+            socket: socket.clone(),
+            role: Role::Client,
+            mode: mode_from_payload(payload)?,
+            own,
+            peer,
+            mac: mac_from_seed(&format!("nsc/{}/{own}", conn.id)),
+            ping: self.ping.spec(),
+        })
     }
 
     /// The first Request for a connection with id `id`, its token expiring at `now + lifetime`.
@@ -260,6 +329,114 @@ mod tests {
         ] {
             assert!(NscArgs::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn memif_preference_and_interface() {
+        let a = NscArgs::try_parse_from([
+            "vwire-nsc",
+            "--connect",
+            "unix:///x",
+            "--mechanism",
+            "memif",
+            "--payload",
+            "IP",
+            "--ping-count",
+            "3",
+            "--ping-size",
+            "3000",
+        ])
+        .unwrap();
+        let m = &a
+            .initial_request("c1", SystemTime::now())
+            .mechanism_preferences[0];
+        assert_eq!((m.cls.as_str(), m.r#type.as_str()), ("LOCAL", "MEMIF"));
+        assert_eq!(
+            m.parameters,
+            HashMap::from([("inodeURL".to_string(), crate::own_netns_url())])
+        );
+
+        let mut reply = Connection {
+            id: "c1".into(),
+            payload: "IP".into(),
+            mechanism: Some(Mechanism {
+                cls: "LOCAL".into(),
+                r#type: "MEMIF".into(),
+                parameters: HashMap::from([(
+                    "socketfile".to_string(),
+                    "@/tmp/memif/f1/memif.socket".to_string(),
+                )]),
+            }),
+            context: Some(ConnectionContext {
+                ip_context: Some(IpContext {
+                    src_ip_addrs: vec!["172.16.1.101/32".into()],
+                    dst_ip_addrs: vec!["172.16.1.100/32".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cfg = a.memif_app_config(&reply).unwrap();
+        assert_eq!(cfg.socket, "@/tmp/memif/f1/memif.socket");
+        assert_eq!(cfg.role, Role::Client);
+        assert_eq!(cfg.mode, vwire_mechanisms::memif::msg::Mode::Ip);
+        assert_eq!(cfg.own.to_string(), "172.16.1.101");
+        assert_eq!(cfg.peer.to_string(), "172.16.1.100");
+        assert_eq!(cfg.name, "nsm-1");
+        assert_eq!(
+            cfg.ping,
+            Some(crate::pinger::PingSpec {
+                count: 3,
+                size: 3000
+            })
+        );
+        assert_eq!(&cfg.mac[..2], &[0x02, 0xfe]);
+        assert_eq!(
+            a.memif_app_config(&reply).unwrap(),
+            cfg,
+            "stable for a refresh"
+        );
+
+        reply.payload = "ETHERNET".into();
+        assert_eq!(
+            a.memif_app_config(&reply).unwrap().mode,
+            vwire_mechanisms::memif::msg::Mode::Ethernet
+        );
+        let mut no_socket = reply.clone();
+        no_socket.mechanism.as_mut().unwrap().parameters.clear();
+        assert!(matches!(
+            a.memif_app_config(&no_socket),
+            Err(MemifAppError::NoSocket)
+        ));
+        let mut kernel = reply.clone();
+        kernel.mechanism.as_mut().unwrap().r#type = "KERNEL".into();
+        assert!(matches!(
+            a.memif_app_config(&kernel),
+            Err(MemifAppError::NotMemif(_))
+        ));
+        let mut no_ip = reply;
+        no_ip.context = None;
+        let e = a.memif_app_config(&no_ip).unwrap_err();
+        assert!(e.to_string().contains("src_ip_addrs"), "{e}");
+
+        for bad in [
+            &["vwire-nsc", "--connect", "unix:///x", "--mechanism", "vfio"][..],
+            &[
+                "vwire-nsc",
+                "--connect",
+                "unix:///x",
+                "--ping-size",
+                "10000",
+            ],
+            &["vwire-nsc", "--connect", "unix:///x", "--ping-count", "-1"],
+        ] {
+            assert!(NscArgs::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let d = NscArgs::try_parse_from(["vwire-nsc", "--connect", "unix:///x"]).unwrap();
+        assert_eq!(d.mechanism, MechanismKind::Kernel);
+        assert_eq!(d.ping.spec(), None);
+        assert_eq!(d.ping.ping_size, 56);
     }
 
     #[test]

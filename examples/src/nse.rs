@@ -1,30 +1,53 @@
 //! The icmp-responder network service endpoint behind `vwire-nse`.
 //!
-//! A Request runs: validate → pick a mechanism → updatepath → IPAM → fill in the mechanism and the
-//! IP context → restore the caller's path view. The kernel does the actual ICMP answering once the
-//! forwarder has put the interface and addresses into this process's network namespace.
+//! A Request runs: validate → pick a mechanism → updatepath → IPAM → fill in the IP context →
+//! the mechanism handler answers (it sees the addresses) → restore the caller's path view. If
+//! the handler fails, a pair allocated by this Request is freed again.
 //!
-//! Mechanisms are [`MechanismHandler`]s; KERNEL is the only one so far ([`Kernel`]). Adding MEMIF
-//! means writing another handler and listing it in [`Nse::new`].
+//! Mechanisms are [`MechanismHandler`]s, offered in the order of `--mechanism`; the first of the
+//! client's preferences that one of them handles is used.
+//! - [`Kernel`]: the kernel does the ICMP answering once the forwarder has put the interface and
+//!   addresses into this process's network namespace.
+//! - [`Memif`]: one memif server per connection on an abstract socket in this namespace, with
+//!   the host of [`crate::memif_app`] behind it answering ARP and ICMP echo (and pinging the
+//!   client with `--ping-count`). A refresh keeps the running server untouched; Close, and the
+//!   endpoint's shutdown, stop it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use tonic::{Request, Response, Status};
+use vwire_mechanisms::memif::port::Role;
 use vwire_proto::connection::{Connection, Mechanism, State};
 use vwire_proto::connectioncontext::{ConnectionContext, IpContext, Route};
 use vwire_proto::networkservice::network_service_server::{NetworkService, NetworkServiceServer};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::ipam::{IpamError, P2pIpam};
+use crate::memif_app::{
+    first_ip, fnv1a, mac_from_seed, mode_from_payload, AppConfig, MemifApp, PingArgs,
+};
 use crate::path::{restore, update_path};
+use crate::pinger::{PingReport, PingSpec};
 use crate::transport::{GrpcUrl, TransportError};
+use crate::MechanismKind;
 
 /// `vwire-nse` command line.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "vwire-nse",
-    about = "NSM icmp-responder endpoint (KERNEL mechanism) for vwire tests"
+    about = "NSM icmp-responder endpoint (KERNEL and MEMIF mechanisms) for vwire tests",
+    long_about = "NSM icmp-responder endpoint (KERNEL and MEMIF mechanisms) for vwire tests.\n\n\
+                  KERNEL: answers with {inodeURL: file:///proc/<pid>/ns/net, name: nse-<id>}; the \
+                  kernel answers pings once the forwarder configured the interface.\n\
+                  MEMIF (with --mechanism memif or kernel,memif): for each connection, a memif \
+                  server (id 0, ethernet or IP mode from the connection's payload) on the abstract \
+                  socket @vwire-nse/<8 hex of a hash of the connection id>/memif.socket in this \
+                  network namespace, answered with {socketfile, inodeURL}. Behind it this process \
+                  answers ARP and ICMP echo for the endpoint address (dst_ip_addrs[0]) and, with \
+                  --ping-count, pings the client address (src_ip_addrs[0]) once the memif is \
+                  connected and prints `ping <peer ip> <received>/<sent>`. Close stops that server."
 )]
 pub struct NseArgs {
     /// Where to serve the NSM API: unix:///path or tcp://host:port.
@@ -40,6 +63,20 @@ pub struct NseArgs {
     /// The network service this endpoint provides (requests for others are served with a warning).
     #[arg(long, default_value = "icmp-responder")]
     pub service: String,
+    /// The mechanisms offered, comma-separated (kernel, memif; e.g. `kernel,memif`). The
+    /// client's first preference of one of these types is used.
+    #[arg(
+        long = "mechanism",
+        visible_alias = "mechanisms",
+        value_enum,
+        value_delimiter = ',',
+        ignore_case = true,
+        default_value = "kernel"
+    )]
+    pub mechanisms: Vec<MechanismKind>,
+    /// Pinging over MEMIF.
+    #[command(flatten)]
+    pub ping: PingArgs,
 }
 
 /// The server side of one mechanism type.
@@ -47,8 +84,29 @@ pub trait MechanismHandler: Send + Sync {
     /// The mechanism `type` string, e.g. `KERNEL`.
     fn mechanism_type(&self) -> &'static str;
     /// Returns the mechanism this endpoint answers with for connection `conn` (whose `id` is this
-    /// hop's own id), given what the client offered.
+    /// hop's own id and whose `context.ip_context` already holds the addresses), given what the
+    /// client offered. Called again for every refresh.
     fn accept(&self, conn: &Connection, offered: &Mechanism) -> Result<Mechanism, Status>;
+    /// Releases what [`MechanismHandler::accept`] set up for connection `conn_id` (this hop's
+    /// id), if anything. Called on Close, and when a refresh selected another mechanism type.
+    fn close(&self, _conn_id: &str) {}
+    /// Releases everything (the endpoint is stopping).
+    fn close_all(&self) {}
+}
+
+impl<T: MechanismHandler + ?Sized> MechanismHandler for Arc<T> {
+    fn mechanism_type(&self) -> &'static str {
+        (**self).mechanism_type()
+    }
+    fn accept(&self, conn: &Connection, offered: &Mechanism) -> Result<Mechanism, Status> {
+        (**self).accept(conn, offered)
+    }
+    fn close(&self, conn_id: &str) {
+        (**self).close(conn_id);
+    }
+    fn close_all(&self) {
+        (**self).close_all();
+    }
 }
 
 /// KERNEL: the interface lives in this process's network namespace.
@@ -87,6 +145,162 @@ impl MechanismHandler for Kernel {
     }
 }
 
+/// MEMIF: a memif server per connection, answered by this process. See the module docs.
+pub struct Memif {
+    ping: Option<PingSpec>,
+    on_report: Arc<dyn Fn(PingReport) + Send + Sync>,
+    apps: Mutex<HashMap<String, MemifApp>>,
+}
+
+/// The abstract memif socket of a connection: `@vwire-nse/<8 hex of FNV-1a(conn id)>/memif.socket`,
+/// or with `-<attempt>` after the hash when an earlier name was taken.
+pub fn memif_socket_name(conn_id: &str, attempt: u32) -> String {
+    let h = fnv1a(conn_id.as_bytes());
+    if attempt == 0 {
+        format!("@vwire-nse/{h:08x}/memif.socket")
+    } else {
+        format!("@vwire-nse/{h:08x}-{attempt}/memif.socket")
+    }
+}
+
+/// Names tried for one connection's socket before giving up.
+const SOCKET_ATTEMPTS: u32 = 4;
+
+impl Memif {
+    /// A handler whose servers ping the client with `ping` (if set) and hand the result to
+    /// `on_report`.
+    pub fn new(ping: Option<PingSpec>, on_report: Arc<dyn Fn(PingReport) + Send + Sync>) -> Self {
+        Self {
+            ping,
+            on_report,
+            apps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MemifApp>> {
+        self.apps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many memif servers run.
+    pub fn servers(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The running server of connection `conn_id` (this hop's id): whether a client is
+    /// connected, and its socket.
+    pub fn server(&self, conn_id: &str) -> Option<(bool, String)> {
+        self.lock()
+            .get(conn_id)
+            .map(|a| (a.is_connected(), a.config().socket.clone()))
+    }
+}
+
+fn memif_mechanism(offered: &Mechanism, socket: &str) -> Mechanism {
+    let mut m = offered.clone();
+    m.cls = "LOCAL".into();
+    m.r#type = "MEMIF".into();
+    m.parameters.insert("socketfile".into(), socket.to_string());
+    m.parameters
+        .insert("inodeURL".into(), crate::own_netns_url());
+    m
+}
+
+impl MechanismHandler for Memif {
+    fn mechanism_type(&self) -> &'static str {
+        "MEMIF"
+    }
+
+    fn accept(&self, conn: &Connection, offered: &Mechanism) -> Result<Mechanism, Status> {
+        let bad = |e: crate::memif_app::MemifAppError| Status::invalid_argument(e.to_string());
+        let mode = mode_from_payload(&conn.payload).map_err(bad)?;
+        let ip = conn
+            .context
+            .as_ref()
+            .and_then(|c| c.ip_context.clone())
+            .unwrap_or_default();
+        let own = first_ip(
+            &ip.dst_ip_addrs,
+            "connection.context.ip_context.dst_ip_addrs",
+        )
+        .map_err(bad)?;
+        let peer = first_ip(
+            &ip.src_ip_addrs,
+            "connection.context.ip_context.src_ip_addrs",
+        )
+        .map_err(bad)?;
+        let mut apps = self.lock();
+        if let Some(app) = apps.get(&conn.id) {
+            let c = app.config();
+            if (c.mode, c.own, c.peer) == (mode, own, peer) {
+                // A refresh: the server keeps running, untouched.
+                return Ok(memif_mechanism(offered, &c.socket));
+            }
+        }
+        if let Some(old) = apps.remove(&conn.id) {
+            tracing::info!(id = %conn.id, "memif: the connection changed; restarting its server");
+            old.stop(); // frees its socket name first
+        }
+        let mut last = None;
+        for attempt in 0..SOCKET_ATTEMPTS {
+            let cfg = AppConfig {
+                name: kernel_iface_name(&conn.id),
+                socket: memif_socket_name(&conn.id, attempt),
+                role: Role::Server,
+                mode,
+                own,
+                peer,
+                mac: mac_from_seed(&format!("nse/{}/{own}", conn.id)),
+                ping: self.ping,
+            };
+            let on_report = self.on_report.clone();
+            match MemifApp::start(cfg, Some(Box::new(move |r| on_report(r)))) {
+                Ok(app) => {
+                    let c = app.config();
+                    tracing::info!(
+                        id = %conn.id,
+                        socket = %c.socket,
+                        mode = ?c.mode,
+                        mac = %crate::memif_app::format_mac(&c.mac),
+                        "memif server {own} <- {peer}"
+                    );
+                    let m = memif_mechanism(offered, &c.socket);
+                    apps.insert(conn.id.clone(), app);
+                    return Ok(m);
+                }
+                Err(e) if e.is_addr_in_use() => last = Some(e),
+                Err(e) => {
+                    return Err(Status::internal(format!(
+                        "starting the memif server for connection {}: {e}",
+                        conn.id
+                    )))
+                }
+            }
+        }
+        Err(Status::unavailable(format!(
+            "no free memif socket name for connection {}: {}",
+            conn.id,
+            last.map_or_else(String::new, |e| e.to_string())
+        )))
+    }
+
+    fn close(&self, conn_id: &str) {
+        let app = self.lock().remove(conn_id);
+        if let Some(app) = app {
+            let socket = app.config().socket.clone();
+            app.stop();
+            tracing::info!(id = %conn_id, %socket, "memif server stopped");
+        }
+    }
+
+    fn close_all(&self) {
+        let apps: Vec<(String, MemifApp)> = self.lock().drain().collect();
+        for (id, app) in apps {
+            app.stop();
+            tracing::info!(id = %id, "memif server stopped");
+        }
+    }
+}
+
 /// The endpoint.
 pub struct Nse {
     name: String,
@@ -104,6 +318,50 @@ impl Nse {
             ipam: Mutex::new(P2pIpam::new(cidr)?),
             mechanisms: vec![Box::new(Kernel)],
         })
+    }
+
+    /// An endpoint with the given mechanism handlers, in order of preference.
+    pub fn with_mechanisms(
+        name: &str,
+        service: &str,
+        cidr: &str,
+        mechanisms: Vec<Box<dyn MechanismHandler>>,
+    ) -> Result<Self, IpamError> {
+        Ok(Self {
+            mechanisms,
+            ..Self::new(name, service, cidr)?
+        })
+    }
+
+    /// The endpoint `vwire-nse` runs for `args`: the `--mechanism` list (duplicates ignored), its
+    /// memif servers printing their ping line on stdout.
+    pub fn from_args(args: &NseArgs) -> Result<Self, IpamError> {
+        let mut kinds: Vec<MechanismKind> = Vec::new();
+        for k in &args.mechanisms {
+            if !kinds.contains(k) {
+                kinds.push(*k);
+            }
+        }
+        let handlers = kinds
+            .into_iter()
+            .map(|k| -> Box<dyn MechanismHandler> {
+                match k {
+                    MechanismKind::Kernel => Box::new(Kernel),
+                    MechanismKind::Memif => Box::new(Memif::new(
+                        args.ping.spec(),
+                        Arc::new(|r: PingReport| crate::print_line(&r.to_string())),
+                    )),
+                }
+            })
+            .collect();
+        Self::with_mechanisms(&args.name, &args.service, &args.cidr, handlers)
+    }
+
+    /// Stops everything the mechanisms hold (memif servers).
+    pub fn shutdown(&self) {
+        for h in &self.mechanisms {
+            h.close_all();
+        }
     }
 
     fn supported(&self) -> String {
@@ -165,7 +423,6 @@ impl Nse {
             );
         }
         let caller = update_path(&mut conn, &self.name)?;
-        let mechanism = handler.accept(&conn, &offered)?;
 
         let ctx = conn.context.get_or_insert_with(ConnectionContext::default);
         let ip = ctx.ip_context.get_or_insert_with(IpContext::default);
@@ -188,13 +445,28 @@ impl Nse {
             prefix: nsc.clone(),
             ..Default::default()
         }];
+        let mechanism = match handler.accept(&conn, &offered) {
+            Ok(m) => m,
+            Err(s) => {
+                if !refresh {
+                    self.lock_ipam().free(&conn.id);
+                }
+                return Err(s);
+            }
+        };
+        // A refresh that switched mechanism type: the others release what they held.
+        for h in &self.mechanisms {
+            if h.mechanism_type() != handler.mechanism_type() {
+                h.close(&conn.id);
+            }
+        }
         conn.mechanism = Some(mechanism);
         conn.set_state(State::Up);
         conn.network_service_endpoint_name = self.name.clone();
         let iface = conn
             .mechanism
             .as_ref()
-            .and_then(|m| m.parameters.get("name"))
+            .and_then(|m| m.parameters.get("name").or(m.parameters.get("socketfile")))
             .map_or("", String::as_str);
         if refresh {
             tracing::debug!(id = %conn.id, iface, "refresh: nse {nse} nsc {nsc}");
@@ -210,9 +482,13 @@ impl Nse {
         Ok(conn)
     }
 
-    /// Handles a Close: frees the connection's addresses. An unknown connection is not an error.
+    /// Handles a Close: stops what the mechanisms hold for the connection and frees its
+    /// addresses. An unknown connection is not an error.
     pub fn handle_close(&self, mut conn: Connection) -> Result<(), Status> {
         update_path(&mut conn, &self.name)?;
+        for h in &self.mechanisms {
+            h.close(&conn.id);
+        }
         match self.lock_ipam().free(&conn.id) {
             Some(p) => tracing::info!(id = %conn.id, "close: freed {} and {}", p.nse, p.nsc),
             None => tracing::info!(id = %conn.id, "close: unknown connection"),
@@ -239,7 +515,8 @@ impl NetworkService for Nse {
     }
 }
 
-/// Serves `nse` (and grpc.health.v1, SERVING) on `url` until `shutdown` resolves.
+/// Serves `nse` (and grpc.health.v1, SERVING) on `url` until `shutdown` resolves, then stops
+/// what its mechanisms hold ([`Nse::shutdown`]).
 pub async fn run(
     nse: Nse,
     url: &GrpcUrl,
@@ -247,15 +524,232 @@ pub async fn run(
 ) -> Result<(), TransportError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NetworkServiceServer<Nse>>().await;
+    let nse = Arc::new(nse);
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(NetworkServiceServer::from_arc(Arc::new(nse)));
-    crate::transport::serve(router, url, shutdown).await
+        .add_service(NetworkServiceServer::from_arc(nse.clone()));
+    let r = crate::transport::serve(router, url, shutdown).await;
+    nse.shutdown();
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    use vwire_mechanisms::memif::msg::Mode;
+    use vwire_proto::connection::{Path, PathSegment};
+
+    fn nsc_conn(id: &str, payload: &str) -> Connection {
+        Connection {
+            id: id.into(),
+            network_service: "icmp-responder".into(),
+            payload: payload.into(),
+            path: Some(Path {
+                index: 0,
+                path_segments: vec![PathSegment {
+                    name: "nsc-1".into(),
+                    id: id.into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn memif_pref() -> Mechanism {
+        Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "MEMIF".into(),
+            ..Default::default()
+        }
+    }
+
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn args_choose_mechanisms_and_ping() {
+        let a = NseArgs::try_parse_from(["vwire-nse", "--listen", "unix:///x"]).unwrap();
+        assert_eq!(a.mechanisms, [MechanismKind::Kernel]);
+        assert_eq!(a.ping.spec(), None);
+        let a = NseArgs::try_parse_from([
+            "vwire-nse",
+            "--listen",
+            "unix:///x",
+            "--mechanisms",
+            "memif,KERNEL",
+            "--ping-count",
+            "4",
+            "--ping-size",
+            "3000",
+        ])
+        .unwrap();
+        assert_eq!(a.mechanisms, [MechanismKind::Memif, MechanismKind::Kernel]);
+        assert_eq!(
+            a.ping.spec(),
+            Some(PingSpec {
+                count: 4,
+                size: 3000
+            })
+        );
+        let nse = Nse::from_args(&a).unwrap();
+        assert_eq!(nse.supported(), "MEMIF, KERNEL");
+        let a =
+            NseArgs::try_parse_from(["vwire-nse", "--listen", "unix:///x", "--mechanism", "memif"])
+                .unwrap();
+        assert_eq!(a.mechanisms, [MechanismKind::Memif]);
+        for bad in [
+            &["vwire-nse", "--listen", "unix:///x", "--mechanism", "vxlan"][..],
+            &[
+                "vwire-nse",
+                "--listen",
+                "unix:///x",
+                "--ping-size",
+                "100000",
+            ],
+        ] {
+            assert!(NseArgs::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// MEMIF through the endpoint's Request/Close, with a memif client app as the forwarder's
+    /// stand-in: the reply names the server's socket, both sides ping each other (3000 bytes from
+    /// the client), a refresh keeps the server and its link, a bad payload takes no addresses,
+    /// and Close stops the server and frees its socket name.
+    #[test]
+    fn memif_request_ping_refresh_and_close() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let memif = Arc::new(Memif::new(
+            Some(PingSpec {
+                count: 2,
+                size: 200,
+            }),
+            Arc::new(move |r| {
+                let _ = tx.lock().unwrap().send(("nse", r));
+            }),
+        ));
+        let nse = Nse::with_mechanisms(
+            "nse-1",
+            "icmp-responder",
+            "172.16.9.100/31",
+            vec![Box::new(Kernel), Box::new(memif.clone())],
+        )
+        .unwrap();
+        let req = |conn: Connection| NetworkServiceRequest {
+            connection: Some(conn),
+            mechanism_preferences: vec![memif_pref()],
+        };
+        let reply = nse.handle_request(req(nsc_conn("c1", "ETHERNET"))).unwrap();
+        let m = reply.mechanism.clone().unwrap();
+        assert_eq!((m.cls.as_str(), m.r#type.as_str()), ("LOCAL", "MEMIF"));
+        let nse_id = reply.path.as_ref().unwrap().path_segments[1].id.clone();
+        let socket = m.parameters["socketfile"].clone();
+        assert_eq!(socket, memif_socket_name(&nse_id, 0));
+        assert!(socket.starts_with("@vwire-nse/") && socket.ends_with("/memif.socket"));
+        assert_eq!(m.parameters["inodeURL"], crate::own_netns_url());
+        assert_eq!(memif.servers(), 1);
+
+        let (client_tx, client_rx) = mpsc::channel();
+        let client = MemifApp::start(
+            AppConfig {
+                name: "fwd".into(),
+                socket: socket.clone(),
+                role: Role::Client,
+                mode: Mode::Ethernet,
+                own: "172.16.9.101".parse().unwrap(),
+                peer: "172.16.9.100".parse().unwrap(),
+                mac: mac_from_seed("fwd"),
+                ping: Some(PingSpec {
+                    count: 2,
+                    size: 3000,
+                }),
+            },
+            Some(Box::new({
+                move |r| {
+                    let _ = client_tx.send(("nsc", r));
+                }
+            })),
+        )
+        .unwrap();
+        let (who, r) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the NSE's ping");
+        assert_eq!(
+            (who, r.to_string()),
+            ("nse", "ping 172.16.9.101 2/2".to_string())
+        );
+        let (who, r) = client_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the client's ping");
+        assert_eq!(
+            (who, r.to_string()),
+            ("nsc", "ping 172.16.9.100 2/2".to_string())
+        );
+
+        // A refresh: the same server, still connected; the link did not flap.
+        let rx_before = client.totals().rx_packets;
+        let again = nse.handle_request(req(reply.clone())).unwrap();
+        assert_eq!(again.mechanism.unwrap().parameters["socketfile"], socket);
+        assert_eq!(memif.server(&nse_id), Some((true, socket.clone())));
+        assert!(client.is_connected());
+        assert!(client.totals().rx_packets >= rx_before);
+
+        // A bad payload: InvalidArgument naming the field, and no addresses taken.
+        let e = nse.handle_request(req(nsc_conn("c2", "MPLS"))).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("connection.payload"), "{e:?}");
+        let c3 = nse.handle_request(req(nsc_conn("c3", "IP"))).unwrap();
+        let ip = c3.context.unwrap().ip_context.unwrap();
+        assert_eq!(ip.src_ip_addrs, ["172.16.9.103/32"]);
+        assert_eq!(memif.servers(), 2);
+
+        // Close: the server stops, the client sees its link go, the name is free.
+        nse.handle_close(reply).unwrap();
+        assert_eq!(memif.servers(), 1);
+        assert_eq!(memif.server(&nse_id), None);
+        wait_for("the client noticed the close", || !client.is_connected());
+        let rebind = MemifApp::start(
+            AppConfig {
+                name: "again".into(),
+                socket: socket.clone(),
+                role: Role::Server,
+                mode: Mode::Ethernet,
+                own: "10.0.0.1".parse().unwrap(),
+                peer: "10.0.0.2".parse().unwrap(),
+                mac: mac_from_seed("again"),
+                ping: None,
+            },
+            None,
+        );
+        assert!(rebind.is_ok(), "{:?}", rebind.err());
+        client.stop();
+        nse.shutdown();
+        assert_eq!(memif.servers(), 0);
+        assert!(rx.try_recv().is_err(), "one ping line per connection");
+    }
+
+    #[test]
+    fn socket_names_are_stable_and_distinct() {
+        let a = memif_socket_name("1b4e28ba-2fa1-11d2-883f-0016d3cca427", 0);
+        assert_eq!(
+            a,
+            memif_socket_name("1b4e28ba-2fa1-11d2-883f-0016d3cca427", 0)
+        );
+        assert_eq!(a.len(), "@vwire-nse/12345678/memif.socket".len());
+        assert_ne!(
+            a,
+            memif_socket_name("1b4e28ba-2fa1-11d2-883f-0016d3cca428", 0)
+        );
+        assert!(memif_socket_name("x", 2).contains("-2/"));
+    }
 
     #[test]
     fn iface_names_fit() {

@@ -372,6 +372,7 @@ impl Xconnect {
         sides: &mut [Building],
         built: &[Built],
     ) -> Result<(), Status> {
+        let t0 = std::time::Instant::now();
         let mtu = sides.first().and_then(|b| b.ctx.mtu);
         for (b, out) in sides.iter_mut().zip(built) {
             let (Some(nl), Plan::Kernel { name, .. }, Some(host_name)) =
@@ -431,6 +432,7 @@ impl Xconnect {
                     .map_err(kerr("applying the connection context"))?;
             }
         }
+        tracing::debug!(%id, ms = t0.elapsed().as_millis(), "interfaces and contexts ready");
         let mode = if ip_payload { Mode::Ip } else { Mode::Ethernet };
         let specs: Vec<PortSpec> = sides
             .iter()
@@ -464,7 +466,9 @@ impl Xconnect {
         // switches): off the runtime thread, but inside its context (memif tasks).
         let (dp, key) = (self.dataplane.clone(), id.to_string());
         tokio::task::spawn_blocking(move || {
+            let t1 = std::time::Instant::now();
             let mut dp = dp.lock().unwrap_or_else(|e| e.into_inner());
+            tracing::debug!(id = %key, ms = t1.elapsed().as_millis(), "dataplane lock");
             let core = dp
                 .as_mut()
                 .ok_or_else(|| Status::unavailable("the dataplane is stopping"))?;

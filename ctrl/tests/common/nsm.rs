@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -66,7 +67,44 @@ pub struct Setup {
     pub vw: Vwire,
     pub nse_proc: Proc,
     /// vwire-nse's stdout.
-    pub nse_out: BufReader<ChildStdout>,
+    pub nse_out: Lines,
+}
+
+/// A child's stdout, line by line, read on a thread so that waits can time out.
+pub struct Lines(mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn new(out: ChildStdout) -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line starting with `prefix` (others are skipped), within `limit`; fails naming
+    /// `what` otherwise.
+    pub fn wait(&self, prefix: &str, limit: Duration, what: &str) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{what} printed no {prefix:?} line within {limit:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("{what} exited before printing a {prefix:?} line")
+                }
+            }
+        }
+    }
 }
 
 /// Starts vwire and `vwire-nse` (with `nse_args` added to its command line).
@@ -98,7 +136,7 @@ pub fn setup(nse_args: &[&str]) -> Setup {
         .stderr(Stdio::null())
         .spawn()
         .expect("start vwire-nse");
-    let nse_out = BufReader::new(child.stdout.take().expect("stdout"));
+    let nse_out = Lines::new(child.stdout.take().expect("stdout"));
     let t0 = Instant::now();
     while !dir.join("nse.sock").exists() {
         assert!(
@@ -120,7 +158,7 @@ pub fn setup(nse_args: &[&str]) -> Setup {
 /// A running vwire-nsc and its stdout.
 pub struct Nsc {
     pub proc: Proc,
-    pub out: BufReader<ChildStdout>,
+    pub out: Lines,
     /// Its `connected <id> <src> <dst>` line.
     pub line: String,
 }
@@ -136,9 +174,8 @@ pub fn start_nsc(s: &Setup, extra: &[&str]) -> Nsc {
         .stderr(Stdio::null())
         .spawn()
         .expect("start vwire-nsc");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read");
+    let out = Lines::new(child.stdout.take().expect("stdout"));
+    let line = out.wait("", Duration::from_secs(20), "vwire-nsc");
     assert!(
         line.starts_with("connected "),
         "vwire-nsc: {line:?}\n{}",
@@ -148,19 +185,6 @@ pub fn start_nsc(s: &Setup, extra: &[&str]) -> Nsc {
         proc: Proc(child),
         out,
         line,
-    }
-}
-
-/// Reads lines from `out` until one starts with `prefix`; returns it (trimmed).
-pub fn wait_line(out: &mut BufReader<ChildStdout>, prefix: &str, what: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = out.read_line(&mut line).expect("read");
-        assert!(n > 0, "{what} exited before printing {prefix:?}");
-        if line.starts_with(prefix) {
-            return line.trim_end().to_string();
-        }
     }
 }
 
@@ -191,17 +215,19 @@ pub fn nothing_left(s: &Setup) {
     loop {
         let host = sh("ip -o link show");
         let nsc_socks = s.nsc.abstract_sockets();
+        let nse_socks = s.nse.abstract_sockets();
         let clean = !host.contains(" vwc")
             && !host.contains(" vwe")
             && !s.nsc.links().contains("nsm-")
             && !s.nse.links().contains("nse-")
-            && !nsc_socks.contains("/run/vwire/memif");
+            && !nsc_socks.contains("/run/vwire/memif")
+            && !nse_socks.contains("vwire-nse/");
         if clean {
             return;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(5),
-            "left behind:\nhost: {host}\nnsc: {}\nnse: {}\nnsc sockets: {nsc_socks}",
+            "left behind:\nhost: {host}\nnsc: {}\nnse: {}\nnsc sockets: {nsc_socks}\nnse sockets: {nse_socks}",
             s.nsc.links(),
             s.nse.links()
         );

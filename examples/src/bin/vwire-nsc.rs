@@ -1,14 +1,16 @@
-//! `vwire-nsc`: an NSM client. It requests one KERNEL connection, prints
+//! `vwire-nsc`: an NSM client. It requests one KERNEL or MEMIF connection, prints
 //! `connected <connection id> <src ip> <dst ip>` on stdout, refreshes the connection, and closes
-//! it on SIGTERM/SIGINT. See `--help`.
+//! it on SIGTERM/SIGINT. With MEMIF it runs the memif client and the host behind it, which may
+//! ping the endpoint and print `ping <peer ip> <received>/<sent>`. See `--help`.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use tonic::transport::Channel;
+use vwire_examples::memif_app::MemifApp;
 use vwire_examples::nsc::{connected_line, NscArgs};
+use vwire_examples::MechanismKind;
 use vwire_proto::connection::Connection;
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
@@ -23,6 +25,61 @@ async fn request(
     let mut req = tonic::Request::new(req);
     req.set_timeout(timeout);
     client.request(req).await.map(tonic::Response::into_inner)
+}
+
+async fn close(client: &mut NetworkServiceClient<Channel>, conn: &Connection, timeout: Duration) {
+    let mut req = tonic::Request::new(conn.clone());
+    req.set_timeout(timeout);
+    match client.close(req).await {
+        Ok(_) => tracing::info!("closed {}", conn.id),
+        Err(s) => eprintln!(
+            "vwire-nsc: close of {} failed: {:?}: {}",
+            conn.id,
+            s.code(),
+            s.message()
+        ),
+    }
+}
+
+/// With MEMIF: starts the memif client for `conn`, or keeps `running` if `conn` still asks for
+/// the same interface (a refresh).
+fn memif_for(
+    args: &NscArgs,
+    conn: &Connection,
+    running: Option<MemifApp>,
+) -> Result<Option<MemifApp>, String> {
+    if args.mechanism != MechanismKind::Memif {
+        return Ok(None);
+    }
+    let cfg = match args.memif_app_config(conn) {
+        Ok(cfg) => cfg,
+        Err(e) if running.is_some() => {
+            tracing::warn!("refresh: {e}; keeping the memif as it is");
+            return Ok(running);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(app) = running {
+        if *app.config() == cfg {
+            return Ok(Some(app));
+        }
+        tracing::warn!("the connection's memif changed; reconnecting: {cfg:?}");
+        app.stop();
+    }
+    tracing::info!(
+        socket = %cfg.socket,
+        mode = ?cfg.mode,
+        mac = %vwire_examples::memif_app::format_mac(&cfg.mac),
+        "memif client {} -> {}",
+        cfg.own,
+        cfg.peer
+    );
+    let on_report = Box::new(|r: vwire_examples::pinger::PingReport| {
+        vwire_examples::print_line(&r.to_string());
+    });
+    MemifApp::start(cfg, Some(on_report))
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -60,13 +117,20 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    let mut memif = match memif_for(&args, &conn, None) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vwire-nsc: {e}");
+            close(&mut client, &conn, args.request_timeout).await;
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.mechanism == MechanismKind::Kernel && args.ping.ping_count > 0 {
+        tracing::warn!("--ping-count is for MEMIF only: with KERNEL the kernel answers and pings");
+    }
     let line = connected_line(&conn);
     tracing::info!("{line}");
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
+    vwire_examples::print_line(&line);
 
     let period = args.refresh_period();
     'run: loop {
@@ -86,6 +150,13 @@ async fn main() -> ExitCode {
                             tracing::debug!("refreshed {}", c.id);
                         }
                         conn = c;
+                        memif = match memif_for(&args, &conn, memif.take()) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::warn!("refresh: {e}; no memif until the next refresh");
+                                None
+                            }
+                        };
                         break;
                     }
                     Err(s) => {
@@ -101,16 +172,10 @@ async fn main() -> ExitCode {
         }
     }
 
-    let mut close = tonic::Request::new(conn.clone());
-    close.set_timeout(args.request_timeout);
-    match client.close(close).await {
-        Ok(_) => tracing::info!("closed {}", conn.id),
-        Err(s) => eprintln!(
-            "vwire-nsc: close of {} failed: {:?}: {}",
-            conn.id,
-            s.code(),
-            s.message()
-        ),
+    // Our memif side first (it disconnects from the forwarder), then the connection.
+    if let Some(app) = memif.take() {
+        app.stop();
     }
+    close(&mut client, &conn, args.request_timeout).await;
     ExitCode::SUCCESS
 }

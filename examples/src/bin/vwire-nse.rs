@@ -1,4 +1,4 @@
-//! `vwire-nse`: an NSM icmp-responder endpoint for the KERNEL mechanism. See `--help`.
+//! `vwire-nse`: an NSM icmp-responder endpoint for the KERNEL and MEMIF mechanisms. See `--help`.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use vwire_examples::nse::{run, Nse, NseArgs};
 async fn main() -> ExitCode {
     let args = NseArgs::parse();
     vwire_examples::init_logging();
-    let nse = match Nse::new(&args.name, &args.service, &args.cidr) {
+    let nse = match Nse::from_args(&args) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("vwire-nse: --cidr: {e}");
@@ -18,12 +18,13 @@ async fn main() -> ExitCode {
     };
     let shutdown = vwire_examples::shutdown_signal();
     tracing::info!(
-        "{} serving {:?} on {} (pool {}, netns {})",
+        "{} serving {:?} on {} (pool {}, netns {}, mechanisms {:?})",
         args.name,
         args.service,
         args.listen,
         args.cidr,
-        vwire_examples::own_netns_url()
+        vwire_examples::own_netns_url(),
+        args.mechanisms
     );
     match run(nse, &args.listen, shutdown).await {
         Ok(()) => {
