@@ -15,6 +15,11 @@
 //! 4. [`apply_context`] on the peer: MTU, addresses, static neighbours, routes;
 //! 5. on Close, [`remove_context`] (optional when the veth goes anyway) and [`delete_veth`].
 //!
+//! For the REMOTE mechanisms (VXLAN, SRv6), whose outer Ethernet header vwire writes itself,
+//! [`neigh`] gives the kernel's next hop toward a remote tunnel endpoint ([`route_to`]), that
+//! next hop's MAC ([`resolve`], letting the kernel's ARP or neighbour discovery do the
+//! resolving) and the neighbour table's later changes ([`NeighWatcher`]).
+//!
 //! Every step is idempotent, because NSM refreshes a connection by repeating the whole Request:
 //! repeating it changes nothing in the kernel and never flaps the link. Every step is async on
 //! tokio and meant for the control thread; none blocks it.
@@ -29,16 +34,19 @@
 //! input is an error naming the culprit, never a panic.
 //!
 //! Layout: [`netns`] (namespaces and namespace threads), [`netlink`] (the per-namespace handle),
-//! [`link`] (veth pairs), [`context`] (addresses, routes, neighbours, MTU).
+//! [`link`] (veth pairs), [`context`] (addresses, routes, neighbours, MTU), [`neigh`] (next
+//! hops of tunnels and their MACs).
 
 pub mod context;
 pub mod link;
+pub mod neigh;
 pub mod netlink;
 pub mod netns;
 
 pub use context::{apply_context, remove_context, IpContextSpec, Neighbor, RouteSpec};
 pub use ipnet::IpNet;
 pub use link::{create_veth_into, delete_veth, VethPair, VethSpec};
+pub use neigh::{resolve, route_to, NeighError, NeighEvent, NeighWatcher, NextHop};
 pub use netlink::{LinkState, NetlinkIn};
 pub use netns::Netns;
 
