@@ -1,6 +1,11 @@
-//! vwire's XDP program, its XSKMAP, and the bpf_link that attaches it.
+//! vwire's XDP programs, their XSKMAP, and the bpf_link that attaches them.
 //!
-//! The program is six instructions, assembled here so that vwire needs neither clang nor libbpf:
+//! Two programs exist ([`XdpProgram`]): the default one below, for interfaces vwire owns, and
+//! the uplink's steering program ([`super::steer`]), for an interface shared with the host. Both
+//! are loaded, and their verifier errors reported, by the same code here.
+//!
+//! The default program is six instructions, assembled here so that vwire needs neither clang
+//! nor libbpf:
 //!
 //! ```text
 //! r2 = *(u32 *)(r1 + 16)     ; ctx->rx_queue_index
@@ -23,6 +28,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::abi::*;
+use super::steer::Steering;
 use super::AfXdpError;
 
 /// `usize` → `u32` for lengths of fixed, small arrays handed to the kernel.
@@ -111,6 +117,91 @@ pub fn program(map_fd: i32) -> [BpfInsn; 6] {
     ]
 }
 
+/// Which XDP program a port's interface gets. Both redirect through the same XSKMAP, keyed by
+/// receive queue, and pass frames of queues with no socket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpProgram {
+    /// Every frame of a served queue goes to its socket ([`program`]): for an interface vwire
+    /// owns, such as the host side of an NSM veth.
+    #[default]
+    QueueRedirect,
+    /// Only vwire's tunnel traffic goes to the sockets, everything else to the kernel
+    /// ([`super::steer`]): for the node's uplink, shared with the host stack.
+    Steer(Steering),
+}
+
+impl XdpProgram {
+    /// The program's instructions with the XSKMAP `map_fd` patched in.
+    pub fn instructions(&self, map_fd: i32) -> Result<Vec<BpfInsn>, AfXdpError> {
+        match self {
+            Self::QueueRedirect => Ok(program(map_fd).to_vec()),
+            Self::Steer(s) => s.program(map_fd),
+        }
+    }
+
+    /// The program's name in the kernel (`bpftool prog`, `ip link`).
+    fn name(&self) -> &'static str {
+        match self {
+            Self::QueueRedirect => "vwire_xsk",
+            Self::Steer(_) => "vwire_steer",
+        }
+    }
+}
+
+/// Size of the verifier log fetched when a load fails. The log of a refused load lists the
+/// instructions of the paths explored up to the fault: 2.8 KiB for the steering program with its
+/// UDP bounds check removed (kernel 6.18); a whole-program log of its 65 instructions and dozen
+/// paths stays far below this.
+const VERIFIER_LOG: usize = 256 * 1024;
+
+/// Loads `insns` as an XDP program. The first attempt runs without a verifier log: with a log
+/// requested, the kernel fails even a valid program with ENOSPC when the log outgrows the buffer
+/// (seen on 6.18 with a 64-byte buffer; the steering program's success log is about 100 bytes).
+/// If the load fails, a second attempt fetches the log, returned in [`AfXdpError::Verifier`].
+fn load(ifname: &str, insns: &[BpfInsn], name: &str) -> Result<OwnedFd, AfXdpError> {
+    let license = CString::new("GPL").unwrap_or_default();
+    let attempt = |log: &mut [u8]| {
+        let attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_XDP,
+            insn_cnt: len32(insns),
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: len32(log),
+            log_buf: if log.is_empty() {
+                0
+            } else {
+                log.as_mut_ptr() as u64
+            },
+            prog_name: name16(name),
+            expected_attach_type: BPF_XDP,
+            ..Default::default()
+        };
+        bpf(
+            BPF_PROG_LOAD,
+            (&attr as *const ProgLoadAttr).cast(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    let source = match attempt(&mut []) {
+        Ok(fd) => return Ok(owned(fd)),
+        Err(e) => e,
+    };
+    let mut log = vec![0u8; VERIFIER_LOG];
+    match attempt(&mut log) {
+        // The first failure was transient (EAGAIN from a signal during verification).
+        Ok(fd) => Ok(owned(fd)),
+        Err(_) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(AfXdpError::Verifier {
+                ifname: ifname.to_string(),
+                source,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
+        }
+    }
+}
+
 /// How the program ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpMode {
@@ -131,9 +222,19 @@ pub struct XdpAttachment {
 }
 
 impl XdpAttachment {
-    /// Loads the program and attaches it to `ifindex`: native mode if the driver supports it
-    /// (and `allow_native`), otherwise generic mode.
+    /// Loads the default program ([`XdpProgram::QueueRedirect`]) and attaches it to `ifindex`:
+    /// native mode if the driver supports it (and `allow_native`), otherwise generic mode.
     pub fn attach(ifname: &str, ifindex: u32, allow_native: bool) -> Result<Self, AfXdpError> {
+        Self::attach_program(ifname, ifindex, allow_native, &XdpProgram::QueueRedirect)
+    }
+
+    /// Loads `program` and attaches it to `ifindex`, as [`XdpAttachment::attach`] does.
+    pub fn attach_program(
+        ifname: &str,
+        ifindex: u32,
+        allow_native: bool,
+        program: &XdpProgram,
+    ) -> Result<Self, AfXdpError> {
         let err = |what: &'static str| {
             move |source| AfXdpError::Bpf {
                 ifname: ifname.to_string(),
@@ -157,36 +258,8 @@ impl XdpAttachment {
             )
             .map_err(err("creating the XSKMAP"))?,
         );
-        let insns = program(map.as_raw_fd());
-        let license = CString::new("GPL").unwrap_or_default();
-        let mut log = vec![0u8; 4096];
-        let prog_attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: len32(&insns),
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            log_level: 1,
-            log_size: len32(&log),
-            log_buf: log.as_mut_ptr() as u64,
-            prog_name: name16("vwire_xsk"),
-            expected_attach_type: BPF_XDP,
-            ..Default::default()
-        };
-        let prog = match bpf(
-            BPF_PROG_LOAD,
-            (&prog_attr as *const ProgLoadAttr).cast(),
-            std::mem::size_of_val(&prog_attr),
-        ) {
-            Ok(fd) => owned(fd),
-            Err(source) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                return Err(AfXdpError::Verifier {
-                    ifname: ifname.to_string(),
-                    source,
-                    log: String::from_utf8_lossy(&log[..end]).into_owned(),
-                });
-            }
-        };
+        let insns = program.instructions(map.as_raw_fd())?;
+        let prog = load(ifname, &insns, program.name())?;
         let link = |flags: u32| {
             let a = LinkCreateAttr {
                 prog_fd: prog.as_raw_fd() as u32,

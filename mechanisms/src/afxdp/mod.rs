@@ -12,19 +12,26 @@
 //! Modes: native XDP where the driver has it, generic XDP otherwise; zero-copy where the driver
 //! has it, copy mode otherwise (veth has native XDP but no zero-copy).
 //!
+//! On an interface shared with the host stack (the node's uplink), the port is opened with the
+//! steering program instead ([`steer`], chosen by [`PortOptions::program`]): only vwire's VXLAN
+//! and SRv6 traffic goes to the sockets, everything else to the kernel.
+//!
 //! Layout: [`abi`] (kernel structures), [`ring`] (ring arithmetic and mapped rings: the pure
-//! core), [`bpf`] (program, map, link), [`socket`] (socket setup, cold path), [`port`] (the
-//! [`vwire_dataplane::Port`] driver, hot path).
+//! core), [`bpf`] (program, map, link), [`steer`] (the uplink's steering program: pure builder),
+//! [`socket`] (socket setup, cold path), [`port`] (the [`vwire_dataplane::Port`] driver, hot
+//! path).
 
 pub mod abi;
 pub mod bpf;
 pub mod port;
 pub mod ring;
 pub mod socket;
+pub mod steer;
 
-pub use bpf::XdpMode;
+pub use bpf::{XdpMode, XdpProgram};
 pub use port::AfXdpPort;
 pub use socket::{rx_queue_count, PortOptions, Umem, FRAMES_PER_QUEUE};
+pub use steer::Steering;
 
 /// Errors of the AF_XDP mechanism.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,17 @@ pub enum AfXdpError {
         source: std::io::Error,
         /// the verifier log
         log: String,
+    },
+    /// the steering configuration is invalid
+    #[error("invalid uplink steering: {0}")]
+    BadSteering(&'static str),
+    /// vwire's XDP program could not be assembled (a bug in the program builder)
+    #[error("assembling vwire's XDP program: instruction {at}: {what}")]
+    Assemble {
+        /// the instruction where the problem was found
+        at: usize,
+        /// what is wrong
+        what: &'static str,
     },
     /// an AF_XDP socket step failed
     #[error("{ifname}: {what}: {source}")]

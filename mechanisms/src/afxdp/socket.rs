@@ -8,7 +8,7 @@ use vwire_dataplane::buffer::{PoolRegion, FRAME_SIZE};
 use vwire_dataplane::port::PortStats;
 
 use super::abi::*;
-use super::bpf::{XdpAttachment, XdpMode};
+use super::bpf::{XdpAttachment, XdpMode, XdpProgram};
 use super::port::AfXdpPort;
 use super::ring::MmapRing;
 use super::AfXdpError;
@@ -137,6 +137,10 @@ pub struct PortOptions {
     pub allow_native: bool,
     /// Complete partial TCP/UDP checksums on receive (see `vwire_dataplane::checksum`).
     pub complete_checksums: bool,
+    /// The XDP program to load: by default every frame of a served queue goes to the port
+    /// ([`XdpProgram::QueueRedirect`]); on an uplink shared with the host, only vwire's tunnel
+    /// traffic ([`XdpProgram::Steer`]).
+    pub program: XdpProgram,
 }
 
 impl Default for PortOptions {
@@ -144,6 +148,7 @@ impl Default for PortOptions {
         Self {
             allow_native: true,
             complete_checksums: true,
+            program: XdpProgram::QueueRedirect,
         }
     }
 }
@@ -233,8 +238,9 @@ pub fn rx_queue_count(ifname: &str) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
 
-/// Opens an AF_XDP port named `name` on `ifname`: one socket per receive queue, all sharing
-/// (and if needed registering) `umem`.
+/// Opens an AF_XDP port named `name` on `ifname`: loads and attaches the XDP program chosen in
+/// `opts`, then opens one socket per receive queue, all sharing (and if needed registering)
+/// `umem`.
 pub fn open(
     name: &str,
     ifname: &str,
@@ -242,7 +248,8 @@ pub fn open(
     opts: PortOptions,
 ) -> Result<AfXdpPort, AfXdpError> {
     let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
-    let attachment = XdpAttachment::attach(ifname, ifindex, opts.allow_native)?;
+    let attachment =
+        XdpAttachment::attach_program(ifname, ifindex, opts.allow_native, &opts.program)?;
     let queues = (0..rx_queue_count(ifname))
         .map(|q| open_queue(ifname, ifindex, q, umem, &attachment))
         .collect::<Result<Vec<_>, _>>()?;
