@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use vwire_dataplane::counters::PortTotals;
-use vwire_dataplane::engine::Engine;
+use vwire_dataplane::engine::{Engine, Retirer};
 use vwire_dataplane::port::Port;
 use vwire_dataplane::port::PortId;
 use vwire_dataplane::table::{ForwardingTable, Rewrite};
-use vwire_mechanisms::afxdp::{socket, PortOptions, Umem};
+use vwire_mechanisms::afxdp::{socket, AfXdpPort, PortOptions, Umem};
 use vwire_mechanisms::memif::driver::{Driver, MemifConfig, MemifHandle};
 use vwire_mechanisms::memif::port::{Link, MemifPort};
 
@@ -45,6 +45,9 @@ pub enum DataplaneError {
     /// the table refused
     #[error(transparent)]
     Table(#[from] vwire_dataplane::table::TableError),
+    /// an AF_XDP side reached the last step without its port
+    #[error("an AF_XDP side of the cross-connect was not opened")]
+    NotOpened,
     /// a memif interface could not be served
     #[error("serving memif {socket}: {source}")]
     Memif {
@@ -89,7 +92,7 @@ struct Dynamic {
 pub struct DataplaneCore {
     engine: Engine,
     registry: Arc<crate::metrics::Registry>,
-    umems: Vec<Umem>,
+    umems: Vec<Arc<Umem>>,
     max_ports: usize,
     static_pairs: Vec<(PortId, PortId)>,
     dynamic: HashMap<String, Dynamic>,
@@ -118,7 +121,7 @@ impl DataplaneCore {
         Self {
             engine,
             registry,
-            umems,
+            umems: umems.into_iter().map(Arc::new).collect(),
             max_ports,
             static_pairs,
             dynamic: HashMap::new(),
@@ -145,60 +148,94 @@ impl DataplaneCore {
         Ok(())
     }
 
-    /// Cross-connects ports `a` and `b` for connection `key`, applying `rewrites[0]` to what
-    /// `a` receives and `rewrites[1]` to what `b` receives. Idempotent: an existing key is left as
-    /// it is. On failure nothing is left behind. Must run inside the control runtime's context
-    /// (memif control channels are tasks on it).
-    pub fn add_xconnect(
-        &mut self,
-        key: &str,
-        a: &PortSpec,
-        b: &PortSpec,
-        rewrites: [Rewrite; 2],
-    ) -> Result<(), DataplaneError> {
+    /// Step 1 of [`wire`], under the lock: `None` if `key` is already wired (a refresh), else
+    /// the worker its ports go to and that worker's UMEM.
+    pub fn placement(&mut self, key: &str) -> Result<Option<Placement>, DataplaneError> {
         if self.dynamic.contains_key(key) {
-            return Ok(());
+            return Ok(None);
         }
         if self.free_ids.len() < 2 {
             return Err(DataplaneError::NoPortIds(
                 self.max_ports - self.free_ids.len(),
             ));
         }
-        let t0 = std::time::Instant::now();
-        let w = self.next_worker % self.umems.len().max(1);
+        let worker = self.next_worker % self.umems.len().max(1);
+        self.next_worker += 1;
+        let umem = self.umems.get(worker).ok_or(DataplaneError::Stopped)?;
+        Ok(Some(Placement {
+            worker,
+            umem: umem.clone(),
+        }))
+    }
+
+    /// Step 3 of [`wire`], under the lock: cross-connects `a` and `b` for connection `key`,
+    /// with the AF_XDP ports `opened` in step 2, applying `rewrites[0]` to what `a` receives
+    /// and `rewrites[1]` to what `b` receives. Idempotent: an existing key is left as it is
+    /// (and `opened` closed). On failure nothing is left behind. Must run inside the control
+    /// runtime's context (memif control channels are tasks on it).
+    pub fn add_xconnect(
+        &mut self,
+        key: &str,
+        [a, b]: [&PortSpec; 2],
+        rewrites: [Rewrite; 2],
+        opened: Opened,
+    ) -> Result<(), DataplaneError> {
+        if self.dynamic.contains_key(key) {
+            return Ok(());
+        }
+        let w = opened.worker;
         let mut memifs = Vec::new();
-        let mut opened: Vec<Box<dyn Port>> = Vec::new();
-        for spec in [a, b] {
-            match self.open(w, spec) {
-                Ok((port, handle)) => {
-                    opened.push(port);
-                    memifs.extend(handle);
+        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        for (spec, afxdp) in [a, b].into_iter().zip(opened.afxdp) {
+            let port: Box<dyn Port> = match (spec, afxdp) {
+                (PortSpec::Afxdp { .. }, Some(port)) => Box::new(port),
+                (PortSpec::Memif(cfg), _) => {
+                    let link = Link::new(self.engine.qsbr());
+                    match self.memif.add(cfg.clone(), link.clone()) {
+                        Ok(handle) => memifs.push(handle),
+                        Err(source) => {
+                            for h in &memifs {
+                                self.memif.remove(h);
+                            }
+                            return Err(DataplaneError::Memif {
+                                socket: cfg.socket.clone(),
+                                source,
+                            });
+                        }
+                    }
+                    Box::new(MemifPort::new(&cfg.name, link))
                 }
-                Err(e) => {
+                (PortSpec::Afxdp { .. }, None) => {
                     for h in &memifs {
                         self.memif.remove(h);
                     }
-                    return Err(e);
+                    return Err(DataplaneError::NotOpened);
                 }
-            }
+            };
+            ports.push(port);
         }
-        tracing::debug!(key, ms = t0.elapsed().as_millis(), "ports open");
         let (ia, ib) = match (self.free_ids.pop(), self.free_ids.pop()) {
             (Some(x), Some(y)) => (x, y),
-            _ => return Err(DataplaneError::NoPortIds(self.max_ports)),
+            (x, _) => {
+                self.free_ids.extend(x);
+                for h in &memifs {
+                    self.memif.remove(h);
+                }
+                return Err(DataplaneError::NoPortIds(self.max_ports));
+            }
         };
         let baselines = [self.engine.port_totals(ia), self.engine.port_totals(ib)];
         {
-            let mut ports = self
+            let mut entries = self
                 .registry
                 .ports
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for ((id, spec), (port, base)) in [(ia, a), (ib, b)]
                 .into_iter()
-                .zip(opened.iter().zip(baselines))
+                .zip(ports.iter().zip(baselines))
             {
-                ports.push(crate::metrics::PortEntry {
+                entries.push(crate::metrics::PortEntry {
                     id,
                     name: spec.name().to_string(),
                     stats: port.stats(),
@@ -207,7 +244,7 @@ impl DataplaneCore {
             }
         }
         let mut added = Ok(());
-        for (id, port) in [ia, ib].into_iter().zip(opened) {
+        for (id, port) in [ia, ib].into_iter().zip(ports) {
             if added.is_ok() {
                 added = self.engine.add_port(w, id, port);
             }
@@ -226,53 +263,19 @@ impl DataplaneCore {
             .map_err(DataplaneError::from)
             .and_then(|()| self.publish())
         {
-            self.remove_xconnect(key);
+            self.remove_xconnect(key).finish();
             return Err(e);
         }
-        self.next_worker += 1;
-        tracing::debug!(
-            key,
-            ms = t0.elapsed().as_millis(),
-            "cross-connect published"
-        );
         Ok(())
     }
 
-    /// Opens the port of `spec` for worker `w`.
-    fn open(
-        &mut self,
-        w: usize,
-        spec: &PortSpec,
-    ) -> Result<(Box<dyn Port>, Option<MemifHandle>), DataplaneError> {
-        match spec {
-            PortSpec::Afxdp { ifname } => {
-                let umem = self.umems.get_mut(w).ok_or(DataplaneError::Stopped)?;
-                let port = socket::open(ifname, ifname, umem, PortOptions::default()).map_err(
-                    |source| DataplaneError::Port {
-                        ifname: ifname.clone(),
-                        source,
-                    },
-                )?;
-                Ok((Box::new(port), None))
-            }
-            PortSpec::Memif(cfg) => {
-                let link = Link::new(self.engine.qsbr());
-                let handle = self
-                    .memif
-                    .add(cfg.clone(), link.clone())
-                    .map_err(|source| DataplaneError::Memif {
-                        socket: cfg.socket.clone(),
-                        source,
-                    })?;
-                Ok((Box::new(MemifPort::new(&cfg.name, link)), Some(handle)))
-            }
-        }
-    }
-
-    /// Removes the cross-connect of `key` and its ports (unknown keys are fine).
-    pub fn remove_xconnect(&mut self, key: &str) {
+    /// Removes the cross-connect of `key` from the table and takes its ports back from their
+    /// worker (unknown keys are fine). The ports still hold their sockets: call
+    /// [`Retiring::finish`] on the result, preferably after releasing the lock, since closing
+    /// AF_XDP sockets waits for RCU grace periods.
+    pub fn remove_xconnect(&mut self, key: &str) -> Retiring {
         let Some(d) = self.dynamic.remove(key) else {
-            return;
+            return Retiring::default();
         };
         if let Err(e) = self.publish() {
             tracing::warn!("republishing the table: {e}");
@@ -282,9 +285,13 @@ impl DataplaneCore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|p| !d.ports.contains(&p.id));
+        let mut retiring = Retiring {
+            retirer: self.engine.retirer(d.worker).ok(),
+            ports: Vec::new(),
+        };
         for id in d.ports {
-            match self.engine.remove_port(d.worker, id) {
-                Ok(port) => drop(port),
+            match self.engine.take_port(d.worker, id) {
+                Ok(port) => retiring.ports.extend(port),
                 Err(e) => tracing::warn!("removing port {id}: {e}"),
             }
             self.free_ids.push(id);
@@ -292,6 +299,7 @@ impl DataplaneCore {
         for h in &d.memifs {
             self.memif.remove(h);
         }
+        retiring
     }
 
     /// The counters of the two ports of `key` (in the order given to `add_xconnect`), counted
@@ -313,4 +321,113 @@ impl DataplaneCore {
         drop(self.umems);
         errors
     }
+}
+
+/// Where a new cross-connect's ports go: step 1 of [`wire`].
+pub struct Placement {
+    worker: usize,
+    umem: Arc<Umem>,
+}
+
+impl Placement {
+    /// Step 2 of [`wire`], without the lock: opens the AF_XDP sides, both at once (each waits
+    /// mostly on the kernel: loading and attaching the XDP program, binding the socket).
+    pub fn open(self, specs: [&PortSpec; 2]) -> Result<Opened, DataplaneError> {
+        let umem = &*self.umem;
+        let open = |spec: &PortSpec| match spec {
+            PortSpec::Afxdp { ifname } => {
+                socket::open(ifname, ifname, umem, PortOptions::default())
+                    .map(Some)
+                    .map_err(|source| DataplaneError::Port {
+                        ifname: ifname.clone(),
+                        source,
+                    })
+            }
+            PortSpec::Memif(_) => Ok(None),
+        };
+        let [a, b] = specs;
+        let (ra, rb) = std::thread::scope(|s| {
+            let second = s.spawn(|| open(b));
+            let first = open(a);
+            (first, second.join())
+        });
+        let rb = rb.unwrap_or(Err(DataplaneError::NotOpened));
+        Ok(Opened {
+            worker: self.worker,
+            afxdp: [ra?, rb?],
+        })
+    }
+}
+
+/// The AF_XDP ports of a new cross-connect, opened without the lock: step 2 of [`wire`].
+pub struct Opened {
+    worker: usize,
+    afxdp: [Option<AfXdpPort>; 2],
+}
+
+/// Ports taken out of the dataplane that still have to be shut down; see
+/// [`DataplaneCore::remove_xconnect`]. Dropping it unfinished finishes it.
+#[derive(Default)]
+pub struct Retiring {
+    retirer: Option<Retirer>,
+    ports: Vec<Box<dyn Port>>,
+}
+
+impl Retiring {
+    /// Shuts the ports down (closing their sockets, detaching their XDP programs), gives their
+    /// buffers back to the worker's pool, and drops them.
+    pub fn finish(mut self) {
+        self.retire();
+    }
+
+    fn retire(&mut self) {
+        for mut port in self.ports.drain(..) {
+            if let Some(r) = &self.retirer {
+                if let Err(e) = r.retire(port.as_mut()) {
+                    tracing::warn!("retiring a port: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        self.retire();
+    }
+}
+
+/// Cross-connects `a` and `b` for connection `key` (see [`DataplaneCore::add_xconnect`]),
+/// holding the lock only for the bookkeeping: the AF_XDP ports are opened between the two
+/// short critical sections, so concurrent Requests overlap their kernel waits. Blocks; call it
+/// off the async runtime's threads but inside its context.
+pub fn wire(
+    dp: &SharedDataplane,
+    key: &str,
+    specs: [&PortSpec; 2],
+    rewrites: [Rewrite; 2],
+) -> Result<(), DataplaneError> {
+    let lock = || dp.lock().unwrap_or_else(|e| e.into_inner());
+    let placement = match lock().as_mut() {
+        Some(core) => core.placement(key)?,
+        None => return Err(DataplaneError::Stopped),
+    };
+    let Some(placement) = placement else {
+        return Ok(()); // already wired: a refresh
+    };
+    let opened = placement.open(specs)?;
+    match lock().as_mut() {
+        Some(core) => core.add_xconnect(key, specs, rewrites, opened),
+        None => Err(DataplaneError::Stopped),
+    }
+}
+
+/// Removes the cross-connect of `key`, holding the lock only to take its ports out, and
+/// returns them still open (see [`Retiring`]). Blocks briefly, like [`wire`].
+pub fn unwire(dp: &SharedDataplane, key: &str) -> Retiring {
+    dp.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .map(|core| core.remove_xconnect(key))
+        .unwrap_or_default()
 }

@@ -226,7 +226,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     } else {
         Umem::new
     };
-    let mut umems: Vec<Umem> = (0..cfg.workers.len())
+    let umems: Vec<Umem> = (0..cfg.workers.len())
         .map(|w| builder.pool_region(w).map(umem_for))
         .collect::<Result<_, _>>()?;
     let mut entries = Vec::new();
@@ -240,7 +240,7 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         })?;
         let port: Box<dyn Port> = match &p.kind {
             PortKind::AfXdp { interface } => {
-                let port = socket::open(&p.name, interface, &mut umems[w], PortOptions::default())
+                let port = socket::open(&p.name, interface, &umems[w], PortOptions::default())
                     .map_err(|source| CtrlError::Port {
                         name: p.name.clone(),
                         source,

@@ -221,6 +221,30 @@ pub struct Engine {
     qsbr: Arc<Qsbr>,
 }
 
+/// Finishes the removal of ports that [`Engine::take_port`] took from one worker.
+#[derive(Clone)]
+pub struct Retirer {
+    worker: usize,
+    cmds: Sender<Command>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl Retirer {
+    /// Shuts `port` down on this thread (closing its sockets may block for an RCU grace period)
+    /// and gives the buffers it held back to the worker's pool. Afterwards the port may be
+    /// dropped.
+    pub fn retire(&self, port: &mut dyn Port) -> Result<(), EngineError> {
+        let held = port.shutdown();
+        if !held.is_empty() {
+            self.cmds
+                .send_timeout(Command::FreeBuffers(held), Duration::from_secs(1))
+                .map_err(|_| EngineError::WorkerStuck(self.worker))?;
+            self.doorbell.ring();
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
     /// The quiescence registry of the workers, for ports added at run time that publish state
     /// to workers (memif sessions).
@@ -282,8 +306,26 @@ impl Engine {
     /// Takes port `id` back from worker `w`, shuts it down on this thread (closing sockets may
     /// block for a few milliseconds) and returns the buffers it held to the worker's pool. Once
     /// this returns, no worker touches the port, so dropping it is safe. Remove it from the
-    /// forwarding table first.
+    /// forwarding table first. [`Engine::take_port`] and [`Retirer::retire`] do the same in two
+    /// steps, so that the slow second one can run without holding the engine.
     pub fn remove_port(
+        &mut self,
+        w: usize,
+        id: PortId,
+    ) -> Result<Option<Box<dyn Port>>, EngineError> {
+        let retirer = self.retirer(w)?;
+        let mut port = self.take_port(w, id)?;
+        if let Some(p) = port.as_mut() {
+            retirer.retire(p.as_mut())?;
+        }
+        Ok(port)
+    }
+
+    /// Takes port `id` back from worker `w` without shutting it down: once this returns the
+    /// worker no longer polls it, but the port may still hold sockets that the kernel fills
+    /// with the pool's memory, so it must go through [`Retirer::retire`] before it is dropped
+    /// or its buffers are reused. Fast: one round trip to the worker.
+    pub fn take_port(
         &mut self,
         w: usize,
         id: PortId,
@@ -297,21 +339,22 @@ impl Engine {
             )
             .map_err(|_| EngineError::WorkerStuck(w))?;
         c.doorbell.ring();
-        let mut port = rx
+        let port = rx
             .recv_timeout(Duration::from_secs(1))
             .map_err(|_| EngineError::WorkerStuck(w))?;
         self.stats.remove(&id);
-        if let Some(p) = port.as_mut() {
-            // Close the port here, not in the worker, then hand its buffers back.
-            let held = p.shutdown();
-            if !held.is_empty() {
-                c.cmds
-                    .send_timeout(Command::FreeBuffers(held), Duration::from_secs(1))
-                    .map_err(|_| EngineError::WorkerStuck(w))?;
-                c.doorbell.ring();
-            }
-        }
         Ok(port)
+    }
+
+    /// A handle that finishes the removal of ports taken from worker `w` without access to the
+    /// engine (so without the control thread's lock around it).
+    pub fn retirer(&self, w: usize) -> Result<Retirer, EngineError> {
+        let c = self.controls.get(w).ok_or(EngineError::NoSuchWorker(w))?;
+        Ok(Retirer {
+            worker: w,
+            cmds: c.cmds.clone(),
+            doorbell: c.doorbell.clone(),
+        })
     }
 
     fn shutdown(&mut self) -> Vec<WorkerError> {

@@ -102,10 +102,10 @@ fn ports_added_and_removed_leak_nothing() {
     .unwrap();
     let region = b.pool_region(0).unwrap();
     let total = u64::from(region.frames);
-    let mut umem = Umem::new(region);
+    let umem = Umem::new(region);
     let mut engine = b.start().unwrap();
     // The first port registers the UMEM; its socket stays open while the UMEM lives.
-    let p0 = socket::open("first", &first.host, &mut umem, PortOptions::default()).unwrap();
+    let p0 = socket::open("first", &first.host, &umem, PortOptions::default()).unwrap();
     engine.add_port(0, 0, Box::new(p0)).unwrap();
     // The first port keeps at most FILL_TARGET frames posted; the pool holds the rest.
     let floor = total - u64::from(vwire_mechanisms::afxdp::socket::FILL_TARGET);
@@ -113,7 +113,7 @@ fn ports_added_and_removed_leak_nothing() {
 
     let fds_before = fds();
     for cycle in 0..20 {
-        let p = socket::open("other", &other.host, &mut umem, PortOptions::default()).unwrap();
+        let p = socket::open("other", &other.host, &umem, PortOptions::default()).unwrap();
         engine.add_port(0, 1, Box::new(p)).unwrap();
         wait_pool(&engine, "the new port posts buffers", |f| f < baseline);
         assert!(sh(&format!("ip -d link show dev {}", other.host)).contains("prog/xdp"));

@@ -412,7 +412,7 @@ fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 
 fn open_port(t: &Topology, allow_native: bool) -> Xsk {
     let pool = BufferPool::new(4096).expect("a 16 MiB pool");
-    let mut umem = Umem::new(pool.region());
+    let umem = Umem::new(pool.region());
     let opts = PortOptions {
         allow_native,
         program: XdpProgram::Steer(Steering {
@@ -423,7 +423,7 @@ fn open_port(t: &Topology, allow_native: bool) -> Xsk {
         }),
         ..Default::default()
     };
-    let mut port = in_ns(&t.node, || socket::open("uplink", UPLINK, &mut umem, opts))
+    let mut port = in_ns(&t.node, || socket::open("uplink", UPLINK, &umem, opts))
         .unwrap_or_else(|e| panic!("the steering program must load and attach: {e}"));
     port.attach(&pool);
     let want = if allow_native {

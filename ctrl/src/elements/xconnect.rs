@@ -31,6 +31,8 @@ use std::sync::Arc;
 
 use tonic::Status;
 use vwire_dataplane::table::Rewrite;
+
+use crate::dataplane::DataplaneError;
 use vwire_mechanisms::kernel::{
     self, IpContextSpec, IpNet, Neighbor, NetlinkIn, Netns, RouteSpec, VethSpec,
 };
@@ -466,17 +468,13 @@ impl Xconnect {
         // switches): off the runtime thread, but inside its context (memif tasks).
         let (dp, key) = (self.dataplane.clone(), id.to_string());
         tokio::task::spawn_blocking(move || {
-            let t1 = std::time::Instant::now();
-            let mut dp = dp.lock().unwrap_or_else(|e| e.into_inner());
-            tracing::debug!(id = %key, ms = t1.elapsed().as_millis(), "dataplane lock");
-            let core = dp
-                .as_mut()
-                .ok_or_else(|| Status::unavailable("the dataplane is stopping"))?;
             let [a, b] = specs.as_slice() else {
                 return Err(Status::internal("two sides expected"));
             };
-            core.add_xconnect(&key, a, b, rewrites)
-                .map_err(|e| Status::failed_precondition(format!("cross-connecting: {e}")))
+            crate::dataplane::wire(&dp, &key, [a, b], rewrites).map_err(|e| match e {
+                DataplaneError::Stopped => Status::unavailable("the dataplane is stopping"),
+                e => Status::failed_precondition(format!("cross-connecting: {e}")),
+            })
         })
         .await
         .map_err(|e| Status::internal(format!("cross-connect task: {e}")))?
@@ -484,18 +482,26 @@ impl Xconnect {
 
     async fn unwire(&self, id: &str, w: &Wired) {
         let t0 = std::time::Instant::now();
-        // Closing AF_XDP sockets blocks (an RCU grace period each): off the runtime thread.
+        // The ports leave the table and their worker first. Their sockets are closed only after
+        // the veths are gone: deleting a device unbinds its AF_XDP sockets and detaches its XDP
+        // program inside the kernel's own teardown (whose grace periods are expedited), while
+        // closing them first costs a normal RCU grace period each.
         let (dp, key) = (self.dataplane.clone(), id.to_string());
-        let removed = tokio::task::spawn_blocking(move || {
-            if let Some(core) = dp.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                core.remove_xconnect(&key);
-            }
-        })
-        .await;
-        if let Err(e) = removed {
-            tracing::warn!("cross-connect removal task: {e}");
-        }
+        let retiring = tokio::task::spawn_blocking(move || crate::dataplane::unwire(&dp, &key))
+            .await
+            .map_err(|e| tracing::warn!("cross-connect removal task: {e}"))
+            .ok();
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "cross-connect removed");
+        self.delete_veths(w).await;
+        if let Some(r) = retiring {
+            if let Err(e) = tokio::task::spawn_blocking(move || r.finish()).await {
+                tracing::warn!("closing the ports: {e}");
+            }
+        }
+        tracing::debug!(%id, ms = t0.elapsed().as_millis(), "ports closed");
+    }
+
+    async fn delete_veths(&self, w: &Wired) {
         let veths: Vec<&str> = w.sides.iter().filter_map(Built::host_veth).collect();
         if veths.is_empty() {
             return;
@@ -503,12 +509,20 @@ impl Xconnect {
         match Netns::current().map(|ns| async move { NetlinkIn::new(&ns).await }) {
             Ok(f) => match f.await {
                 Ok(host) => {
-                    for h in veths {
-                        if let Err(e) = kernel::delete_veth(&host, h).await {
+                    // Each deletion waits on the kernel (device unregistration): both at once.
+                    let host = &host;
+                    async fn delete(host: &NetlinkIn, h: &str) {
+                        if let Err(e) = kernel::delete_veth(host, h).await {
                             tracing::warn!("deleting {h}: {e}");
                         }
                     }
-                    tracing::debug!(%id, ms = t0.elapsed().as_millis(), "veths deleted");
+                    match veths.as_slice() {
+                        [a, b] => {
+                            tokio::join!(delete(host, a), delete(host, b));
+                        }
+                        [a] => delete(host, a).await,
+                        _ => {}
+                    }
                 }
                 Err(e) => tracing::warn!("netlink: {e}"),
             },

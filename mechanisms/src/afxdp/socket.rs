@@ -244,7 +244,7 @@ pub fn rx_queue_count(ifname: &str) -> u32 {
 pub fn open(
     name: &str,
     ifname: &str,
-    umem: &mut Umem,
+    umem: &Umem,
     opts: PortOptions,
 ) -> Result<AfXdpPort, AfXdpError> {
     let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
@@ -267,7 +267,7 @@ fn open_queue(
     ifname: &str,
     ifindex: u32,
     queue: u32,
-    umem: &mut Umem,
+    umem: &Umem,
     attachment: &XdpAttachment,
 ) -> Result<port::XskQueue, AfXdpError> {
     let err = |what: &'static str| {
