@@ -31,13 +31,27 @@ pub enum DropReason {
     BadDesc,
     /// A peer published a ring index beyond the ring size.
     BadIndex,
-    /// An L3 cross-connect received something that is not IPv4 or IPv6.
+    /// An L3 cross-connect, or a tunnel carrying IP, received something that is not IPv4 or
+    /// IPv6.
     NotIp,
+    /// A packet received on a tunnel uplink failed the outer-header checks (truncated, bad
+    /// length or checksum, fragment, unexpected extension header, payload type that does not
+    /// match the SID's behaviour).
+    TunnelMalformed,
+    /// A well-formed tunnel packet addressed to no tunnel of this dataplane (unknown remote and
+    /// VNI, unknown local SID, another UDP port), or a tunnel action whose tunnel is gone.
+    TunnelUnknown,
+    /// The encapsulated frame would exceed the uplink MTU (or 65535 bytes of IP).
+    TooBig,
+    /// Not enough headroom in front of a packet for the encapsulation, or packet bounds outside
+    /// its frame: a bug (pool frames always keep [`crate::buffer::HEADROOM`]), counted rather
+    /// than panicking.
+    NoHeadroom,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::NoRoute,
         DropReason::PortGone,
         DropReason::TxRingFull,
@@ -48,6 +62,10 @@ impl DropReason {
         DropReason::BadDesc,
         DropReason::BadIndex,
         DropReason::NotIp,
+        DropReason::TunnelMalformed,
+        DropReason::TunnelUnknown,
+        DropReason::TooBig,
+        DropReason::NoHeadroom,
     ];
 
     /// The metric label.
@@ -63,6 +81,10 @@ impl DropReason {
             DropReason::BadDesc => "bad_desc",
             DropReason::BadIndex => "bad_index",
             DropReason::NotIp => "not_ip",
+            DropReason::TunnelMalformed => "tunnel_malformed",
+            DropReason::TunnelUnknown => "tunnel_unknown",
+            DropReason::TooBig => "too_big",
+            DropReason::NoHeadroom => "no_headroom",
         }
     }
 }
@@ -154,6 +176,60 @@ impl PortTotals {
     /// Drops for one reason.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
+    }
+}
+
+/// Drops tallied on the stack during one burst, then added to a port's counters at once
+/// ([`DropTally::drain_into`]): stages that refuse packets one by one (tunnel encapsulation and
+/// decapsulation) count here, so they need no access to the counters and the counters see one
+/// add per reason per burst.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropTally {
+    counts: [u32; N_REASONS],
+    total: u32,
+}
+
+impl DropTally {
+    /// An empty tally.
+    pub const fn new() -> Self {
+        Self {
+            counts: [0; N_REASONS],
+            total: 0,
+        }
+    }
+
+    /// Counts one packet dropped for `reason`.
+    #[inline]
+    pub fn add(&mut self, reason: DropReason) {
+        let c = &mut self.counts[reason as usize];
+        *c = c.wrapping_add(1);
+        self.total = self.total.wrapping_add(1);
+    }
+
+    /// Packets counted for `reason`.
+    pub fn get(&self, reason: DropReason) -> u32 {
+        self.counts[reason as usize]
+    }
+
+    /// Packets counted for any reason.
+    #[inline]
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Adds the tally to `ctr` and empties it. Costs one branch when nothing was dropped.
+    #[inline]
+    pub fn drain_into(&mut self, ctr: &PortCounters) {
+        if self.total == 0 {
+            return;
+        }
+        for (c, r) in self.counts.iter_mut().zip(DropReason::ALL) {
+            if *c != 0 {
+                ctr.drop(r, u64::from(*c));
+                *c = 0;
+            }
+        }
+        self.total = 0;
     }
 }
 
@@ -255,6 +331,25 @@ mod tests {
         assert_eq!(t.drops(DropReason::TxRingFull), 5);
         assert_eq!(t.tx_packets, 0);
         assert_eq!(port_totals([&a, &b], 9), PortTotals::default());
+    }
+
+    #[test]
+    fn a_tally_drains_into_the_counters_once() {
+        let ctr = PortCounters::default();
+        let mut t = DropTally::new();
+        t.drain_into(&ctr);
+        t.add(DropReason::TooBig);
+        t.add(DropReason::TooBig);
+        t.add(DropReason::TunnelUnknown);
+        assert_eq!((t.get(DropReason::TooBig), t.total()), (2, 3));
+        t.drain_into(&ctr);
+        assert_eq!(t, DropTally::new());
+        t.drain_into(&ctr);
+        let mut total = PortTotals::default();
+        ctr.add_to(&mut total);
+        assert_eq!(total.drops(DropReason::TooBig), 2);
+        assert_eq!(total.drops(DropReason::TunnelUnknown), 1);
+        assert_eq!(total.drops(DropReason::NoRoute), 0);
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //!   receive, burst transmit, and a flush point once per worker loop.
 //! - [`table`]: the forwarding table, published by the control thread with [`rcu::RcuCell`] and
 //!   read by workers without locks.
+//! - [`tunnel`]: the format-agnostic tunnel stages ([`tunnel::Encap`], [`tunnel::Decap`]) that
+//!   the VXLAN and SRv6 drivers implement.
 //! - [`worker`]: a poll-mode thread pinned to one CPU that runs its ports' receive bursts to
 //!   completion (receive → look up → transmit) with adaptive idling.
 //! - [`counters`]: per-port, per-worker counters written by one worker each and summed on read.
 //! - [`engine`]: builds the workers, starts them and stops them.
 //! - [`checksum`]: completes the partial TCP/UDP checksums that virtual devices leave behind.
 //! - [`mem_port`]: an in-memory port pair, used by benches and tests with no kernel involved.
-//! - [`test_utils`]: a hand-driven worker over an in-memory loop, for benches and tests.
+//! - [`test_utils`]: hand-driven workers over in-memory ports, for benches and tests.
 //!
 //! Packet-path contract: nothing reached from [`worker::Worker::poll_once`] allocates, locks,
 //! logs or makes a per-packet system call. Per-burst system calls (a TX kick) are allowed.
@@ -27,6 +29,7 @@ pub mod port;
 pub mod rcu;
 pub mod table;
 pub mod test_utils;
+pub mod tunnel;
 pub mod worker;
 
 pub use buffer::{BufIdx, BufferPool};

@@ -2,12 +2,23 @@
 //!
 //! The table is immutable once built. The control thread builds a new one and publishes it
 //! through [`crate::rcu::RcuCell`]; workers look up by receiving [`PortId`] with one bounds-checked
-//! array index. Cross-connects are the only action for now, optionally with an L3 [`Rewrite`]
-//! (IP vWires between an Ethernet port and an IP-only port); tunnel actions come later as new
-//! [`Action`] variants.
+//! array index. The actions:
+//! - cross-connects, optionally with an L3 [`Rewrite`] (IP vWires between an Ethernet port and an
+//!   IP-only port);
+//! - tunnels ([`crate::tunnel`]): the local port of a tunnel encapsulates with the tunnel's
+//!   [`Encap`] and sends to the uplink ([`Action::Encap`]); an uplink decapsulates with its
+//!   [`Decap`], which picks the egress port per packet ([`Action::Decap`]).
+//!
+//! The tunnel objects are held here as `Arc`s, so a table clone shares them and a published
+//! table keeps them alive until the workers have left it (the old table, and with it the last
+//! reference, is dropped on the control thread after the quiescence wait). Changing a tunnel means
+//! building a new object and publishing a new table.
+
+use std::sync::Arc;
 
 use crate::buffer::{BufIdx, BufferPool};
 use crate::port::PortId;
+use crate::tunnel::{Decap, Encap, TunnelId};
 
 const ETH_HDR: usize = 14;
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
@@ -88,6 +99,16 @@ pub enum Action {
         /// The framing change on the way.
         rewrite: Rewrite,
     },
+    /// The local port of a tunnel: encapsulate with tunnel `tunnel`'s [`Encap`], then send out
+    /// of the uplink `tx`.
+    Encap {
+        /// The uplink port.
+        tx: PortId,
+        /// The tunnel, an index into the table's tunnels.
+        tunnel: TunnelId,
+    },
+    /// An uplink port: decapsulate with the port's [`Decap`], which names each packet's egress.
+    Decap,
 }
 
 /// Errors of this module.
@@ -96,15 +117,35 @@ pub enum TableError {
     /// a port id beyond the table size
     #[error("port id {0} is beyond the table size {1}")]
     PortOutOfRange(PortId, usize),
-    /// a port is already cross-connected
+    /// a port is already cross-connected, a tunnel's local port, or an uplink
     #[error("port id {0} already has a forwarding entry")]
     Duplicate(PortId),
+    /// a tunnel whose local port is its uplink
+    #[error("port id {0} cannot be both the local port and the uplink of a tunnel")]
+    SamePort(PortId),
+    /// every tunnel id is taken
+    #[error("no tunnel ids left ({0} tunnels)")]
+    TooManyTunnels(usize),
 }
 
-/// Forwarding entries indexed by receiving port.
+/// One tunnel: its ports and its encapsulation.
+#[derive(Clone, Debug)]
+struct Tunnel {
+    local: PortId,
+    uplink: PortId,
+    encap: Arc<dyn Encap>,
+}
+
+/// Forwarding entries indexed by receiving port, and the tunnel objects they use.
 #[derive(Clone, Debug)]
 pub struct ForwardingTable {
+    // hot: read by the workers every burst
     by_rx_port: Box<[Action]>,
+    /// Indexed by [`TunnelId`]; `None` once the tunnel was removed (ids are not reused within a
+    /// table, so an id in an [`Action::Encap`] never names another tunnel).
+    tunnels: Vec<Option<Tunnel>>,
+    /// Indexed by uplink port id.
+    decaps: Box<[Option<Arc<dyn Decap>>]>,
 }
 
 impl ForwardingTable {
@@ -112,6 +153,8 @@ impl ForwardingTable {
     pub fn new(max_ports: usize) -> Self {
         Self {
             by_rx_port: vec![Action::Drop; max_ports].into_boxed_slice(),
+            tunnels: Vec::new(),
+            decaps: vec![None; max_ports].into_boxed_slice(),
         }
     }
 
@@ -122,6 +165,93 @@ impl ForwardingTable {
             .get(usize::from(rx))
             .copied()
             .unwrap_or(Action::Drop)
+    }
+
+    /// The encapsulation of tunnel `id`, if the tunnel exists.
+    #[inline]
+    pub fn encap(&self, id: TunnelId) -> Option<&dyn Encap> {
+        match self.tunnels.get(usize::from(id)) {
+            Some(Some(t)) => Some(&*t.encap),
+            _ => None,
+        }
+    }
+
+    /// The decapsulation of uplink port `port`, if it is one.
+    #[inline]
+    pub fn decap(&self, port: PortId) -> Option<&dyn Decap> {
+        match self.decaps.get(usize::from(port)) {
+            Some(Some(d)) => Some(&**d),
+            _ => None,
+        }
+    }
+
+    /// The `(local, uplink)` ports of tunnel `id`, if the tunnel exists.
+    pub fn tunnel_ports(&self, id: TunnelId) -> Option<(PortId, PortId)> {
+        match self.tunnels.get(usize::from(id)) {
+            Some(Some(t)) => Some((t.local, t.uplink)),
+            _ => None,
+        }
+    }
+
+    fn check_free(&self, p: PortId) -> Result<(), TableError> {
+        match self.by_rx_port.get(usize::from(p)) {
+            None => Err(TableError::PortOutOfRange(p, self.by_rx_port.len())),
+            Some(Action::Drop) => Ok(()),
+            Some(_) => Err(TableError::Duplicate(p)),
+        }
+    }
+
+    fn check_range(&self, p: PortId) -> Result<(), TableError> {
+        if usize::from(p) < self.by_rx_port.len() {
+            Ok(())
+        } else {
+            Err(TableError::PortOutOfRange(p, self.by_rx_port.len()))
+        }
+    }
+
+    /// Adds a tunnel: what `local` receives is encapsulated by `encap` and sent out of `uplink`.
+    /// Returns the tunnel's id. The way back is the uplink's [`Decap`] ([`Self::set_decap`]),
+    /// which may serve many tunnels.
+    ///
+    /// # Errors
+    /// [`TableError::PortOutOfRange`] for either port, [`TableError::Duplicate`] if `local`
+    /// already has an entry, [`TableError::SamePort`] if `local == uplink`,
+    /// [`TableError::TooManyTunnels`] past 65536 tunnels.
+    pub fn add_tunnel(
+        &mut self,
+        local: PortId,
+        uplink: PortId,
+        encap: Arc<dyn Encap>,
+    ) -> Result<TunnelId, TableError> {
+        self.check_range(uplink)?;
+        self.check_free(local)?;
+        if local == uplink {
+            return Err(TableError::SamePort(local));
+        }
+        let id = TunnelId::try_from(self.tunnels.len())
+            .map_err(|_| TableError::TooManyTunnels(self.tunnels.len()))?;
+        self.tunnels.push(Some(Tunnel {
+            local,
+            uplink,
+            encap,
+        }));
+        self.by_rx_port[usize::from(local)] = Action::Encap {
+            tx: uplink,
+            tunnel: id,
+        };
+        Ok(id)
+    }
+
+    /// Makes `uplink` a tunnel uplink: what it receives is decapsulated by `decap`.
+    ///
+    /// # Errors
+    /// [`TableError::PortOutOfRange`], or [`TableError::Duplicate`] if `uplink` already has an
+    /// entry (a decap included).
+    pub fn set_decap(&mut self, uplink: PortId, decap: Arc<dyn Decap>) -> Result<(), TableError> {
+        self.check_free(uplink)?;
+        self.by_rx_port[usize::from(uplink)] = Action::Decap;
+        self.decaps[usize::from(uplink)] = Some(decap);
+        Ok(())
     }
 
     /// Adds a two-way L2 cross-connect between `a` and `b`.
@@ -139,11 +269,7 @@ impl ForwardingTable {
         b_to_a: Rewrite,
     ) -> Result<(), TableError> {
         for p in [a, b] {
-            match self.by_rx_port.get(usize::from(p)) {
-                None => return Err(TableError::PortOutOfRange(p, self.by_rx_port.len())),
-                Some(Action::Drop) => {}
-                Some(_) => return Err(TableError::Duplicate(p)),
-            }
+            self.check_free(p)?;
         }
         self.by_rx_port[usize::from(a)] = Action::Xconnect {
             tx: b,
@@ -156,16 +282,29 @@ impl ForwardingTable {
         Ok(())
     }
 
-    /// Removes every entry that receives on, or sends to, `port`.
+    /// Removes every entry that receives on, or sends to, `port`: its cross-connect, the
+    /// tunnels it is the local port or the uplink of, and its decap. An uplink's [`Decap`] may
+    /// still name `port` as an egress (it is immutable): the workers count what it sends there as
+    /// `port_gone`; the control thread rebuilds the decap to drop the mapping.
     pub fn remove_port(&mut self, port: PortId) {
         for (rx, action) in self.by_rx_port.iter_mut().enumerate() {
             let hit = match *action {
-                Action::Drop => false,
-                Action::Xconnect { tx, .. } => tx == port,
+                Action::Drop | Action::Decap => false,
+                Action::Xconnect { tx, .. } | Action::Encap { tx, .. } => tx == port,
             };
             if hit || rx == usize::from(port) {
                 *action = Action::Drop;
             }
+        }
+        for t in &mut self.tunnels {
+            if t.as_ref()
+                .is_some_and(|t| t.local == port || t.uplink == port)
+            {
+                *t = None;
+            }
+        }
+        if let Some(d) = self.decaps.get_mut(usize::from(port)) {
+            *d = None;
         }
     }
 }
@@ -209,6 +348,93 @@ mod tests {
                 tx: 4,
                 rewrite: eth
             }
+        );
+    }
+
+    #[derive(Debug)]
+    struct Nop;
+
+    impl Encap for Nop {
+        fn encap(&self, _: &mut BufferPool, _: BufIdx) -> Result<(), crate::counters::DropReason> {
+            Ok(())
+        }
+    }
+
+    impl Decap for Nop {
+        fn decap(
+            &self,
+            _: &mut BufferPool,
+            _: BufIdx,
+        ) -> Result<PortId, crate::counters::DropReason> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn tunnels_and_decaps_are_entries_of_their_ports() {
+        let mut t = ForwardingTable::new(8);
+        let nop = Arc::new(Nop);
+        assert_eq!(t.add_tunnel(1, 0, nop.clone()), Ok(0));
+        assert_eq!(t.add_tunnel(2, 0, nop.clone()), Ok(1));
+        t.set_decap(0, nop.clone()).unwrap();
+        assert_eq!(t.lookup(1), Action::Encap { tx: 0, tunnel: 0 });
+        assert_eq!(t.lookup(2), Action::Encap { tx: 0, tunnel: 1 });
+        assert_eq!(t.lookup(0), Action::Decap);
+        assert!(t.encap(1).is_some() && t.encap(2).is_none());
+        assert!(t.decap(0).is_some() && t.decap(1).is_none() && t.decap(99).is_none());
+        assert_eq!(t.tunnel_ports(1), Some((2, 0)));
+
+        assert_eq!(
+            t.add_tunnel(1, 0, nop.clone()),
+            Err(TableError::Duplicate(1))
+        );
+        assert_eq!(
+            t.add_tunnel(3, 3, nop.clone()),
+            Err(TableError::SamePort(3))
+        );
+        assert_eq!(
+            t.add_tunnel(3, 8, nop.clone()),
+            Err(TableError::PortOutOfRange(8, 8))
+        );
+        assert_eq!(
+            t.add_tunnel(9, 0, nop.clone()),
+            Err(TableError::PortOutOfRange(9, 8))
+        );
+        assert_eq!(t.set_decap(0, nop.clone()), Err(TableError::Duplicate(0)));
+        assert_eq!(t.set_decap(1, nop.clone()), Err(TableError::Duplicate(1)));
+        assert_eq!(
+            t.set_decap(8, nop.clone()),
+            Err(TableError::PortOutOfRange(8, 8))
+        );
+        assert_eq!(t.add_xconnect(2, 5), Err(TableError::Duplicate(2)));
+
+        // A clone shares the objects; the original is untouched by changes to the clone.
+        let mut next = t.clone();
+        next.remove_port(2);
+        assert_eq!(next.lookup(2), Action::Drop);
+        assert!(next.encap(1).is_none());
+        assert_eq!(next.lookup(1), Action::Encap { tx: 0, tunnel: 0 });
+        assert!(t.encap(1).is_some());
+        // Ids are not reused within a table.
+        assert_eq!(next.add_tunnel(2, 0, nop.clone()), Ok(2));
+        // Removing the uplink removes its decap and every tunnel through it.
+        next.remove_port(0);
+        for p in 0..8 {
+            assert_eq!(next.lookup(p), Action::Drop);
+        }
+        assert!(next.decap(0).is_none() && next.encap(0).is_none() && next.encap(2).is_none());
+        // Held by t (two tunnels and the decap) and by the test; next let go of its references.
+        assert_eq!(Arc::strong_count(&nop), 4);
+    }
+
+    #[test]
+    fn too_many_tunnels_is_refused() {
+        let mut t = ForwardingTable::new(2);
+        let nop: Arc<dyn Encap> = Arc::new(Nop);
+        t.tunnels = vec![None; usize::from(TunnelId::MAX) + 1];
+        assert_eq!(
+            t.add_tunnel(1, 0, nop),
+            Err(TableError::TooManyTunnels(65536))
         );
     }
 

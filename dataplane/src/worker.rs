@@ -11,6 +11,23 @@
 //!
 //! Work per loop is bounded: one burst per port, so no port can starve another or the control
 //! commands.
+//!
+//! What a burst goes through, by the receiving port's [`Action`]:
+//! - `Drop`: freed, counted `no_route`.
+//! - `Xconnect`: the [`Rewrite`] (refusals counted `not_ip`), then one transmit on the egress.
+//! - `Encap`: the tunnel's [`crate::tunnel::Encap::encap_burst`] (one virtual call per burst;
+//!   refusals counted by reason on the receiving port), then one transmit on the uplink.
+//! - `Decap`: the uplink's [`crate::tunnel::Decap::decap_burst`], which gives every packet its
+//!   egress port, then one transmit per egress port. Grouping: if every packet goes to the same
+//!   port (one tunnel per burst, the common case) the burst is sent as it is; otherwise the
+//!   packets are sorted by `(egress, position in the burst)` in a fixed scratch array of
+//!   [`BURST`] keys kept in the worker (no allocation; `sort_unstable` on 32 keys is a few dozen
+//!   compares) and each run of one port is sent with one transmit, so order is kept within each
+//!   egress port.
+//!
+//! Transmit accounting is the same for all: what the egress takes is counted as its tx, the
+//! shortfall under its [`Port::tx_drop_reason`] and freed; an egress not on this worker is
+//! counted `port_gone` on the receiving port.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -19,11 +36,12 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::buffer::BufferPool;
-use crate::counters::{DropReason, WorkerCounters};
-use crate::port::{Burst, Port, PortId, BURST};
+use crate::buffer::{BufIdx, BufferPool};
+use crate::counters::{DropReason, DropTally, PortCounters, WorkerCounters};
+use crate::port::{Burst, Port, PortId, BURST, MAX_BURST};
 use crate::rcu::{RcuCell, Reader};
 use crate::table::{Action, ForwardingTable, Rewrite};
+use crate::tunnel::EgressIds;
 
 /// How a worker waits when there is no traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +129,141 @@ struct Slot {
     port: Box<dyn Port>,
 }
 
+// The sort keys of `demux` hold a burst position in 8 bits.
+const _: () = assert!(BURST <= 256);
+
+/// Fixed per-worker scratch space for the tunnel stages (about 1 KiB, in the worker).
+struct Scratch {
+    /// Drops of the current burst's encap or decap, by reason.
+    drops: DropTally,
+    /// The egress port of each packet left after decap.
+    egress: EgressIds,
+    /// `egress << 40 | position << 32 | buffer` of each packet, sorted to group by egress.
+    keys: [u64; BURST],
+    /// The buffers in sorted order: each egress port's packets are one slice.
+    sorted: [BufIdx; BURST],
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            drops: DropTally::new(),
+            egress: [0; MAX_BURST],
+            keys: [0; BURST],
+            sorted: [0; BURST],
+        }
+    }
+}
+
+/// Total length of `pkts`.
+#[inline]
+fn bytes_of(pool: &BufferPool, pkts: &[BufIdx]) -> u64 {
+    pkts.iter().map(|&b| u64::from(pool.meta(b).len)).sum()
+}
+
+/// Sends `pkts` out of port `tx`, which takes what it can: counted as its tx, the rest counted
+/// under its TX drop reason and freed. If `tx` is not on this worker, everything is freed and
+/// counted `port_gone` on the receiving port (`rx_ctr`).
+#[inline]
+fn transmit(
+    ports: &mut [Slot],
+    slot_of: &[u16],
+    counters: &WorkerCounters,
+    pool: &mut BufferPool,
+    rx_ctr: &PortCounters,
+    tx: PortId,
+    pkts: &[BufIdx],
+) {
+    if pkts.is_empty() {
+        return;
+    }
+    let slot = slot_of.get(usize::from(tx)).copied().unwrap_or(NO_SLOT);
+    match (
+        ports.get_mut(usize::from(slot)),
+        counters.port(usize::from(tx)),
+    ) {
+        (Some(egress), Some(tx_ctr)) => {
+            // Lengths are read before the port owns the buffers; the ones it does not take are
+            // still ours afterwards.
+            let bytes = bytes_of(pool, pkts);
+            let sent = egress.port.tx_burst(pool, pkts, tx_ctr);
+            let unsent = pkts.get(sent..).unwrap_or(&[]);
+            let unsent_bytes = bytes_of(pool, unsent);
+            tx_ctr.tx((pkts.len() - unsent.len()) as u64, bytes - unsent_bytes);
+            if !unsent.is_empty() {
+                tx_ctr.drop(egress.port.tx_drop_reason(), unsent.len() as u64);
+                pool.free_burst(unsent);
+            }
+        }
+        _ => {
+            rx_ctr.drop(DropReason::PortGone, pkts.len() as u64);
+            pool.free_burst(pkts);
+        }
+    }
+}
+
+/// Sends each packet of `pkts` to its port in `egress` (same positions), one transmit per port,
+/// keeping the order of each port's packets. See the module docs.
+#[allow(clippy::too_many_arguments)] // the worker's fields, split for the borrow checker
+#[inline]
+fn demux(
+    ports: &mut [Slot],
+    slot_of: &[u16],
+    counters: &WorkerCounters,
+    pool: &mut BufferPool,
+    rx_ctr: &PortCounters,
+    pkts: &[BufIdx],
+    egress: &[PortId],
+    scratch_keys: &mut [u64; BURST],
+    scratch_sorted: &mut [BufIdx; BURST],
+) {
+    // A Decap names one egress per packet; should an implementation name fewer, the packets
+    // without one are dropped rather than leaked.
+    let (pkts, orphans) = pkts.split_at(pkts.len().min(egress.len()));
+    if !orphans.is_empty() {
+        rx_ctr.drop(DropReason::PortGone, orphans.len() as u64);
+        pool.free_burst(orphans);
+    }
+    let egress = egress.get(..pkts.len()).unwrap_or(egress);
+    let Some(&first) = egress.first() else {
+        return;
+    };
+    if egress.iter().all(|&e| e == first) {
+        transmit(ports, slot_of, counters, pool, rx_ctr, first, pkts);
+        return;
+    }
+    // The worker's bursts hold at most BURST packets: one chunk. Chunking keeps this total for
+    // any length without indexing past the scratch arrays.
+    for (pkts, egress) in pkts.chunks(BURST).zip(egress.chunks(BURST)) {
+        let n = pkts.len().min(egress.len());
+        let keys = &mut scratch_keys[..n];
+        for (i, ((k, &e), &b)) in keys.iter_mut().zip(egress).zip(pkts).enumerate() {
+            // Position (< BURST) breaks ties: the sort keeps arrival order within a port.
+            *k = (u64::from(e) << 40) | ((i as u64) << 32) | u64::from(b);
+        }
+        keys.sort_unstable();
+        for (s, &k) in scratch_sorted.iter_mut().zip(keys.iter()) {
+            #[allow(clippy::cast_possible_truncation)] // the low 32 bits are the buffer
+            {
+                *s = k as BufIdx;
+            }
+        }
+        let mut at = 0;
+        for run in keys.chunk_by(|a, b| a >> 40 == b >> 40) {
+            let end = at + run.len();
+            let Some(&k) = run.first() else {
+                continue; // chunk_by yields no empty runs
+            };
+            #[allow(clippy::cast_possible_truncation)] // bits 40.. hold a PortId
+            let port = (k >> 40) as PortId;
+            if let Some(bufs) = scratch_sorted.get(at..end) {
+                transmit(ports, slot_of, counters, pool, rx_ctr, port, bufs);
+            }
+            at = end;
+        }
+    }
+}
+
 /// A poll-mode worker. See the module docs.
 pub struct Worker {
     // hot: accessed by the worker every burst. `ports` is declared before `pool` so that ports
@@ -122,7 +275,8 @@ pub struct Worker {
     reader: Reader,
     counters: Arc<WorkerCounters>,
     burst: Burst,
-    lens: [u32; BURST],
+    /// Scratch of the tunnel stages, reused every burst.
+    scratch: Scratch,
     // cold: control plane only
     cmds: Receiver<Command>,
     doorbell: Arc<Doorbell>,
@@ -187,7 +341,7 @@ impl Worker {
             reader: p.reader,
             counters: p.counters,
             burst: Burst::with_capacity(BURST),
-            lens: [0; BURST],
+            scratch: Scratch::new(),
             cmds: p.cmds,
             doorbell: p.doorbell,
             stop: p.stop,
@@ -286,56 +440,73 @@ impl Worker {
                 bytes += u64::from(self.pool.meta(b).len);
             }
             rx_ctr.rx(n as u64, bytes);
-            let action = table.lookup(rx_id);
-            if let Action::Xconnect { rewrite, .. } = action {
-                if rewrite != Rewrite::None {
-                    let pool = &mut self.pool;
-                    self.burst.retain(|b| {
-                        let ok = rewrite.apply(pool, b);
-                        if !ok {
-                            pool.free(b);
-                        }
-                        ok
-                    });
-                    rx_ctr.drop(DropReason::NotIp, (n - self.burst.len()) as u64);
-                }
-            }
-            let pkts = self.burst.as_slice();
-            let n = pkts.len();
-            if n == 0 {
-                continue;
-            }
-            for (len, &b) in self.lens.iter_mut().zip(pkts) {
-                *len = u32::from(self.pool.meta(b).len);
-            }
-            match action {
+            let burst = &mut self.burst;
+            let pool = &mut self.pool;
+            match table.lookup(rx_id) {
                 Action::Drop => {
                     rx_ctr.drop(DropReason::NoRoute, n as u64);
-                    self.pool.free_burst(pkts);
+                    pool.free_burst(burst.as_slice());
                 }
-                Action::Xconnect { tx, .. } => {
-                    let slot = self
-                        .slot_of
-                        .get(usize::from(tx))
-                        .copied()
-                        .unwrap_or(NO_SLOT);
-                    let tx_ctr = self.counters.port(usize::from(tx));
-                    match (self.ports.get_mut(usize::from(slot)), tx_ctr) {
-                        (Some(egress), Some(tx_ctr)) => {
-                            let sent = egress.port.tx_burst(&mut self.pool, pkts, tx_ctr);
-                            let sent_bytes: u64 =
-                                self.lens[..sent].iter().map(|&l| u64::from(l)).sum();
-                            tx_ctr.tx(sent as u64, sent_bytes);
-                            if sent < n {
-                                tx_ctr.drop(egress.port.tx_drop_reason(), (n - sent) as u64);
-                                self.pool.free_burst(&pkts[sent..]);
+                Action::Xconnect { tx, rewrite } => {
+                    if rewrite != Rewrite::None {
+                        burst.retain(|b| {
+                            let ok = rewrite.apply(pool, b);
+                            if !ok {
+                                pool.free(b);
                             }
-                        }
-                        _ => {
-                            rx_ctr.drop(DropReason::PortGone, n as u64);
-                            self.pool.free_burst(pkts);
-                        }
+                            ok
+                        });
+                        rx_ctr.drop(DropReason::NotIp, (n - burst.len()) as u64);
                     }
+                    transmit(
+                        &mut self.ports,
+                        &self.slot_of,
+                        &self.counters,
+                        pool,
+                        rx_ctr,
+                        tx,
+                        burst.as_slice(),
+                    );
+                }
+                Action::Encap { tx, tunnel } => {
+                    let Some(encap) = table.encap(tunnel) else {
+                        rx_ctr.drop(DropReason::TunnelUnknown, n as u64);
+                        pool.free_burst(burst.as_slice());
+                        continue;
+                    };
+                    let drops = &mut self.scratch.drops;
+                    encap.encap_burst(pool, burst, drops);
+                    drops.drain_into(rx_ctr);
+                    transmit(
+                        &mut self.ports,
+                        &self.slot_of,
+                        &self.counters,
+                        pool,
+                        rx_ctr,
+                        tx,
+                        burst.as_slice(),
+                    );
+                }
+                Action::Decap => {
+                    let Some(decap) = table.decap(rx_id) else {
+                        rx_ctr.drop(DropReason::TunnelUnknown, n as u64);
+                        pool.free_burst(burst.as_slice());
+                        continue;
+                    };
+                    let sc = &mut self.scratch;
+                    decap.decap_burst(pool, burst, &mut sc.egress, &mut sc.drops);
+                    sc.drops.drain_into(rx_ctr);
+                    demux(
+                        &mut self.ports,
+                        &self.slot_of,
+                        &self.counters,
+                        pool,
+                        rx_ctr,
+                        burst.as_slice(),
+                        &sc.egress,
+                        &mut sc.keys,
+                        &mut sc.sorted,
+                    );
                 }
             }
         }
@@ -466,5 +637,215 @@ impl Worker {
         }
         self.reader.offline();
         (self, Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::HEADROOM;
+    use crate::counters::PortCounters;
+    use crate::mem_port::{mem_pair, MemPort};
+    use crate::test_utils::Rig;
+    use crate::tunnel::{Decap, Encap};
+
+    /// Prepends `n` bytes of `tag`; refuses packets that start with 0xff as too big.
+    #[derive(Debug)]
+    struct Prepend {
+        n: usize,
+        tag: u8,
+    }
+
+    impl Encap for Prepend {
+        fn encap(&self, pool: &mut BufferPool, b: BufIdx) -> Result<(), DropReason> {
+            let m = pool.meta(b);
+            let (off, len) = (usize::from(m.offset), usize::from(m.len));
+            if pool.packet(b).first() == Some(&0xff) {
+                return Err(DropReason::TooBig);
+            }
+            let start = off.checked_sub(self.n).ok_or(DropReason::NoHeadroom)?;
+            pool.frame_mut(b)[start..off].fill(self.tag);
+            pool.set_meta(b, start, len + self.n);
+            Ok(())
+        }
+    }
+
+    /// Strips `n` bytes; the last stripped byte names the egress port (0xee: unknown).
+    #[derive(Debug)]
+    struct Strip {
+        n: usize,
+    }
+
+    impl Decap for Strip {
+        fn decap(&self, pool: &mut BufferPool, b: BufIdx) -> Result<PortId, DropReason> {
+            let m = pool.meta(b);
+            let (off, len) = (usize::from(m.offset), usize::from(m.len));
+            if len <= self.n {
+                return Err(DropReason::TunnelMalformed);
+            }
+            let port = match pool.packet(b)[self.n - 1] {
+                0xee => return Err(DropReason::TunnelUnknown),
+                p => PortId::from(p),
+            };
+            pool.set_meta(b, off + self.n, len - self.n);
+            Ok(port)
+        }
+    }
+
+    const FRAMES: u32 = 256;
+
+    /// A rig over `table` with, for each id, a port on the worker whose peer end the test
+    /// keeps (to send into the worker and receive what it sends).
+    fn rig(table: ForwardingTable, ids: &[PortId], cap: usize) -> (Rig, Vec<MemPort>) {
+        let mut rig = Rig::new(table, 8, FRAMES).unwrap();
+        let mut peers = Vec::new();
+        for &id in ids {
+            let (port, peer) = mem_pair(&format!("p{id}"), &format!("peer{id}"), cap);
+            rig.worker.add_port(id, Box::new(port)).unwrap();
+            peers.push(peer);
+        }
+        (rig, peers)
+    }
+
+    fn send(rig: &mut Rig, peer: &mut MemPort, frames: &[&[u8]]) {
+        let pool = rig.worker.pool_mut();
+        let mut bufs = Vec::new();
+        for f in frames {
+            let b = pool.alloc().unwrap();
+            pool.set_meta(b, HEADROOM, f.len());
+            pool.packet_mut(b).copy_from_slice(f);
+            bufs.push(b);
+        }
+        let ctr = PortCounters::default();
+        assert_eq!(peer.tx_burst(pool, &bufs, &ctr), bufs.len());
+    }
+
+    /// Everything waiting at `peer`, freed back to the pool.
+    fn recv(rig: &mut Rig, peer: &mut MemPort) -> Vec<Vec<u8>> {
+        let pool = rig.worker.pool_mut();
+        let mut burst = Burst::with_capacity(MAX_BURST);
+        peer.rx_burst(pool, &mut burst, &PortCounters::default());
+        let out = burst
+            .as_slice()
+            .iter()
+            .map(|&b| pool.packet(b).to_vec())
+            .collect();
+        pool.free_burst(burst.as_slice());
+        out
+    }
+
+    #[test]
+    fn encap_sends_to_the_uplink_and_counts_refusals_by_reason() {
+        let mut t = ForwardingTable::new(8);
+        t.add_tunnel(1, 0, Arc::new(Prepend { n: 4, tag: 0xe0 }))
+            .unwrap();
+        let (mut rig, mut peers) = rig(t, &[0, 1], 64);
+        let [wire, local] = &mut peers[..] else {
+            unreachable!()
+        };
+        send(
+            &mut rig,
+            local,
+            &[&[1, 2, 3], &[0xff, 9], &[4, 5], &[0xff], &[6]],
+        );
+        assert_eq!(rig.worker.poll_once(), 5);
+        let got = recv(&mut rig, wire);
+        let tagged = |p: &[u8]| [&[0xe0; 4][..], p].concat();
+        assert_eq!(got, [tagged(&[1, 2, 3]), tagged(&[4, 5]), tagged(&[6])]);
+        let (up, lo) = (rig.totals(0), rig.totals(1));
+        assert_eq!((lo.rx_packets, lo.rx_bytes), (5, 9));
+        assert_eq!(lo.drops(DropReason::TooBig), 2);
+        assert_eq!((up.tx_packets, up.tx_bytes), (3, 6 + 3 * 4));
+        assert_eq!(up.rx_packets + lo.tx_packets, 0);
+        assert_eq!(rig.worker.pool_mut().available(), FRAMES as usize);
+    }
+
+    #[test]
+    fn a_full_uplink_counts_its_shortfall_and_frees_it() {
+        let mut t = ForwardingTable::new(8);
+        t.add_tunnel(1, 0, Arc::new(Prepend { n: 8, tag: 1 }))
+            .unwrap();
+        let (mut rig, mut peers) = rig(t, &[0, 1], 4);
+        let [wire, local] = &mut peers[..] else {
+            unreachable!()
+        };
+        // The local ring holds 4: two rounds of 4, the uplink ring (4) fills after the first.
+        for _ in 0..2 {
+            send(&mut rig, local, &[&[7u8; 10][..]; 4]);
+            rig.worker.poll_once();
+        }
+        assert_eq!(recv(&mut rig, wire).len(), 4);
+        let up = rig.totals(0);
+        assert_eq!((up.tx_packets, up.tx_bytes), (4, 4 * 18));
+        assert_eq!(up.drops(DropReason::TxRingFull), 4);
+        assert_eq!(rig.worker.pool_mut().available(), FRAMES as usize);
+    }
+
+    #[test]
+    fn decap_demuxes_to_three_ports_in_order() {
+        let mut t = ForwardingTable::new(8);
+        t.set_decap(0, Arc::new(Strip { n: 2 })).unwrap();
+        // Ports 1-3 are on the worker; port 4 is not.
+        let (mut rig, mut peers) = rig(t, &[0, 1, 2, 3], 64);
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for seq in 0..29u8 {
+            let port = [2, 1, 3, 3][usize::from(seq % 4)];
+            frames.push(vec![0xaa, port, seq]);
+        }
+        frames.insert(5, vec![0xaa, 0xee, 100]); // unknown tunnel
+        frames.insert(9, vec![0xaa, 2]); // nothing left after the outer header
+        frames.insert(20, vec![0xaa, 4, 101]); // an egress on no worker
+        assert_eq!(frames.len(), BURST);
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        send(&mut rig, &mut peers[0], &refs);
+        assert_eq!(rig.worker.poll_once(), BURST);
+        for port in 1..=3u8 {
+            let got = recv(&mut rig, &mut peers[usize::from(port)]);
+            let want: Vec<Vec<u8>> = (0..29u8)
+                .filter(|s| [2, 1, 3, 3][usize::from(s % 4)] == port)
+                .map(|s| vec![s])
+                .collect();
+            assert_eq!(got, want, "port {port}: its packets, stripped, in order");
+            let tot = rig.totals(PortId::from(port));
+            assert_eq!(tot.tx_packets, want.len() as u64);
+            assert_eq!(tot.tx_bytes, want.len() as u64);
+        }
+        let up = rig.totals(0);
+        assert_eq!(up.rx_packets, BURST as u64);
+        assert_eq!(up.drops(DropReason::TunnelUnknown), 1);
+        assert_eq!(up.drops(DropReason::TunnelMalformed), 1);
+        assert_eq!(up.drops(DropReason::PortGone), 1);
+        assert_eq!(rig.worker.pool_mut().available(), FRAMES as usize);
+
+        // One egress for the whole burst: sent as it is.
+        let frames: Vec<Vec<u8>> = (0..10u8).map(|s| vec![0, 2, s]).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        send(&mut rig, &mut peers[0], &refs);
+        rig.worker.poll_once();
+        let got = recv(&mut rig, &mut peers[2]);
+        assert_eq!(got, (0..10u8).map(|s| vec![s]).collect::<Vec<_>>());
+        assert_eq!(rig.worker.pool_mut().available(), FRAMES as usize);
+    }
+
+    #[test]
+    fn a_full_egress_keeps_the_others_going() {
+        let mut t = ForwardingTable::new(8);
+        t.set_decap(0, Arc::new(Strip { n: 1 })).unwrap();
+        // Port 1's ring holds 2 packets; port 2's holds 64.
+        let mut rig = Rig::new(t, 8, FRAMES).unwrap();
+        let (up, mut wire) = mem_pair("up", "wire", 64);
+        let (one, mut peer1) = mem_pair("one", "peer1", 2);
+        let (two, mut peer2) = mem_pair("two", "peer2", 64);
+        rig.worker.add_port(0, Box::new(up)).unwrap();
+        rig.worker.add_port(1, Box::new(one)).unwrap();
+        rig.worker.add_port(2, Box::new(two)).unwrap();
+        let frames: Vec<[u8; 2]> = (0..8u8).map(|s| [1 + s % 2, s]).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        send(&mut rig, &mut wire, &refs);
+        rig.worker.poll_once();
+        assert_eq!(recv(&mut rig, &mut peer1), [[0], [2]]);
+        assert_eq!(recv(&mut rig, &mut peer2), [[1], [3], [5], [7]]);
+        assert_eq!(rig.totals(1).drops(DropReason::TxRingFull), 2);
+        assert_eq!(rig.worker.pool_mut().available(), FRAMES as usize);
     }
 }

@@ -9,9 +9,12 @@
 //! - [`kernel`]: the KERNEL mechanism's netlink side: veth pairs into namespaces, IP context.
 //! - [`vxlan`]: the VXLAN (REMOTE) packet core: per-tunnel outer header, encap and decap.
 //! - [`srv6`]: the SRv6 (REMOTE) packet core: H.Encaps(.L2) and End.DX2/DX4/DX6 decap.
+//! - [`tunnel`]: the VXLAN and SRv6 drivers as dataplane tunnel stages: per-tunnel
+//!   encapsulation and the per-uplink decapsulation and demultiplexing.
 
 pub mod afxdp;
 pub mod kernel;
 pub mod memif;
 pub mod srv6;
+pub mod tunnel;
 pub mod vxlan;

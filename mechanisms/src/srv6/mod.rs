@@ -12,7 +12,10 @@
 //!   header and its SRH; [`Behavior::check`] then enforces that the payload matches the SID's
 //!   behaviour.
 //!
-//! Layout: [`encap`] ([`EncapHeader`], the per-policy template), [`decap`](mod@decap).
+//! Layout: [`encap`] ([`EncapHeader`], the per-policy template), [`decap`](mod@decap), and
+//! [`driver`] ([`driver::Srv6Encap`], a policy's encapsulation as a dataplane stage, and the
+//! mapping of [`Srv6Error`] to the dataplane's drop reasons; the receive side is the uplink
+//! demultiplexer in [`crate::tunnel`]).
 //!
 //! # Wire layout
 //!
@@ -71,6 +74,7 @@
 //! overflows. Property tests (below) and the fuzz target `srv6_decap` check it.
 
 pub mod decap;
+pub mod driver;
 pub mod encap;
 #[cfg(test)]
 mod tests;

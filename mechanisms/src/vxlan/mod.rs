@@ -9,6 +9,9 @@
 //!   for IP payloads.
 //! - [`flow`]: the cheap flow hash that picks the UDP source port (shared with `srv6`, which
 //!   puts it in the IPv6 flow label).
+//! - [`driver`]: [`driver::VxlanEncap`], a tunnel's encapsulation as a dataplane stage, and the
+//!   mapping of [`VxlanError`] to the dataplane's drop reasons. (The receive side is the uplink
+//!   demultiplexer in [`crate::tunnel`].)
 //!
 //! # Wire layout
 //!
@@ -88,6 +91,7 @@
 
 mod csum;
 pub mod decap;
+pub mod driver;
 pub mod encap;
 pub mod flow;
 #[cfg(test)]
