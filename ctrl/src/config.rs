@@ -13,6 +13,14 @@
 //! [nsm]
 //! name = "forwarder"                 # this hop's path segment name
 //! listen_on = "unix:///listen.on.sock" # or tcp://host:port; unset: no NSM API
+//! tunnel_ip = "10.97.0.1"            # the uplink is the interface that owns it; unset: the
+//!                                    # default route's interface and its first address
+//! vxlan_port = 4789                  # UDP port of VXLAN tunnels
+//! mechanism_priority = "VXLAN,SRV6"  # REMOTE mechanisms offered toward a tcp:// next hop, in order
+//! [srv6]
+//! locator = "fc00:1::/48"            # SIDs come from it; unset: no SRV6
+//! host_ip = "fd00::1"                # IPv6 source of the encapsulation; unset: the uplink's first
+//!                                    # global IPv6 address
 //! [[port]]
 //! name = "left"
 //! type = "afxdp"
@@ -40,7 +48,8 @@
 //!
 //! Environment overrides: the `NSM_*` name where forwarder-vpp has one
 //! (`NSM_PROMETHEUS_LISTEN_ON` for `metrics.listen`, `NSM_LOG_LEVEL` for `log.level`,
-//! `NSM_NAME` for `nsm.name`, `NSM_LISTEN_ON` for `nsm.listen_on`), and
+//! `NSM_NAME` for `nsm.name`, `NSM_LISTEN_ON` for `nsm.listen_on`, `NSM_TUNNEL_IP`,
+//! `NSM_VXLAN_PORT` and `NSM_MECHANISM_PRIORITY` for the `nsm` keys of the same names), and
 //! `VWIRE_<SECTION>_<KEY>` otherwise: `VWIRE_DATAPLANE_WORKERS=1,2`, `VWIRE_DATAPLANE_POLL=busy`.
 //! Entries of `[[port]]` and `[[xconnect]]` are addressed by position:
 //! `VWIRE_PORT_0_INTERFACE=eth1`, `VWIRE_XCONNECT_0_B=right`; an index one past the end adds an
@@ -133,6 +142,8 @@ pub struct Config {
     pub nsm_name: String,
     /// Where the NSM gRPC API is served (NSM_LISTEN_ON); none: not served.
     pub nsm_listen_on: Option<crate::grpc::ListenOn>,
+    /// The REMOTE mechanisms' settings.
+    pub remote: RemoteConfig,
     /// Ports, in file order; a port's index is its port id.
     pub ports: Vec<PortConfig>,
     /// Cross-connects, as port indices.
@@ -142,6 +153,21 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     /// CPUs left for the control thread.
     pub control_cpus: Vec<usize>,
+}
+
+/// Settings of the REMOTE mechanisms (VXLAN, SRV6) and of the uplink they use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// NSM_TUNNEL_IP: the uplink's tunnel address; `None`: the default route's interface.
+    pub tunnel_ip: Option<std::net::IpAddr>,
+    /// NSM_VXLAN_PORT.
+    pub vxlan_port: u16,
+    /// NSM_MECHANISM_PRIORITY: mechanism types, most preferred first (upper case).
+    pub priority: Vec<String>,
+    /// `[srv6] locator`: the prefix SIDs are allocated from; `None`: no SRV6.
+    pub srv6_locator: Option<(std::net::Ipv6Addr, u8)>,
+    /// `[srv6] host_ip`: the encapsulation's IPv6 source.
+    pub srv6_host_ip: Option<std::net::Ipv6Addr>,
 }
 
 /// Default metrics address.
@@ -250,6 +276,7 @@ pub fn parse(
 #[derive(Clone, Copy)]
 enum Kind {
     Str,
+    Int,
     CpuList,
 }
 
@@ -260,7 +287,17 @@ const SECTION_KEYS: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("metrics", &[("listen", Kind::Str)]),
     ("log", &[("level", Kind::Str)]),
-    ("nsm", &[("name", Kind::Str), ("listen_on", Kind::Str)]),
+    (
+        "nsm",
+        &[
+            ("name", Kind::Str),
+            ("listen_on", Kind::Str),
+            ("tunnel_ip", Kind::Str),
+            ("vxlan_port", Kind::Int),
+            ("mechanism_priority", Kind::Str),
+        ],
+    ),
+    ("srv6", &[("locator", Kind::Str), ("host_ip", Kind::Str)]),
 ];
 /// Keys of an AF_XDP port.
 const AFXDP_KEYS: &[&str] = &["name", "type", "interface"];
@@ -288,11 +325,19 @@ const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_LOG_LEVEL", "log", "level"),
     ("NSM_NAME", "nsm", "name"),
     ("NSM_LISTEN_ON", "nsm", "listen_on"),
+    ("NSM_TUNNEL_IP", "nsm", "tunnel_ip"),
+    ("NSM_VXLAN_PORT", "nsm", "vxlan_port"),
+    ("NSM_MECHANISM_PRIORITY", "nsm", "mechanism_priority"),
 ];
 
 fn env_value(ctx: &Ctx, key: &str, kind: Kind, raw: &str) -> Result<Value, ConfigError> {
     match kind {
         Kind::Str => Ok(Value::String(raw.to_string())),
+        Kind::Int => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| ctx.err(key, format!("{raw:?} is not an integer"))),
         Kind::CpuList => {
             let inner = raw.trim().trim_start_matches('[').trim_end_matches(']');
             inner
@@ -330,7 +375,12 @@ fn apply_env(
         if let Some(v) = env.get(*var) {
             let path = format!("{section}.{key}");
             ctx.from_env.insert(path.clone(), var.to_string());
-            let value = env_value(ctx, &path, Kind::Str, v)?;
+            let kind = SECTION_KEYS
+                .iter()
+                .find(|(s, _)| s == section)
+                .and_then(|(_, keys)| keys.iter().find(|(k, _)| k == key))
+                .map_or(Kind::Str, |(_, kind)| *kind);
+            let value = env_value(ctx, &path, kind, v)?;
             section_mut(ctx, root, section)?.insert(key.to_string(), value);
         }
     }
@@ -479,6 +529,69 @@ fn get_int(
     }
 }
 
+/// The REMOTE mechanisms' keys of `[nsm]` and `[srv6]`.
+fn remote_config(ctx: &Ctx, nsm: &Table, srv6: &Table) -> Result<RemoteConfig, ConfigError> {
+    let tunnel_ip = match get_str(ctx, nsm, "nsm", "tunnel_ip")? {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| ctx.err("nsm.tunnel_ip", format!("{s:?} is not an IP address")))?,
+        ),
+    };
+    let vxlan_port = get_int(ctx, nsm, "nsm", "vxlan_port", 4789, 1..=65535)?;
+    let mut priority = Vec::new();
+    for t in get_str(ctx, nsm, "nsm", "mechanism_priority")?
+        .unwrap_or("")
+        .split(',')
+        .map(|t| t.trim().to_ascii_uppercase())
+        .filter(|t| !t.is_empty())
+    {
+        if !["VXLAN", "SRV6", "MEMIF", "KERNEL"].contains(&t.as_str()) {
+            return Err(ctx.err(
+                "nsm.mechanism_priority",
+                format!("{t:?} is not a mechanism vwire offers (VXLAN, SRV6, MEMIF, KERNEL)"),
+            ));
+        }
+        priority.push(t);
+    }
+    let srv6_locator = match get_str(ctx, srv6, "srv6", "locator")? {
+        None | Some("") => None,
+        Some(s) => {
+            let net: ipnet::Ipv6Net = s.parse().map_err(|_| {
+                ctx.err(
+                    "srv6.locator",
+                    format!("{s:?} is not an IPv6 prefix (like fc00:1::/48)"),
+                )
+            })?;
+            if net.prefix_len() > 112 {
+                return Err(ctx.err(
+                    "srv6.locator",
+                    format!(
+                        "/{} leaves too few bits for SIDs (at most /112)",
+                        net.prefix_len()
+                    ),
+                ));
+            }
+            Some((net.network(), net.prefix_len()))
+        }
+    };
+    let srv6_host_ip = match get_str(ctx, srv6, "srv6", "host_ip")? {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| ctx.err("srv6.host_ip", format!("{s:?} is not an IPv6 address")))?,
+        ),
+    };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked above
+    Ok(RemoteConfig {
+        tunnel_ip,
+        vxlan_port: vxlan_port as u16,
+        priority,
+        srv6_locator,
+        srv6_host_ip,
+    })
+}
+
 /// The keys of a `type = "memif"` port.
 fn memif_port(ctx: &Ctx, t: &Table, path: &str, name: &str) -> Result<MemifConfig, ConfigError> {
     let key = |k: &str| format!("{path}.{k}");
@@ -568,6 +681,7 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
             "metrics",
             "log",
             "nsm",
+            "srv6",
             "port",
             "xconnect",
             "endpoint",
@@ -581,7 +695,21 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
     let log = get_table(ctx, root, "log")?.unwrap_or(&empty);
     check_keys(ctx, log, "log", &["level"])?;
     let nsm = get_table(ctx, root, "nsm")?.unwrap_or(&empty);
-    check_keys(ctx, nsm, "nsm", &["name", "listen_on"])?;
+    check_keys(
+        ctx,
+        nsm,
+        "nsm",
+        &[
+            "name",
+            "listen_on",
+            "tunnel_ip",
+            "vxlan_port",
+            "mechanism_priority",
+        ],
+    )?;
+    let srv6 = get_table(ctx, root, "srv6")?.unwrap_or(&empty);
+    check_keys(ctx, srv6, "srv6", &["locator", "host_ip"])?;
+    let remote = remote_config(ctx, nsm, srv6)?;
     let nsm_name = get_str(ctx, nsm, "nsm", "name")?
         .unwrap_or("forwarder")
         .to_string();
@@ -807,6 +935,7 @@ fn build(ctx: &Ctx, root: &Table, host: &dyn Host) -> Result<Config, ConfigError
         log_level,
         nsm_name,
         nsm_listen_on,
+        remote,
         ports,
         xconnects,
         endpoints,

@@ -13,14 +13,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::net::{IpAddr, Ipv6Addr};
 use vwire_dataplane::counters::PortTotals;
 use vwire_dataplane::engine::{Engine, Retirer};
 use vwire_dataplane::port::Port;
 use vwire_dataplane::port::PortId;
 use vwire_dataplane::table::{ForwardingTable, Rewrite};
+use vwire_dataplane::tunnel::Encap;
 use vwire_mechanisms::afxdp::{socket, AfXdpPort, PortOptions, Umem};
 use vwire_mechanisms::memif::driver::{Driver, MemifConfig, MemifHandle};
 use vwire_mechanisms::memif::port::{Link, MemifPort};
+use vwire_mechanisms::srv6::{Behavior, EncapHeader, EncapParams};
+use vwire_mechanisms::tunnel::{EgressFraming, Framing, Srv6Encap, UplinkDecap, VxlanEncap};
+use vwire_mechanisms::vxlan::{TunnelHeader, TunnelParams, Vni};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,15 @@ pub enum DataplaneError {
     /// the table refused
     #[error(transparent)]
     Table(#[from] vwire_dataplane::table::TableError),
+    /// another connection's tunnel has the same VNI or SID
+    #[error("another connection already uses {0:?}")]
+    DecapInUse(DecapKey),
+    /// a tunnel without an uplink
+    #[error("no uplink: remote mechanisms need NSM_TUNNEL_IP or a default route")]
+    NoUplink,
+    /// the uplink's demultiplexer refused a tunnel
+    #[error(transparent)]
+    Tunnel(#[from] vwire_mechanisms::tunnel::TunnelError),
     /// an AF_XDP side reached the last step without its port
     #[error("an AF_XDP side of the cross-connect was not opened")]
     NotOpened,
@@ -79,12 +93,113 @@ impl PortSpec {
     }
 }
 
+/// What joins a dynamic connection's ports.
+pub enum Wiring {
+    /// Two local ports, cross-connected, with the framing change of each direction (applied to
+    /// what the first, then the second port receives).
+    Xconnect([Rewrite; 2]),
+    /// One local port and a tunnel through the uplink.
+    Tunnel(Box<TunnelSpec>),
+}
+
+/// A tunnel of one connection: how its packets are encapsulated toward the peer and recognised
+/// on their way back. Kept so that the encapsulation can be rebuilt when the next hop's MAC
+/// changes.
+#[derive(Clone, Debug)]
+pub struct TunnelSpec {
+    /// The outer header.
+    pub encap: EncapSpec,
+    /// What the local port delivers.
+    pub framing: Framing,
+    /// What the local port expects back.
+    pub egress: EgressFraming,
+    /// How packets of this tunnel are recognised on the uplink.
+    pub decap: DecapKey,
+    /// The underlay neighbour whose MAC is the outer destination (the watcher follows it).
+    pub neighbour: IpAddr,
+    /// Which side of the connection the tunnel is (0: the client's, 1: the endpoint's), for the
+    /// order of [`DataplaneCore::totals`].
+    pub side: usize,
+}
+
+/// The outer header of a tunnel.
+#[derive(Clone, Copy, Debug)]
+pub enum EncapSpec {
+    /// VXLAN.
+    Vxlan(TunnelParams),
+    /// SRv6 (H.Encaps.L2 or H.Encaps, by the framing).
+    Srv6(EncapParams),
+}
+
+/// How the uplink recognises a tunnel's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapKey {
+    /// VXLAN from this remote tunnel IP with this VNI.
+    Vxlan {
+        /// The peer's tunnel IP.
+        remote: IpAddr,
+        /// The VNI.
+        vni: Vni,
+    },
+    /// SRv6 to this local SID.
+    Sid {
+        /// The SID.
+        sid: Ipv6Addr,
+        /// Its behaviour.
+        behavior: Behavior,
+    },
+}
+
+impl TunnelSpec {
+    fn build_encap(&self, uplink_mtu: u32) -> Arc<dyn Encap> {
+        match &self.encap {
+            EncapSpec::Vxlan(p) => Arc::new(VxlanEncap::new(
+                TunnelHeader::new(p),
+                self.framing,
+                uplink_mtu,
+            )),
+            EncapSpec::Srv6(p) => Arc::new(Srv6Encap::new(
+                EncapHeader::new(p),
+                self.framing,
+                uplink_mtu,
+            )),
+        }
+    }
+
+    fn next_hop_mac(&self) -> [u8; 6] {
+        match &self.encap {
+            EncapSpec::Vxlan(p) => p.next_hop_mac,
+            EncapSpec::Srv6(p) => p.next_hop_mac,
+        }
+    }
+
+    fn set_next_hop_mac(&mut self, mac: [u8; 6]) {
+        match &mut self.encap {
+            EncapSpec::Vxlan(p) => p.next_hop_mac = mac,
+            EncapSpec::Srv6(p) => p.next_hop_mac = mac,
+        }
+    }
+}
+
+/// The uplink port, shared by every tunnel.
+#[derive(Clone, Copy, Debug)]
+pub struct UplinkPort {
+    /// Its port id.
+    pub id: PortId,
+    /// Its worker: every tunnel connection's local port goes there too.
+    pub worker: usize,
+    /// Its MTU.
+    pub mtu: u32,
+    /// The VXLAN UDP port.
+    pub vxlan_port: u16,
+}
+
 struct Dynamic {
     worker: usize,
-    ports: [PortId; 2],
+    ports: Vec<PortId>,
     /// The ids' counts when the ports took them (ids are reused).
-    baselines: [PortTotals; 2],
-    rewrites: [Rewrite; 2],
+    baselines: Vec<PortTotals>,
+    wiring: Wiring,
     memifs: Vec<MemifHandle>,
 }
 
@@ -99,6 +214,7 @@ pub struct DataplaneCore {
     free_ids: Vec<PortId>,
     next_worker: usize,
     memif: Driver,
+    uplink: Option<UplinkPort>,
 }
 
 /// Shared handle: `None` once stopped.
@@ -128,7 +244,13 @@ impl DataplaneCore {
             free_ids,
             next_worker: 0,
             memif: Driver::new(),
+            uplink: None,
         }
+    }
+
+    /// Declares the uplink (a static port) that tunnels use.
+    pub fn set_uplink(&mut self, uplink: UplinkPort) {
+        self.uplink = Some(uplink);
     }
 
     /// The engine (health, counters).
@@ -141,16 +263,66 @@ impl DataplaneCore {
         for &(a, b) in &self.static_pairs {
             t.add_xconnect(a, b)?;
         }
+        let mut decap = self.uplink.map(|u| UplinkDecap::new(u.vxlan_port));
         for d in self.dynamic.values() {
-            t.add_xconnect_with(d.ports[0], d.ports[1], d.rewrites[0], d.rewrites[1])?;
+            match (&d.wiring, d.ports.as_slice()) {
+                (Wiring::Xconnect([ab, ba]), &[a, b]) => t.add_xconnect_with(a, b, *ab, *ba)?,
+                (Wiring::Tunnel(spec), &[local]) => {
+                    let (Some(uplink), Some(decap)) = (self.uplink, decap.as_mut()) else {
+                        return Err(DataplaneError::NoUplink);
+                    };
+                    t.add_tunnel(local, uplink.id, spec.build_encap(uplink.mtu))?;
+                    match spec.decap {
+                        DecapKey::Vxlan { remote, vni } => {
+                            decap.add_vxlan(remote, vni, local, spec.egress)?;
+                        }
+                        DecapKey::Sid { sid, behavior } => {
+                            decap.add_sid(sid, behavior, local, spec.egress)?;
+                        }
+                    }
+                }
+                _ => return Err(DataplaneError::NotOpened),
+            }
+        }
+        if let (Some(u), Some(decap)) = (self.uplink, decap) {
+            t.set_decap(u.id, Arc::new(decap))?;
         }
         self.engine.table().publish(t);
         Ok(())
     }
 
+    /// Whether a tunnel of a connection other than `key` already uses `decap` (a VNI or SID
+    /// clash that would make the uplink's demultiplexing ambiguous).
+    pub fn decap_in_use(&self, key: &str, decap: &DecapKey) -> bool {
+        self.dynamic
+            .iter()
+            .any(|(k, d)| k != key && matches!(&d.wiring, Wiring::Tunnel(t) if t.decap == *decap))
+    }
+
+    /// The neighbour at `ip` changed its MAC: rebuilds the tunnels whose next hop it is.
+    pub fn next_hop_moved(&mut self, ip: IpAddr, mac: [u8; 6]) -> Result<usize, DataplaneError> {
+        let mut changed = 0;
+        for d in self.dynamic.values_mut() {
+            if let Wiring::Tunnel(t) = &mut d.wiring {
+                if t.neighbour == ip && t.next_hop_mac() != mac {
+                    t.set_next_hop_mac(mac);
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            self.publish()?;
+        }
+        Ok(changed)
+    }
+
     /// Step 1 of [`wire`], under the lock: `None` if `key` is already wired (a refresh), else
     /// the worker its ports go to and that worker's UMEM.
-    pub fn placement(&mut self, key: &str) -> Result<Option<Placement>, DataplaneError> {
+    pub fn placement(
+        &mut self,
+        key: &str,
+        tunnel: bool,
+    ) -> Result<Option<Placement>, DataplaneError> {
         if self.dynamic.contains_key(key) {
             return Ok(None);
         }
@@ -159,8 +331,14 @@ impl DataplaneCore {
                 self.max_ports - self.free_ids.len(),
             ));
         }
-        let worker = self.next_worker % self.umems.len().max(1);
-        self.next_worker += 1;
+        let worker = if tunnel {
+            // A tunnel's local port shares the uplink's worker (and UMEM): the worker moves
+            // frames between them by descriptor.
+            self.uplink.ok_or(DataplaneError::NoUplink)?.worker
+        } else {
+            self.next_worker += 1;
+            (self.next_worker - 1) % self.umems.len().max(1)
+        };
         let umem = self.umems.get(worker).ok_or(DataplaneError::Stopped)?;
         Ok(Some(Placement {
             worker,
@@ -168,16 +346,16 @@ impl DataplaneCore {
         }))
     }
 
-    /// Step 3 of [`wire`], under the lock: cross-connects `a` and `b` for connection `key`,
-    /// with the AF_XDP ports `opened` in step 2, applying `rewrites[0]` to what `a` receives
-    /// and `rewrites[1]` to what `b` receives. Idempotent: an existing key is left as it is
-    /// (and `opened` closed). On failure nothing is left behind. Must run inside the control
-    /// runtime's context (memif control channels are tasks on it).
-    pub fn add_xconnect(
+    /// Step 3 of [`wire`], under the lock: joins `specs` (two ports for a cross-connect, one
+    /// for a tunnel) by `wiring` for connection `key`, with the AF_XDP ports `opened` in step 2.
+    /// Idempotent: an existing key is left as it is (and `opened` closed). On failure nothing
+    /// is left behind. Must run inside the control runtime's context (memif control channels
+    /// are tasks on it).
+    pub fn add_wiring(
         &mut self,
         key: &str,
-        [a, b]: [&PortSpec; 2],
-        rewrites: [Rewrite; 2],
+        specs: &[&PortSpec],
+        wiring: Wiring,
         opened: Opened,
     ) -> Result<(), DataplaneError> {
         if self.dynamic.contains_key(key) {
@@ -186,7 +364,12 @@ impl DataplaneCore {
         let w = opened.worker;
         let mut memifs = Vec::new();
         let mut ports: Vec<Box<dyn Port>> = Vec::new();
-        for (spec, afxdp) in [a, b].into_iter().zip(opened.afxdp) {
+        let unwind = |core: &mut Self, memifs: &[MemifHandle]| {
+            for h in memifs {
+                core.memif.remove(h);
+            }
+        };
+        for (spec, afxdp) in specs.iter().zip(opened.afxdp) {
             let port: Box<dyn Port> = match (spec, afxdp) {
                 (PortSpec::Afxdp { .. }, Some(port)) => Box::new(port),
                 (PortSpec::Memif(cfg), _) => {
@@ -194,9 +377,7 @@ impl DataplaneCore {
                     match self.memif.add(cfg.clone(), link.clone()) {
                         Ok(handle) => memifs.push(handle),
                         Err(source) => {
-                            for h in &memifs {
-                                self.memif.remove(h);
-                            }
+                            unwind(self, &memifs);
                             return Err(DataplaneError::Memif {
                                 socket: cfg.socket.clone(),
                                 source,
@@ -206,45 +387,38 @@ impl DataplaneCore {
                     Box::new(MemifPort::new(&cfg.name, link))
                 }
                 (PortSpec::Afxdp { .. }, None) => {
-                    for h in &memifs {
-                        self.memif.remove(h);
-                    }
+                    unwind(self, &memifs);
                     return Err(DataplaneError::NotOpened);
                 }
             };
             ports.push(port);
         }
-        let (ia, ib) = match (self.free_ids.pop(), self.free_ids.pop()) {
-            (Some(x), Some(y)) => (x, y),
-            (x, _) => {
-                self.free_ids.extend(x);
-                for h in &memifs {
-                    self.memif.remove(h);
-                }
-                return Err(DataplaneError::NoPortIds(self.max_ports));
-            }
-        };
-        let baselines = [self.engine.port_totals(ia), self.engine.port_totals(ib)];
+        if self.free_ids.len() < ports.len() {
+            unwind(self, &memifs);
+            return Err(DataplaneError::NoPortIds(self.max_ports));
+        }
+        let ids: Vec<PortId> = ports.iter().filter_map(|_| self.free_ids.pop()).collect();
+        let baselines: Vec<PortTotals> =
+            ids.iter().map(|&id| self.engine.port_totals(id)).collect();
         {
             let mut entries = self
                 .registry
                 .ports
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            for ((id, spec), (port, base)) in [(ia, a), (ib, b)]
-                .into_iter()
-                .zip(ports.iter().zip(baselines))
+            for ((&id, spec), (port, base)) in
+                ids.iter().zip(specs).zip(ports.iter().zip(&baselines))
             {
                 entries.push(crate::metrics::PortEntry {
                     id,
                     name: spec.name().to_string(),
                     stats: port.stats(),
-                    baseline: base,
+                    baseline: *base,
                 });
             }
         }
         let mut added = Ok(());
-        for (id, port) in [ia, ib].into_iter().zip(ports) {
+        for (&id, port) in ids.iter().zip(ports) {
             if added.is_ok() {
                 added = self.engine.add_port(w, id, port);
             }
@@ -253,9 +427,9 @@ impl DataplaneCore {
             key.to_string(),
             Dynamic {
                 worker: w,
-                ports: [ia, ib],
+                ports: ids,
                 baselines,
-                rewrites,
+                wiring,
                 memifs,
             },
         );
@@ -302,11 +476,33 @@ impl DataplaneCore {
         retiring
     }
 
-    /// The counters of the two ports of `key` (in the order given to `add_xconnect`), counted
-    /// since the connection was wired.
+    /// The counters of the two sides of `key` (the client's, then the endpoint's), counted
+    /// since the connection was wired. A tunnel side shows its local port's counters mirrored
+    /// (what the local port received went into the tunnel).
     pub fn totals(&self, key: &str) -> Option<[PortTotals; 2]> {
         let d = self.dynamic.get(key)?;
-        Some([0, 1].map(|i| self.engine.port_totals(d.ports[i]).since(&d.baselines[i])))
+        let t = |i: usize| -> Option<PortTotals> {
+            let (id, base) = (d.ports.get(i)?, d.baselines.get(i)?);
+            Some(self.engine.port_totals(*id).since(base))
+        };
+        match &d.wiring {
+            Wiring::Xconnect(_) => Some([t(0)?, t(1)?]),
+            Wiring::Tunnel(spec) => {
+                let local = t(0)?;
+                let tunnel = PortTotals {
+                    rx_packets: local.tx_packets,
+                    rx_bytes: local.tx_bytes,
+                    tx_packets: local.rx_packets,
+                    tx_bytes: local.rx_bytes,
+                    ..PortTotals::default()
+                };
+                Some(if spec.side == 0 {
+                    [tunnel, local]
+                } else {
+                    [local, tunnel]
+                })
+            }
+        }
     }
 
     /// Number of dynamic cross-connects.
@@ -332,7 +528,7 @@ pub struct Placement {
 impl Placement {
     /// Step 2 of [`wire`], without the lock: opens the AF_XDP sides, both at once (each waits
     /// mostly on the kernel: loading and attaching the XDP program, binding the socket).
-    pub fn open(self, specs: [&PortSpec; 2]) -> Result<Opened, DataplaneError> {
+    pub fn open(self, specs: &[&PortSpec]) -> Result<Opened, DataplaneError> {
         let umem = &*self.umem;
         let open = |spec: &PortSpec| match spec {
             PortSpec::Afxdp { ifname } => {
@@ -345,16 +541,22 @@ impl Placement {
             }
             PortSpec::Memif(_) => Ok(None),
         };
-        let [a, b] = specs;
-        let (ra, rb) = std::thread::scope(|s| {
-            let second = s.spawn(|| open(b));
-            let first = open(a);
-            (first, second.join())
-        });
-        let rb = rb.unwrap_or(Err(DataplaneError::NotOpened));
+        let afxdp = match specs {
+            [a] => vec![open(a)?],
+            [a, b] => {
+                let (ra, rb) = std::thread::scope(|s| {
+                    let second = s.spawn(|| open(b));
+                    let first = open(a);
+                    (first, second.join())
+                });
+                let rb = rb.unwrap_or(Err(DataplaneError::NotOpened));
+                vec![ra?, rb?]
+            }
+            _ => return Err(DataplaneError::NotOpened),
+        };
         Ok(Opened {
             worker: self.worker,
-            afxdp: [ra?, rb?],
+            afxdp,
         })
     }
 }
@@ -362,7 +564,7 @@ impl Placement {
 /// The AF_XDP ports of a new cross-connect, opened without the lock: step 2 of [`wire`].
 pub struct Opened {
     worker: usize,
-    afxdp: [Option<AfXdpPort>; 2],
+    afxdp: Vec<Option<AfXdpPort>>,
 }
 
 /// Ports taken out of the dataplane that still have to be shut down; see
@@ -397,19 +599,27 @@ impl Drop for Retiring {
     }
 }
 
-/// Cross-connects `a` and `b` for connection `key` (see [`DataplaneCore::add_xconnect`]),
-/// holding the lock only for the bookkeeping: the AF_XDP ports are opened between the two
-/// short critical sections, so concurrent Requests overlap their kernel waits. Blocks; call it
-/// off the async runtime's threads but inside its context.
+/// Wires connection `key`: its ports `specs` joined by `wiring` (see
+/// [`DataplaneCore::add_wiring`]), holding the lock only for the bookkeeping: the AF_XDP ports
+/// are opened between the two short critical sections, so concurrent Requests overlap their
+/// kernel waits. Blocks; call it off the async runtime's threads but inside its context.
 pub fn wire(
     dp: &SharedDataplane,
     key: &str,
-    specs: [&PortSpec; 2],
-    rewrites: [Rewrite; 2],
+    specs: &[&PortSpec],
+    wiring: Wiring,
 ) -> Result<(), DataplaneError> {
     let lock = || dp.lock().unwrap_or_else(|e| e.into_inner());
+    let tunnel = matches!(wiring, Wiring::Tunnel(_));
     let placement = match lock().as_mut() {
-        Some(core) => core.placement(key)?,
+        Some(core) => {
+            if let Wiring::Tunnel(t) = &wiring {
+                if core.decap_in_use(key, &t.decap) {
+                    return Err(DataplaneError::DecapInUse(t.decap));
+                }
+            }
+            core.placement(key, tunnel)?
+        }
         None => return Err(DataplaneError::Stopped),
     };
     let Some(placement) = placement else {
@@ -417,7 +627,7 @@ pub fn wire(
     };
     let opened = placement.open(specs)?;
     match lock().as_mut() {
-        Some(core) => core.add_xconnect(key, specs, rewrites, opened),
+        Some(core) => core.add_wiring(key, specs, wiring, opened),
         None => Err(DataplaneError::Stopped),
     }
 }

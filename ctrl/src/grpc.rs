@@ -89,11 +89,12 @@ pub struct NsmServer {
 
 impl NsmServer {
     /// Builds the chain for a hop named `name` that forwards to `endpoints` and programs
-    /// `dataplane`.
+    /// `dataplane`, with the REMOTE mechanisms of `remote` when there is an uplink.
     pub fn new(
         name: &str,
         endpoints: Vec<EndpointConfig>,
         dataplane: SharedDataplane,
+        remote: Option<Arc<crate::remote::Remote>>,
     ) -> Arc<Self> {
         let monitor = Monitor::new();
         let metadata = Metadata::new();
@@ -104,9 +105,9 @@ impl NsmServer {
             Arc::new(MetadataElement::new(metadata.clone())),
             Arc::new(timeout.clone()),
             Arc::new(monitor.clone()),
-            Arc::new(Mechanisms),
-            Arc::new(Xconnect::new(metadata.clone(), dataplane)),
-            Arc::new(Connect::new(endpoints, metadata.clone())),
+            Arc::new(Mechanisms::with_remote(remote.clone())),
+            Arc::new(Xconnect::new(metadata.clone(), dataplane, remote.clone())),
+            Arc::new(Connect::new(endpoints, metadata.clone(), remote)),
         ]));
         timeout.attach(&chain);
         Arc::new(Self {

@@ -7,3 +7,4 @@ pub mod dataplane;
 pub mod elements;
 pub mod grpc;
 pub mod metrics;
+pub mod remote;

@@ -27,6 +27,8 @@ use vwire_mechanisms::memif::port::{Link, MemifPort};
 
 use vwire::config::{self, Config, PortKind};
 use vwire::metrics;
+use vwire::remote::{Remote, Uplink};
+use vwire_mechanisms::kernel::neigh::{NeighEvent, NeighWatcher};
 
 /// Largest number of ports (the size of the forwarding table and of each worker's counters).
 const MAX_PORTS: usize = 1024;
@@ -93,6 +95,9 @@ enum CtrlError {
     /// the forwarding table rejected an entry
     #[error("forwarding table: {0}")]
     Table(#[from] vwire_dataplane::table::TableError),
+    /// the uplink of the remote mechanisms could not be found
+    #[error("uplink: {0}")]
+    Uplink(#[from] vwire::remote::RemoteError),
     /// a system call failed
     #[error("{what}: {source}")]
     Io {
@@ -167,6 +172,8 @@ struct Dataplane {
     registry: Arc<metrics::Registry>,
     /// memif ports, for the control driver started in the runtime.
     memifs: Vec<(MemifConfig, Arc<Link>)>,
+    /// The REMOTE mechanisms, when NSM is served and an uplink was found.
+    remote: Option<Arc<Remote>>,
 }
 
 impl Dataplane {
@@ -187,12 +194,23 @@ impl Dataplane {
 
 fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     let assignment = config::assign_workers(cfg);
+    // The uplink of the remote mechanisms: only with NSM, on the first worker.
+    let uplink = match cfg.nsm_listen_on {
+        Some(_) => Uplink::discover(&cfg.remote)?,
+        None => None,
+    };
+    if cfg.nsm_listen_on.is_some() && uplink.is_none() {
+        info!("no NSM_TUNNEL_IP and no default route: remote mechanisms (VXLAN, SRV6) are off");
+    }
     let mut pool_frames = vec![0u32; cfg.workers.len()];
     for (p, &w) in cfg.ports.iter().zip(&assignment) {
         pool_frames[w] += match &p.kind {
             PortKind::AfXdp { interface } => FRAMES_PER_QUEUE * afxdp::rx_queue_count(interface),
             PortKind::Memif(_) => MEMIF_POOL_FRAMES,
         };
+    }
+    if let (Some(u), Some(f)) = (&uplink, pool_frames.first_mut()) {
+        *f += FRAMES_PER_QUEUE * afxdp::rx_queue_count(&u.ifname);
     }
     for f in &mut pool_frames {
         *f = (*f).max(MIN_POOL_FRAMES);
@@ -267,6 +285,60 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         });
         builder.add_port(w, id, port)?;
     }
+    let uplink_port = match &uplink {
+        Some(u) => {
+            let id = PortId::try_from(cfg.ports.len()).map_err(|_| {
+                CtrlError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
+                    u16::MAX,
+                    MAX_PORTS,
+                ))
+            })?;
+            let steering = afxdp::Steering {
+                vxlan_port: cfg.remote.vxlan_port,
+                ipv4: match u.tunnel_ip {
+                    std::net::IpAddr::V4(v) => Some(v),
+                    std::net::IpAddr::V6(_) => None,
+                },
+                ipv6: match u.tunnel_ip {
+                    std::net::IpAddr::V6(v) => Some(v),
+                    std::net::IpAddr::V4(_) => None,
+                },
+                srv6_locator: cfg.remote.srv6_locator,
+            };
+            let opts = PortOptions {
+                program: afxdp::XdpProgram::Steer(steering),
+                ..PortOptions::default()
+            };
+            let umem = umems.first().ok_or(CtrlError::Io {
+                what: "the uplink".into(),
+                source: std::io::Error::other("no worker"),
+            })?;
+            let port = socket::open("uplink", &u.ifname, umem, opts).map_err(|source| {
+                CtrlError::Port {
+                    name: "uplink".into(),
+                    source,
+                }
+            })?;
+            info!(
+                interface = %u.ifname, tunnel_ip = %u.tunnel_ip, srv6_host_ip = ?u.srv6_host_ip,
+                mtu = u.mtu, xdp = ?port.xdp_mode(), queues = ?port.queue_ids(), "uplink open"
+            );
+            entries.push(metrics::PortEntry {
+                id,
+                name: "uplink".into(),
+                stats: port.stats(),
+                baseline: Default::default(),
+            });
+            builder.add_port(0, id, Box::new(port))?;
+            Some(vwire::dataplane::UplinkPort {
+                id,
+                worker: 0,
+                mtu: u.mtu,
+                vxlan_port: cfg.remote.vxlan_port,
+            })
+        }
+        None => None,
+    };
     let mut table = ForwardingTable::new(MAX_PORTS);
     let mut pairs = Vec::new();
     for &(a, b) in &cfg.xconnects {
@@ -287,18 +359,22 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
             .zip(engine.worker_counters().iter().cloned())
             .collect(),
     });
-    let core = DataplaneCore::new(
+    let mut core = DataplaneCore::new(
         engine,
         umems,
         MAX_PORTS,
-        cfg.ports.len(),
+        cfg.ports.len() + usize::from(uplink_port.is_some()),
         pairs,
         registry.clone(),
     );
+    if let Some(u) = uplink_port {
+        core.set_uplink(u);
+    }
     Ok(Dataplane {
         core: Arc::new(std::sync::Mutex::new(Some(core))),
         registry,
         memifs,
+        remote: uplink.map(|u| Arc::new(Remote::new(u, &cfg.remote))),
     })
 }
 
@@ -337,8 +413,17 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
     let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
     let nsm_server = cfg.nsm_listen_on.as_ref().map(|_| {
-        vwire::grpc::NsmServer::new(&cfg.nsm_name, cfg.endpoints.clone(), dp.core.clone())
+        vwire::grpc::NsmServer::new(
+            &cfg.nsm_name,
+            cfg.endpoints.clone(),
+            dp.core.clone(),
+            dp.remote.clone(),
+        )
     });
+    let next_hops = match &dp.remote {
+        Some(r) => Some(follow_next_hops(r, dp.core.clone()).await?),
+        None => None,
+    };
     let nsm = cfg
         .nsm_listen_on
         .clone()
@@ -398,5 +483,49 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
         s.close_all().await;
     }
     memif.shutdown();
+    if let Some(t) = next_hops {
+        t.abort();
+    }
     result
+}
+
+/// Follows the kernel's neighbour table for tunnel next hops: when one changes its MAC, the
+/// tunnels through it are rebuilt and republished.
+async fn follow_next_hops(
+    remote: &Arc<Remote>,
+    core: SharedDataplane,
+) -> Result<tokio::task::JoinHandle<()>, CtrlError> {
+    let ns = vwire_mechanisms::kernel::Netns::current().map_err(|e| CtrlError::Io {
+        what: "this network namespace".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let (watcher, mut events) = NeighWatcher::new(&ns).await.map_err(|e| CtrlError::Io {
+        what: "watching the neighbour table".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    remote.set_watcher(watcher);
+    Ok(tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                NeighEvent::Changed {
+                    ip, mac: Some(mac), ..
+                } => {
+                    let mut guard = core.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = guard.as_mut() {
+                        match c.next_hop_moved(ip, mac) {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                info!(%ip, mac = %vwire::remote::format_mac(&mac), tunnels = n, "tunnel next hop moved")
+                            }
+                            Err(e) => warn!("republishing tunnels after {ip} moved: {e}"),
+                        }
+                    }
+                }
+                NeighEvent::Changed { ip, mac: None, .. } => {
+                    warn!(%ip, "a tunnel next hop is unreachable; its tunnels keep the last MAC");
+                }
+                NeighEvent::Lost => warn!("neighbour events were lost; tunnels keep their MACs"),
+            }
+        }
+    }))
 }

@@ -6,7 +6,11 @@
 //! configured for the connection's `network_service` (`[[endpoint]]` in the config). Toward the
 //! endpoint vwire offers MEMIF, then KERNEL (forwarder-vpp's order for a local next hop), both
 //! with empty parameters; the endpoint chooses and answers with its namespace (`inodeURL`) and,
-//! for MEMIF, its `socketfile`.
+//! for MEMIF, its `socketfile`. Toward a `tcp://` next hop (a forwarder on another node) it
+//! offers the REMOTE mechanisms instead (forwarder-vpp's `filtermechanisms`), in the order of
+//! NSM_MECHANISM_PRIORITY, each with this side's parameters ([`Remote::offers`]); the
+//! connection's MTU goes down as the largest any offered tunnel allows and comes back lowered
+//! to what the chosen one allows here.
 //!
 //! Errors: no endpoint → NotFound; several candidates → FailedPrecondition; an endpoint that
 //! cannot be reached or does not answer in time → Unavailable naming it. Other statuses from
@@ -29,6 +33,7 @@ use crate::chain::{connection_of, BoxFut, Element, Next};
 use crate::config::EndpointConfig;
 use crate::elements::metadata::Metadata;
 use crate::grpc::ListenOn;
+use crate::remote::Remote;
 
 /// How long the endpoint may take to answer a request or a close.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,6 +47,7 @@ pub struct Connect {
     endpoints: Vec<EndpointConfig>,
     metadata: Arc<Metadata>,
     channels: Mutex<HashMap<String, Channel>>,
+    remote: Option<Arc<Remote>>,
 }
 
 fn channel_to(url: &ListenOn) -> Result<Channel, Status> {
@@ -50,11 +56,16 @@ fn channel_to(url: &ListenOn) -> Result<Channel, Status> {
 
 impl Connect {
     /// A connect element over the configured endpoints.
-    pub fn new(endpoints: Vec<EndpointConfig>, metadata: Arc<Metadata>) -> Self {
+    pub fn new(
+        endpoints: Vec<EndpointConfig>,
+        metadata: Arc<Metadata>,
+        remote: Option<Arc<Remote>>,
+    ) -> Self {
         Self {
             endpoints,
             metadata,
             channels: Mutex::new(HashMap::new()),
+            remote,
         }
     }
 
@@ -122,14 +133,17 @@ impl Element for Connect {
             let mut down = conn.clone();
             down.mechanism = None;
             down.network_service_endpoint_name = ep.name.clone();
+            let remote_hop = matches!(ep.url, ListenOn::Tcp(_));
+            let payload_ip = conn.payload == "IP";
             // A refresh re-offers what the endpoint chose before.
-            let prefs = match self
+            let previous = self
                 .metadata
                 .get::<Downstream>(&conn.id)
-                .and_then(|d| d.0.mechanism)
-            {
-                Some(m) => vec![m],
-                None => ["MEMIF", "KERNEL"]
+                .and_then(|d| d.0.mechanism);
+            let fresh = previous.is_none();
+            let prefs = match (previous, remote_hop) {
+                (Some(m), _) => vec![m],
+                (None, false) => ["MEMIF", "KERNEL"]
                     .into_iter()
                     .map(|t| Mechanism {
                         cls: "LOCAL".into(),
@@ -137,12 +151,37 @@ impl Element for Connect {
                         ..Default::default()
                     })
                     .collect(),
+                (None, true) => {
+                    let remote = self.remote.as_ref().ok_or_else(|| {
+                        Status::failed_precondition(format!(
+                            "{} is on another node (tcp://) but this forwarder has no uplink for remote mechanisms (set NSM_TUNNEL_IP or a default route)",
+                            describe(ep)
+                        ))
+                    })?;
+                    remote.offers(&conn.id, payload_ip)?
+                }
             };
+            let remote = self.remote.as_ref().filter(|_| remote_hop);
+            if let Some(r) = remote {
+                let allowed = prefs
+                    .iter()
+                    .map(|m| r.max_mtu(&m.r#type, payload_ip))
+                    .max()
+                    .unwrap_or(0);
+                let ctx = down.context.get_or_insert_with(Default::default);
+                if ctx.mtu == 0 || ctx.mtu > allowed {
+                    ctx.mtu = allowed;
+                }
+            }
             let call = client.request(NetworkServiceRequest {
                 connection: Some(down),
                 mechanism_preferences: prefs,
             });
-            let got = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            let answer = tokio::time::timeout(CALL_TIMEOUT, call).await;
+            if let (Some(r), true, false) = (remote, fresh, matches!(answer, Ok(Ok(_)))) {
+                r.settle(&conn.id, &Mechanism::default()); // the offers' SIDs go back
+            }
+            let got = match answer {
                 Err(_) => {
                     return Err(Status::unavailable(format!(
                         "{}: no answer within {CALL_TIMEOUT:?}",
@@ -164,6 +203,16 @@ impl Element for Connect {
                 }
                 Ok(Ok(r)) => r.into_inner(),
             };
+            let mut got = got;
+            if let Some(r) = remote {
+                let chosen = got.mechanism.clone().unwrap_or_default();
+                r.settle(&conn.id, &chosen);
+                let allowed = r.max_mtu(&chosen.r#type, payload_ip);
+                let ctx = got.context.get_or_insert_with(Default::default);
+                if ctx.mtu == 0 || ctx.mtu > allowed {
+                    ctx.mtu = allowed;
+                }
+            }
             self.metadata.set(&conn.id, Downstream(got.clone()));
             let mut up = got;
             up.id = conn.id.clone();

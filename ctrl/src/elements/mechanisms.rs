@@ -2,7 +2,11 @@
 //!
 //! If the connection already names a mechanism (a refresh), its type must be supported. Otherwise
 //! the first preference whose type vwire supports wins (nsm-forwarder.md "Mechanism selection":
-//! the forwarder decides toward the NSC). vwire supports KERNEL and MEMIF locally.
+//! the forwarder decides toward the NSC). vwire supports KERNEL and MEMIF locally, and, when it
+//! has an uplink, VXLAN and SRV6 from a remote forwarder: for those it fills in this side's
+//! parameters, picks the VNI or allocates the SID, and lowers the connection's MTU to what the
+//! tunnel allows (see [`crate::remote`]). What it allocated is released on Close, and when a
+//! later element fails the first Request.
 //!
 //! Checks, with the field named in the error:
 //! - an unknown or unsupported mechanism type, or no supported preference: InvalidArgument;
@@ -13,18 +17,44 @@
 //!
 //! Place it before the elements that build interfaces.
 
+use std::sync::Arc;
+
 use tonic::Status;
 use vwire_proto::connection::{Connection, Mechanism};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
+use crate::remote::Remote;
 
 /// Mechanism types vwire can serve toward a client on this node.
 pub const SUPPORTED: &[&str] = &["KERNEL", "MEMIF"];
 
 /// The mechanisms element.
 #[derive(Default)]
-pub struct Mechanisms;
+pub struct Mechanisms {
+    remote: Option<Arc<Remote>>,
+}
+
+impl Mechanisms {
+    /// Serving the REMOTE mechanisms of `remote` too.
+    pub fn with_remote(remote: Option<Arc<Remote>>) -> Self {
+        Self { remote }
+    }
+
+    fn supported(&self, t: &str) -> bool {
+        SUPPORTED.contains(&t) || self.remote.as_ref().is_some_and(|r| r.supports(t))
+    }
+
+    fn served(&self) -> Vec<&'static str> {
+        let mut v = SUPPORTED.to_vec();
+        for t in ["VXLAN", "SRV6"] {
+            if self.supported(t) {
+                v.push(t);
+            }
+        }
+        v
+    }
+}
 
 /// The namespace file an `inodeURL` names: `file:///proc/<pid>/ns/net`, `file:///var/run/netns/x`,
 /// or a plain path.
@@ -60,29 +90,34 @@ pub fn check(m: &Mechanism) -> Result<(), Status> {
     Ok(())
 }
 
-/// Picks the mechanism for `conn` from the request.
+/// Picks the mechanism for `conn` from the request, among the local ones.
 pub fn select(conn: &Connection, prefs: &[Mechanism]) -> Result<Mechanism, Status> {
-    if let Some(m) = conn.mechanism.as_ref().filter(|m| !m.r#type.is_empty()) {
-        if !SUPPORTED.contains(&m.r#type.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "connection.mechanism.type: {:?} is not supported (vwire serves {SUPPORTED:?})",
-                m.r#type
-            )));
+    Mechanisms::default().select(conn, prefs)
+}
+
+impl Mechanisms {
+    /// Picks the mechanism for `conn` from the request.
+    pub fn select(&self, conn: &Connection, prefs: &[Mechanism]) -> Result<Mechanism, Status> {
+        let served = self.served();
+        if let Some(m) = conn.mechanism.as_ref().filter(|m| !m.r#type.is_empty()) {
+            if !self.supported(&m.r#type) {
+                return Err(Status::invalid_argument(format!(
+                    "connection.mechanism.type: {:?} is not supported (vwire serves {served:?})",
+                    m.r#type
+                )));
+            }
+            check(m)?;
+            return Ok(m.clone());
         }
+        let Some(m) = prefs.iter().find(|m| self.supported(&m.r#type)) else {
+            let offered: Vec<&str> = prefs.iter().map(|m| m.r#type.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "mechanism_preferences: none of {offered:?} is supported (vwire serves {served:?})"
+            )));
+        };
         check(m)?;
-        return Ok(m.clone());
+        Ok(m.clone())
     }
-    let Some(m) = prefs
-        .iter()
-        .find(|m| SUPPORTED.contains(&m.r#type.as_str()))
-    else {
-        let offered: Vec<&str> = prefs.iter().map(|m| m.r#type.as_str()).collect();
-        return Err(Status::invalid_argument(format!(
-            "mechanism_preferences: none of {offered:?} is supported (vwire serves {SUPPORTED:?})"
-        )));
-    };
-    check(m)?;
-    Ok(m.clone())
 }
 
 impl Element for Mechanisms {
@@ -99,16 +134,43 @@ impl Element for Mechanisms {
                     conn.payload
                 )));
             }
-            let chosen = select(conn, &req.mechanism_preferences)?;
+            let mut chosen = self.select(conn, &req.mechanism_preferences)?;
+            let id = conn.id.clone();
+            let payload_ip = conn.payload == "IP";
+            let refresh = conn.mechanism.as_ref().is_some_and(|m| !m.r#type.is_empty());
+            let remote = match (&self.remote, chosen.r#type.as_str()) {
+                (Some(r), "VXLAN" | "SRV6") => Some(r),
+                _ => None,
+            };
             if let Some(c) = req.connection.as_mut() {
+                if let Some(r) = remote {
+                    let ctx = c.context.get_or_insert_with(Default::default);
+                    r.accept(&id, &mut chosen, payload_ip, &mut ctx.mtu)
+                        .inspect_err(|_| {
+                            if !refresh {
+                                r.release(&id);
+                            }
+                        })?;
+                }
                 c.mechanism = Some(chosen);
             }
-            next.request(req).await
+            let result = next.request(req).await;
+            if let (Err(_), Some(r), false) = (&result, remote, refresh) {
+                r.release(&id);
+            }
+            result
         })
     }
 
     fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
-        next.close(conn)
+        Box::pin(async move {
+            let id = conn.id.clone();
+            let result = next.close(conn).await;
+            if let Some(r) = &self.remote {
+                r.release(&id);
+            }
+            result
+        })
     }
 }
 

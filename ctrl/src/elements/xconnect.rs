@@ -23,10 +23,18 @@
 //! must fit one page for native XDP on a veth, and one 4 KiB buffer of vwire's NSM workers).
 //! The endpoint and both kernel interfaces see the result.
 //!
+//! - VXLAN or SRV6 (a forwarder on another node, on either side): a tunnel through the uplink
+//!   ([`crate::remote`]). The other side's port is joined to it by the uplink's encapsulation
+//!   and demultiplexing instead of a cross-connect. The outer destination MAC is the kernel's
+//!   neighbour entry for the next hop toward the peer (resolved here, then followed). An IP
+//!   payload toward a kernel interface gets a per-connection MAC standing for the tunnel, as
+//!   for a memif peer.
+//!
 //! A refresh finds the connection already wired and changes nothing (no link flap). A failure
 //! undoes what this element built and closes the endpoint side. Close removes the cross-connect
 //! (ports and memif sockets), then the veth pairs. Place it just before connect.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tonic::Status;
@@ -47,6 +55,23 @@ use crate::dataplane::{PortSpec, SharedDataplane};
 use crate::elements::connect::Downstream;
 use crate::elements::mechanisms::netns_path;
 use crate::elements::metadata::Metadata;
+use crate::remote::{Remote, TunnelPlan};
+use vwire_mechanisms::kernel::neigh;
+use vwire_mechanisms::srv6::{Behavior, EncapParams};
+use vwire_mechanisms::tunnel::{EgressFraming, Framing};
+use vwire_mechanisms::vxlan::{TunnelParams, Underlay, Vni};
+
+/// How long the kernel may take to resolve a tunnel's next hop.
+const NEIGHBOUR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `VXLAN/vni=N` or `SRV6/<peer sid>`, for logs and metrics.
+fn describe_tunnel(m: &Mechanism) -> String {
+    let p = |k: &str| m.parameters.get(k).map(String::as_str).unwrap_or("");
+    match m.r#type.as_str() {
+        "VXLAN" => format!("VXLAN/vni={}", p("vni")),
+        t => format!("{t}/{}-{}", p("src_localsid"), p("dst_localsid")),
+    }
+}
 
 /// The largest MTU of an NSM connection, and the default for one that sets none.
 pub const MAX_MTU: u32 = 3498;
@@ -58,6 +83,8 @@ enum Built {
     Kernel { host: String, iface: String },
     /// A memif interface on `socket`.
     Memif { socket: String },
+    /// A tunnel through the uplink (`what`: its type and key, for logs and metrics).
+    Tunnel { what: String },
 }
 
 impl Built {
@@ -65,13 +92,14 @@ impl Built {
         match self {
             Built::Kernel { iface, .. } => format!("KERNEL/{iface}"),
             Built::Memif { socket } => format!("MEMIF/{socket}"),
+            Built::Tunnel { what } => what.clone(),
         }
     }
 
     fn host_veth(&self) -> Option<&str> {
         match self {
             Built::Kernel { host, .. } => Some(host),
-            Built::Memif { .. } => None,
+            Built::Memif { .. } | Built::Tunnel { .. } => None,
         }
     }
 }
@@ -86,14 +114,20 @@ struct Wired {
 pub struct Xconnect {
     metadata: Arc<Metadata>,
     dataplane: SharedDataplane,
+    remote: Option<Arc<Remote>>,
 }
 
 impl Xconnect {
     /// An xconnect element programming `dataplane`.
-    pub fn new(metadata: Arc<Metadata>, dataplane: SharedDataplane) -> Self {
+    pub fn new(
+        metadata: Arc<Metadata>,
+        dataplane: SharedDataplane,
+        remote: Option<Arc<Remote>>,
+    ) -> Self {
         Self {
             metadata,
             dataplane,
+            remote,
         }
     }
 }
@@ -119,6 +153,11 @@ enum Plan {
         socket: String,
         role: Role,
         netns: Option<std::path::PathBuf>,
+    },
+    /// A REMOTE mechanism; `server`: this side accepted it (the client-facing side).
+    Tunnel {
+        mechanism: Mechanism,
+        server: bool,
     },
 }
 
@@ -166,6 +205,10 @@ fn plan(m: Option<&Mechanism>, side: Side, tag: &str) -> Result<Plan, Status> {
                 netns: (!url.is_empty()).then(|| netns_path(url).into()),
             })
         }
+        ("VXLAN" | "SRV6", side) => Ok(Plan::Tunnel {
+            mechanism: m.clone(),
+            server: side == Side::Client,
+        }),
         (other, _) => Err(Status::unimplemented(format!(
             "{what}: cross-connecting a {other} mechanism is not implemented (KERNEL and MEMIF are)"
         ))),
@@ -344,6 +387,9 @@ impl Xconnect {
                 Plan::Memif { socket, .. } => Built::Memif {
                     socket: socket.clone(),
                 },
+                Plan::Tunnel { mechanism, .. } => Built::Tunnel {
+                    what: describe_tunnel(mechanism),
+                },
             })
             .collect();
         let result = self
@@ -436,7 +482,7 @@ impl Xconnect {
         }
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "interfaces and contexts ready");
         let mode = if ip_payload { Mode::Ip } else { Mode::Ethernet };
-        let specs: Vec<PortSpec> = sides
+        let specs: Vec<Option<PortSpec>> = sides
             .iter()
             .zip(built)
             .map(|(b, out)| match (&b.plan, out) {
@@ -447,7 +493,7 @@ impl Xconnect {
                         netns,
                     },
                     _,
-                ) => PortSpec::Memif(MemifConfig {
+                ) => Some(PortSpec::Memif(MemifConfig {
                     name: format!("{}{tag}", b.side.prefix()),
                     socket: socket.clone(),
                     role: *role,
@@ -458,26 +504,168 @@ impl Xconnect {
                     buffer_size: 2048,
                     secret: String::new(),
                     netns: netns.clone(),
-                }),
-                (Plan::Kernel { .. }, out) => PortSpec::Afxdp {
+                })),
+                (Plan::Kernel { .. }, out) => Some(PortSpec::Afxdp {
                     ifname: out.host_veth().unwrap_or_default().to_string(),
-                },
+                }),
+                (Plan::Tunnel { .. }, _) => None,
             })
             .collect();
+        let wiring = match sides
+            .iter()
+            .position(|b| matches!(b.plan, Plan::Tunnel { .. }))
+        {
+            None => crate::dataplane::Wiring::Xconnect(rewrites),
+            Some(t) => {
+                let spec = self
+                    .tunnel_spec(id, tag, ip_payload, host, sides, t)
+                    .await?;
+                crate::dataplane::Wiring::Tunnel(Box::new(spec))
+            }
+        };
+        let specs: Vec<PortSpec> = specs.into_iter().flatten().collect();
         // Opening AF_XDP sockets and memif sockets blocks (registration, binding, netns
         // switches): off the runtime thread, but inside its context (memif tasks).
         let (dp, key) = (self.dataplane.clone(), id.to_string());
         tokio::task::spawn_blocking(move || {
-            let [a, b] = specs.as_slice() else {
-                return Err(Status::internal("two sides expected"));
-            };
-            crate::dataplane::wire(&dp, &key, [a, b], rewrites).map_err(|e| match e {
+            let refs: Vec<&PortSpec> = specs.iter().collect();
+            crate::dataplane::wire(&dp, &key, &refs, wiring).map_err(|e| match e {
                 DataplaneError::Stopped => Status::unavailable("the dataplane is stopping"),
-                e => Status::failed_precondition(format!("cross-connecting: {e}")),
+                DataplaneError::NoUplink => Status::failed_precondition(e.to_string()),
+                e => Status::failed_precondition(format!("wiring the connection: {e}")),
             })
         })
         .await
-        .map_err(|e| Status::internal(format!("cross-connect task: {e}")))?
+        .map_err(|e| Status::internal(format!("wiring task: {e}")))?
+    }
+
+    /// The tunnel of side `t` (the other side is the local port): its parameters, the next
+    /// hop's MAC from the kernel, and the framing on each way.
+    async fn tunnel_spec(
+        &self,
+        id: &str,
+        tag: &str,
+        ip_payload: bool,
+        host: &NetlinkIn,
+        sides: &[Building],
+        t: usize,
+    ) -> Result<crate::dataplane::TunnelSpec, Status> {
+        let remote = self.remote.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "remote mechanisms need an uplink (NSM_TUNNEL_IP or a default route)",
+            )
+        })?;
+        let (
+            Some(Building {
+                plan: Plan::Tunnel { mechanism, server },
+                ..
+            }),
+            Some(local),
+        ) = (sides.get(t), sides.get(1 - t))
+        else {
+            return Err(Status::internal("a tunnel side expected"));
+        };
+        if matches!(local.plan, Plan::Tunnel { .. }) {
+            return Err(Status::unimplemented(
+                "joining two remote mechanisms (a tunnel to a tunnel) is not implemented",
+            ));
+        }
+        let plan = remote.tunnel_of(mechanism, *server)?;
+        if !*server {
+            remote.record_vni(id, &plan);
+        }
+        let uplink = remote.uplink();
+        let peer = plan.remote_underlay();
+        let hop = neigh::route_to(host, peer).await.map_err(|e| {
+            Status::failed_precondition(format!("the route to the peer forwarder {peer}: {e}"))
+        })?;
+        if hop.ifindex != uplink.ifindex {
+            return Err(Status::failed_precondition(format!(
+                "the peer forwarder {peer} is routed through {}, not through the uplink {}",
+                hop.ifname, uplink.ifname
+            )));
+        }
+        remote.follow(hop.ifindex, hop.neighbour());
+        let mac = neigh::resolve(host, &hop, NEIGHBOUR_TIMEOUT)
+            .await
+            .map_err(|e| Status::unavailable(format!("the next hop toward {peer}: {e}")))?;
+        let all_v6 = sides
+            .iter()
+            .flat_map(|b| &b.ctx.addrs)
+            .all(|a| matches!(a, IpNet::V6(_)));
+        let (encap, decap) = match plan {
+            TunnelPlan::Vxlan {
+                local,
+                remote: peer_ip,
+                port,
+                vni,
+            } => {
+                let underlay = match (local, peer_ip) {
+                    (IpAddr::V4(local), IpAddr::V4(remote)) => Underlay::V4 { local, remote },
+                    (IpAddr::V6(local), IpAddr::V6(remote)) => Underlay::V6 { local, remote },
+                    _ => return Err(Status::failed_precondition("VXLAN: mixed address families")),
+                };
+                let vni = Vni::new(vni).ok_or_else(|| {
+                    Status::invalid_argument(format!("VXLAN: {vni} is not a VNI"))
+                })?;
+                (
+                    crate::dataplane::EncapSpec::Vxlan(TunnelParams {
+                        underlay,
+                        local_mac: uplink.mac,
+                        next_hop_mac: mac,
+                        dst_port: port,
+                        vni,
+                        ttl: 64,
+                        udp_checksum_v4: false,
+                    }),
+                    crate::dataplane::DecapKey::Vxlan {
+                        remote: peer_ip,
+                        vni,
+                    },
+                )
+            }
+            TunnelPlan::Srv6 {
+                local_host,
+                local_sid,
+                remote_sid,
+                ..
+            } => (
+                crate::dataplane::EncapSpec::Srv6(EncapParams {
+                    src: local_host,
+                    sid: remote_sid,
+                    local_mac: uplink.mac,
+                    next_hop_mac: mac,
+                    hop_limit: 64,
+                }),
+                crate::dataplane::DecapKey::Sid {
+                    sid: local_sid,
+                    behavior: match (ip_payload, all_v6) {
+                        (false, _) => Behavior::EndDx2,
+                        (true, false) => Behavior::EndDx4,
+                        (true, true) => Behavior::EndDx6,
+                    },
+                },
+            ),
+        };
+        let (framing, egress) = match (&local.plan, local.inner_mac, ip_payload) {
+            (_, _, false) => (Framing::Ethernet, EgressFraming::Ethernet),
+            (Plan::Kernel { .. }, Some(dst), true) => (
+                Framing::EthernetIp,
+                EgressFraming::EthernetIp {
+                    dst,
+                    src: virtual_mac(tag),
+                },
+            ),
+            _ => (Framing::Ip, EgressFraming::Ip),
+        };
+        Ok(crate::dataplane::TunnelSpec {
+            encap,
+            framing,
+            egress,
+            decap,
+            neighbour: hop.neighbour(),
+            side: t,
+        })
     }
 
     async fn unwire(&self, id: &str, w: &Wired) {
