@@ -137,7 +137,10 @@ impl Element for Mechanisms {
             let mut chosen = self.select(conn, &req.mechanism_preferences)?;
             let id = conn.id.clone();
             let payload_ip = conn.payload == "IP";
-            let refresh = conn.mechanism.as_ref().is_some_and(|m| !m.r#type.is_empty());
+            let refresh = conn
+                .mechanism
+                .as_ref()
+                .is_some_and(|m| !m.r#type.is_empty());
             let remote = match (&self.remote, chosen.r#type.as_str()) {
                 (Some(r), "VXLAN" | "SRV6") => Some(r),
                 _ => None,
