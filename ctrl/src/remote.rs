@@ -517,14 +517,15 @@ impl Remote {
 
     /// Server side: checks the client's half of `m` (of type VXLAN or SRV6) and fills in this
     /// side's half; `mtu` (the connection's, 0 for unset) is lowered to what the tunnel allows.
-    /// A refresh (the parameters already name this side) keeps them.
+    /// A refresh (the parameters already name what this side allocated for `id`) keeps them.
+    /// Returns whether anything was newly allocated.
     pub fn accept(
         &self,
         id: &str,
         m: &mut Mechanism,
         payload_ip: bool,
         mtu: &mut u32,
-    ) -> Result<(), Status> {
+    ) -> Result<bool, Status> {
         let t = m.r#type.clone();
         let max = self.max_mtu(&t, payload_ip);
         let asked: u32 = param(m, "MTU").parse().unwrap_or(0);
@@ -542,6 +543,7 @@ impl Remote {
                         "connection.mechanism.parameters[src_ip]: {src} and this forwarder's tunnel IP {local} are not of the same family"
                     )));
                 }
+                let mut fresh = false;
                 let vni = match param(m, "vni").parse::<u32>() {
                     Ok(v)
                         if self
@@ -552,16 +554,20 @@ impl Remote {
                     {
                         v
                     }
-                    _ => self.pick_vni(id, m, src, local)?,
+                    _ => {
+                        fresh = true;
+                        self.pick_vni(id, m, src, local)?
+                    }
                 };
                 let p = &mut m.parameters;
                 p.insert("dst_ip".into(), local.to_string());
                 p.insert("dst_port".into(), self.vxlan_port.to_string());
                 p.insert("vni".into(), vni.to_string());
                 p.insert("MTU".into(), mech_mtu.to_string());
-                Ok(())
+                Ok(fresh)
             }
             "SRV6" => {
+                let mut fresh = false;
                 ipv6_param(m, "src_host_ip")?;
                 ipv6_param(m, "src_localsid")?;
                 let host = self.uplink.srv6_host_ip.ok_or_else(|| {
@@ -575,13 +581,12 @@ impl Remote {
                         .is_some_and(|l| l.contains(&Alloc::Sid(v)))
                         .then_some(v)
                 };
-                let sid = match mine("dst_localsid") {
-                    Some(s) => s,
-                    None => self.alloc_sid(id)?,
-                };
-                let bsid = match mine("dst_bsid") {
-                    Some(s) => s,
-                    None => self.alloc_sid(id)?,
+                let (sid, bsid) = match (mine("dst_localsid"), mine("dst_bsid")) {
+                    (Some(s), Some(b)) => (s, b),
+                    _ => {
+                        fresh = true;
+                        (self.alloc_sid(id)?, self.alloc_sid(id)?)
+                    }
                 };
                 let p = &mut m.parameters;
                 p.insert("dst_host_ip".into(), host.to_string());
@@ -589,7 +594,7 @@ impl Remote {
                 p.insert("dst_bsid".into(), bsid.to_string());
                 p.insert("dst_hw_addr".into(), format_mac(&self.uplink.mac));
                 p.insert("MTU".into(), mech_mtu.to_string());
-                Ok(())
+                Ok(fresh)
             }
             other => Err(Status::invalid_argument(format!(
                 "connection.mechanism.type: {other:?} is not a remote mechanism vwire serves"
@@ -623,6 +628,11 @@ impl Remote {
         Err(Status::resource_exhausted(
             "VXLAN: no free VNI for this peer",
         ))
+    }
+
+    /// Whether connection `id` holds any allocation.
+    pub fn holds(&self, id: &str) -> bool {
+        self.lock().by_conn.get(id).is_some_and(|l| !l.is_empty())
     }
 
     /// Releases everything connection `id` holds.

@@ -137,28 +137,27 @@ impl Element for Mechanisms {
             let mut chosen = self.select(conn, &req.mechanism_preferences)?;
             let id = conn.id.clone();
             let payload_ip = conn.payload == "IP";
-            let refresh = conn
-                .mechanism
-                .as_ref()
-                .is_some_and(|m| !m.r#type.is_empty());
             let remote = match (&self.remote, chosen.r#type.as_str()) {
                 (Some(r), "VXLAN" | "SRV6") => Some(r),
                 _ => None,
             };
+            // A connection that held nothing before this Request (not a refresh) gives back
+            // whatever the Request allocated (here, in connect or in xconnect) if it fails.
+            let new = self.remote.as_ref().filter(|r| !r.holds(&id));
             if let Some(c) = req.connection.as_mut() {
                 if let Some(r) = remote {
                     let ctx = c.context.get_or_insert_with(Default::default);
-                    r.accept(&id, &mut chosen, payload_ip, &mut ctx.mtu)
-                        .inspect_err(|_| {
-                            if !refresh {
-                                r.release(&id);
-                            }
-                        })?;
+                    if let Err(e) = r.accept(&id, &mut chosen, payload_ip, &mut ctx.mtu) {
+                        if let Some(r) = new {
+                            r.release(&id);
+                        }
+                        return Err(e);
+                    }
                 }
                 c.mechanism = Some(chosen);
             }
             let result = next.request(req).await;
-            if let (Err(_), Some(r), false) = (&result, remote, refresh) {
+            if let (Err(_), Some(r)) = (&result, new) {
                 r.release(&id);
             }
             result
