@@ -14,6 +14,7 @@
 //!   connection port is left in any node or pod; both vwires then stop cleanly.
 //! - Memif2Vxlan2Memif with an ETHERNET payload: the example workloads ping each other over
 //!   memif (no iperf3: a memif end has no kernel stack to run it).
+//! - A next-hop MAC change (node B's uplink takes a new MAC) is followed by vwire A.
 //! - Host traffic: with both vwires holding their uplinks, the nodes' own ping (IPv4, IPv6), TCP
 //!   and UDP still reach the kernels, and still do after the vwires stop.
 //! - The topology alone comes and goes without leaving a namespace.
@@ -133,6 +134,45 @@ fn kernel2srv6_2kernel_ethernet() {
 #[test]
 fn kernel2srv6_2kernel_ip() {
     kernel2tunnel2kernel(Tunnel::Srv6, "IP");
+}
+
+/// The outer destination MAC follows the kernel's neighbour table: node B's uplink takes a new
+/// MAC while a connection is up, node A's kernel learns it (from B's next ARP request), vwire A
+/// rebuilds the tunnel's header with it, and traffic keeps flowing.
+#[test]
+fn tunnel_follows_a_next_hop_mac_change() {
+    require(&["ip", "ping"]);
+    let mut r = Remote::start(|_| {}, |_| {}, &[]);
+    let dir = r.dir.clone();
+    with_logs(
+        || logs_in(&dir),
+        || {
+            let mut nsc = r.start_nsc(&[]);
+            ping(&r.nsc, NSE_IP, &[56]);
+            let new_mac = "02:76:aa:bb:cc:01";
+            let out = r
+                .nodes
+                .b
+                .exec(&format!("ip link set dev {UPLINK} address {new_mac}"));
+            assert!(out.status.success(), "changing B's MAC: {out:?}");
+            // B's kernel flushed its own neighbours; its next ARP request to A carries the new
+            // MAC, and A's kernel updates its entry for B.
+            ping(&r.nodes.b, A_V4, &[56]);
+            let t0 = std::time::Instant::now();
+            while !r.vw_a.logs().contains(&format!("mac={new_mac}")) {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "vwire A did not follow B's new MAC {new_mac}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ping(&r.nsc, NSE_IP, &[56, 3000]);
+            ping(&r.nse, NSC_IP, &[56]);
+            nsc.proc.terminate();
+            r.nothing_left();
+            r.stop();
+        },
+    );
 }
 
 /// Pings a memif end sends (it prints its line once all are answered, or after 15 s).
