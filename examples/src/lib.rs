@@ -9,12 +9,14 @@
 //!
 //! With MEMIF, both run a [`memif_app`]: vwire's own memif driver and port, with a small host
 //! behind it ([`responder`]: ARP, neighbour discovery, ICMP echo) that can ping its peer
-//! ([`pinger`]).
+//! ([`pinger`]). Like a kernel, that host keeps to the MTU of the connection: it fragments
+//! larger IPv4 datagrams and reassembles the fragments it receives ([`ipv4frag`]).
 //!
 //! Both speak the NSM `networkservice` API from `vwire-proto` over `unix://` or `tcp://`
 //! ([`transport`]).
 
 pub mod ipam;
+pub mod ipv4frag;
 pub mod memif_app;
 pub mod nsc;
 pub mod nse;

@@ -1,5 +1,7 @@
 //! The client behind `vwire-nsc`: its command line, the request it sends, its refresh timing, and
 //! (with `--mechanism memif`) the memif interface it runs on the socket the forwarder returns.
+//! That interface keeps to the MTU in the returned connection's context, as a kernel interface
+//! would (see [`crate::memif_app`]). A refresh that returns another MTU changes it in place.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -49,7 +51,9 @@ impl Payload {
                   from the connection's payload) of the abstract socket returned in \
                   mechanism.parameters.socketfile, in its own network namespace. Behind it, this \
                   process answers ARP and ICMP echo for its address (src_ip_addrs[0]) and can ping \
-                  the endpoint (dst_ip_addrs[0]) with --ping-count. The `connected` line is printed \
+                  the endpoint (dst_ip_addrs[0]) with --ping-count. It keeps to the connection's \
+                  MTU (context.MTU) like a kernel: larger IPv4 datagrams leave as fragments, and \
+                  fragments are reassembled. The `connected` line is printed \
                   right after the Request succeeds, before the memif link is up; the \
                   `ping <peer ip> <received>/<sent>` line once the pings are done."
 )]
@@ -144,7 +148,7 @@ impl NscArgs {
     /// The memif interface for connection `conn` as the forwarder returned it: the client of
     /// `mechanism.parameters.socketfile` in this namespace, mode from `payload` (this client's
     /// `--payload` if the connection has none), own address `src_ip_addrs[0]`, peer
-    /// `dst_ip_addrs[0]`.
+    /// `dst_ip_addrs[0]`, MTU `context.MTU` (0 if unset: no limit).
     pub fn memif_app_config(&self, conn: &Connection) -> Result<AppConfig, MemifAppError> {
         let m = conn.mechanism.as_ref();
         let ty = m.map_or("", |m| m.r#type.as_str());
@@ -165,6 +169,7 @@ impl NscArgs {
             .as_ref()
             .and_then(|c| c.ip_context.clone())
             .unwrap_or_default();
+        let mtu = conn.context.as_ref().map_or(0, |c| c.mtu);
         let own = first_ip(
             &ip.src_ip_addrs,
             "connection.context.ip_context.src_ip_addrs",
@@ -182,6 +187,7 @@ impl NscArgs {
             peer,
             mac: mac_from_seed(&format!("nsc/{}/{own}", conn.id)),
             ping: self.ping.spec(),
+            mtu,
         })
     }
 
@@ -373,11 +379,13 @@ mod tests {
                     dst_ip_addrs: vec!["172.16.1.100/32".into()],
                     ..Default::default()
                 }),
+                mtu: 1446,
                 ..Default::default()
             }),
             ..Default::default()
         };
         let cfg = a.memif_app_config(&reply).unwrap();
+        assert_eq!(cfg.mtu, 1446, "from context.MTU");
         assert_eq!(cfg.socket, "@/tmp/memif/f1/memif.socket");
         assert_eq!(cfg.role, Role::Client);
         assert_eq!(cfg.mode, vwire_mechanisms::memif::msg::Mode::Ip);
@@ -396,6 +404,18 @@ mod tests {
             a.memif_app_config(&reply).unwrap(),
             cfg,
             "stable for a refresh"
+        );
+        // Another MTU on a refresh: the same interface, which takes the new MTU in place.
+        let mut lower = reply.clone();
+        lower.context.as_mut().unwrap().mtu = 1400;
+        let other = a.memif_app_config(&lower).unwrap();
+        assert_eq!(other.mtu, 1400);
+        assert!(cfg.same_but_mtu(&other) && other != cfg);
+        lower.context.as_mut().unwrap().mtu = 0;
+        assert_eq!(
+            a.memif_app_config(&lower).unwrap().mtu,
+            0,
+            "unset: no limit"
         );
 
         reply.payload = "ETHERNET".into();

@@ -10,8 +10,10 @@
 //!   addresses into this process's network namespace.
 //! - [`Memif`]: one memif server per connection on an abstract socket in this namespace, with
 //!   the host of [`crate::memif_app`] behind it answering ARP and ICMP echo (and pinging the
-//!   client with `--ping-count`). A refresh keeps the running server untouched; Close, and the
-//!   endpoint's shutdown, stop it.
+//!   client with `--ping-count`). The host keeps to the MTU the Request's connection context
+//!   carries when it reaches this endpoint (`context.MTU`, set by the forwarder; 0: no limit),
+//!   fragmenting and reassembling IPv4 like a kernel. A refresh keeps the running server and
+//!   its link, and takes a changed MTU in place. Close, and the endpoint's shutdown, stop it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,7 +49,10 @@ use crate::MechanismKind;
                   network namespace, answered with {socketfile, inodeURL}. Behind it this process \
                   answers ARP and ICMP echo for the endpoint address (dst_ip_addrs[0]) and, with \
                   --ping-count, pings the client address (src_ip_addrs[0]) once the memif is \
-                  connected and prints `ping <peer ip> <received>/<sent>`. Close stops that server."
+                  connected and prints `ping <peer ip> <received>/<sent>`. It keeps to the \
+                  connection's MTU (context.MTU of the Request) like a kernel: larger IPv4 \
+                  datagrams leave as fragments, and fragments are reassembled. Close stops that \
+                  server."
 )]
 pub struct NseArgs {
     /// Where to serve the NSM API: unix:///path or tcp://host:port.
@@ -193,6 +198,11 @@ impl Memif {
             .get(conn_id)
             .map(|a| (a.is_connected(), a.config().socket.clone()))
     }
+
+    /// The MTU the server of connection `conn_id` keeps to (0: none).
+    pub fn server_mtu(&self, conn_id: &str) -> Option<u32> {
+        self.lock().get(conn_id).map(MemifApp::mtu)
+    }
 }
 
 fn memif_mechanism(offered: &Mechanism, socket: &str) -> Mechanism {
@@ -228,12 +238,17 @@ impl MechanismHandler for Memif {
             "connection.context.ip_context.src_ip_addrs",
         )
         .map_err(bad)?;
+        let mtu = conn.context.as_ref().map_or(0, |c| c.mtu);
         let mut apps = self.lock();
-        if let Some(app) = apps.get(&conn.id) {
+        if let Some(app) = apps.get_mut(&conn.id) {
             let c = app.config();
             if (c.mode, c.own, c.peer) == (mode, own, peer) {
-                // A refresh: the server keeps running, untouched.
-                return Ok(memif_mechanism(offered, &c.socket));
+                // A refresh: the server keeps running, and its link stays up.
+                if c.mtu != mtu {
+                    tracing::info!(id = %conn.id, "memif: the connection's MTU is now {mtu}");
+                    app.set_mtu(mtu);
+                }
+                return Ok(memif_mechanism(offered, &app.config().socket));
             }
         }
         if let Some(old) = apps.remove(&conn.id) {
@@ -251,6 +266,7 @@ impl MechanismHandler for Memif {
                 peer,
                 mac: mac_from_seed(&format!("nse/{}/{own}", conn.id)),
                 ping: self.ping,
+                mtu,
             };
             let on_report = self.on_report.clone();
             match MemifApp::start(cfg, Some(Box::new(move |r| on_report(r)))) {
@@ -260,6 +276,7 @@ impl MechanismHandler for Memif {
                         id = %conn.id,
                         socket = %c.socket,
                         mode = ?c.mode,
+                        mtu = c.mtu,
                         mac = %crate::memif_app::format_mac(&c.mac),
                         "memif server {own} <- {peer}"
                     );
@@ -620,9 +637,10 @@ mod tests {
     }
 
     /// MEMIF through the endpoint's Request/Close, with a memif client app as the forwarder's
-    /// stand-in: the reply names the server's socket, both sides ping each other (3000 bytes from
-    /// the client), a refresh keeps the server and its link, a bad payload takes no addresses,
-    /// and Close stops the server and frees its socket name.
+    /// stand-in: the reply names the server's socket, both sides ping each other with 3000 bytes
+    /// over an MTU of 1446 (as fragments), a refresh keeps the server and its link and takes a
+    /// new MTU, a bad payload takes no addresses, and Close stops the server and frees its
+    /// socket name.
     #[test]
     fn memif_request_ping_refresh_and_close() {
         let (tx, rx) = mpsc::channel();
@@ -630,7 +648,7 @@ mod tests {
         let memif = Arc::new(Memif::new(
             Some(PingSpec {
                 count: 2,
-                size: 200,
+                size: 3000,
             }),
             Arc::new(move |r| {
                 let _ = tx.lock().unwrap().send(("nse", r));
@@ -647,7 +665,12 @@ mod tests {
             connection: Some(conn),
             mechanism_preferences: vec![memif_pref()],
         };
-        let reply = nse.handle_request(req(nsc_conn("c1", "ETHERNET"))).unwrap();
+        let mut c1 = nsc_conn("c1", "ETHERNET");
+        c1.context = Some(ConnectionContext {
+            mtu: 1446,
+            ..Default::default()
+        });
+        let reply = nse.handle_request(req(c1)).unwrap();
         let m = reply.mechanism.clone().unwrap();
         assert_eq!((m.cls.as_str(), m.r#type.as_str()), ("LOCAL", "MEMIF"));
         let nse_id = reply.path.as_ref().unwrap().path_segments[1].id.clone();
@@ -656,6 +679,7 @@ mod tests {
         assert!(socket.starts_with("@vwire-nse/") && socket.ends_with("/memif.socket"));
         assert_eq!(m.parameters["inodeURL"], crate::own_netns_url());
         assert_eq!(memif.servers(), 1);
+        assert_eq!(memif.server_mtu(&nse_id), Some(1446), "the Request's MTU");
 
         let (client_tx, client_rx) = mpsc::channel();
         let client = MemifApp::start(
@@ -671,6 +695,7 @@ mod tests {
                     count: 2,
                     size: 3000,
                 }),
+                mtu: 1446,
             },
             Some(Box::new({
                 move |r| {
@@ -701,6 +726,14 @@ mod tests {
         assert_eq!(memif.server(&nse_id), Some((true, socket.clone())));
         assert!(client.is_connected());
         assert!(client.totals().rx_packets >= rx_before);
+        // The NSE's 2 requests and its 2 replies came as 3 fragments each.
+        assert!(rx_before >= 12, "{:?}", client.totals());
+        // A refresh with a lower MTU: taken in place, the link stays.
+        let mut lower = reply.clone();
+        lower.context.as_mut().unwrap().mtu = 1400;
+        nse.handle_request(req(lower)).unwrap();
+        assert_eq!(memif.server_mtu(&nse_id), Some(1400));
+        assert_eq!(memif.server(&nse_id), Some((true, socket.clone())));
 
         // A bad payload: InvalidArgument naming the field, and no addresses taken.
         let e = nse.handle_request(req(nsc_conn("c2", "MPLS"))).unwrap_err();
@@ -726,6 +759,7 @@ mod tests {
                 peer: "10.0.0.2".parse().unwrap(),
                 mac: mac_from_seed("again"),
                 ping: None,
+                mtu: 0,
             },
             None,
         );

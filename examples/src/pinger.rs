@@ -4,7 +4,9 @@
 //! Contract (what `--ping-count N --ping-size S` promise): from the first poll (the memif link is
 //! up), one echo request every [`PING_INTERVAL`] (a neighbour resolution instead, while the
 //! peer's MAC is unknown), until N distinct replies arrived or [`PING_DEADLINE`] passed; then
-//! exactly one [`PingReport`], printed as `ping <peer ip> <received>/<sent>`.
+//! exactly one [`PingReport`], printed as `ping <peer ip> <received>/<sent>`. A request that never
+//! left (the port refused it, see [`Pinger::unsend`]) is not counted as sent, as `ping` does not
+//! count a send that failed.
 //!
 //! Nothing here allocates after [`Pinger::new`]: the set of answered sequence numbers is a
 //! bitmap sized for the most requests the deadline allows.
@@ -150,6 +152,19 @@ impl Pinger {
         true
     }
 
+    /// Takes back request `seq`, the last one [`Pinger::poll`] asked for, because it never left:
+    /// the port refused it. For example, a memif ring is full until the peer posts its receive
+    /// buffers, just after the link comes up. Like iputils `ping`, which counts only the sends
+    /// that succeeded, it is not counted as sent, and the next request reuses its number.
+    /// Returns true if it was taken back.
+    pub fn unsend(&mut self, seq: u16) -> bool {
+        if self.done || seq == 0 || u32::from(seq) != self.sent {
+            return false;
+        }
+        self.sent -= 1;
+        true
+    }
+
     /// What to do at `now`; `resolved` says whether the peer's MAC is known (always true in IP
     /// mode). The first call starts the clock.
     #[must_use]
@@ -230,6 +245,29 @@ mod tests {
         }
         assert_eq!(p.poll(t0 + ms(300), true), PingAction::Idle);
         assert!(p.is_done());
+    }
+
+    #[test]
+    fn a_request_that_never_left_is_not_counted() {
+        let t0 = Instant::now();
+        let mut p = Pinger::new(PingSpec { count: 1, size: 8 }, PEER);
+        assert_eq!(p.poll(t0, true), PingAction::Send(1));
+        assert!(!p.unsend(2), "not the last one");
+        assert!(p.unsend(1));
+        assert!(!p.unsend(1), "only once");
+        assert!(!p.handle_reply(1, 8), "not sent");
+        assert_eq!(p.report().sent, 0);
+        assert_eq!(p.poll(t0 + ms(100), true), PingAction::Send(1), "reused");
+        assert!(p.handle_reply(1, 8));
+        assert_eq!(
+            p.poll(t0 + ms(101), true),
+            PingAction::Done(PingReport {
+                peer: PEER,
+                received: 1,
+                sent: 1
+            })
+        );
+        assert!(!p.unsend(1), "done");
     }
 
     #[test]

@@ -13,15 +13,22 @@
 //!   from its ARP requests and replies, its neighbour solicitations and advertisements, and from
 //!   any valid IP packet whose source is the peer's address.
 //! - [`Framing::Ip`]: bare IPv4/IPv6 packets, no Ethernet header and no neighbour discovery.
-//! - ICMPv4 echo requests (IPv4 without fragmentation; options are kept) and ICMPv6 echo requests
-//!   (no extension headers) to its address, of any size that fits the buffer, become echo
-//!   replies. Echo replies from the peer carrying this responder's identifier are reported as
-//!   [`Verdict::PingReply`] for the pinger.
+//! - ICMPv4 echo requests (options are kept) and ICMPv6 echo requests (no extension headers) to
+//!   its address, of any size that fits the buffer, become echo replies. Echo replies from the
+//!   peer carrying this responder's identifier are reported as [`Verdict::PingReply`] for the
+//!   pinger.
+//! - An IPv4 fragment of an ICMP datagram to its address is not answered. It is returned as
+//!   [`Verdict::Fragment`] for the caller to reassemble ([`crate::ipv4frag::Reassembler`]) and
+//!   hand back whole. Answers and pings leave as whole datagrams; splitting one that exceeds the
+//!   link MTU is the caller's job too ([`crate::ipv4frag::Fragments`]). So that this is always
+//!   allowed, IPv4 answers are sent without DF, as Linux sends its ICMP replies. Every IPv4
+//!   datagram it originates (answer or ping) takes the next value of one identification counter,
+//!   so no two datagrams in flight to the peer share a reassembly key (RFC 6864 §4.3).
 //! - Checksums are verified (IPv4 header, ICMPv4, ICMPv6 with its pseudo-header); a packet with
 //!   a wrong one is dropped, as a kernel would.
 //!
-//! Not handled: VLAN tags, IPv4 fragments (a `ping -s 3000` over a 1500-byte MTU arrives
-//! fragmented and is dropped), IPv6 extension headers, duplicate address detection.
+//! Not handled: VLAN tags, IPv6 fragments and other extension headers, duplicate address
+//! detection.
 //!
 //! Panic freedom: every read and write is bounds-checked against the packet's length or the
 //! buffer's length; malformed input of any length yields [`Verdict::Drop`], never a panic (a
@@ -56,6 +63,10 @@ const ARP_REPLY: u16 = 2;
 const MIN_FRAME: usize = 60;
 
 const IPV4_HLEN: usize = 20;
+/// The IPv4 flags and fragment offset field: don't fragment, more fragments, the offset.
+const IPV4_DF: u16 = 0x4000;
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET: u16 = 0x1fff;
 const PROTO_ICMP: u8 = 1;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -102,7 +113,8 @@ pub enum Discard {
     NotForUs,
     /// A protocol or message type this responder does not answer.
     Unsupported,
-    /// An IPv4 fragment (no reassembly).
+    /// An IPv4 fragment that reassembly did not keep (`memif_app` maps every
+    /// [`crate::ipv4frag::FragDrop`] to this).
     Fragment,
     /// The answer does not fit the buffer.
     NoRoom,
@@ -121,8 +133,18 @@ pub enum Verdict {
         /// Echo payload length.
         len: usize,
     },
-    /// Useful but needs no answer (e.g. an ARP reply that taught us the peer's MAC).
+    /// Useful but needs no answer (e.g. an ARP reply that taught us the peer's MAC, or a
+    /// fragment kept for reassembly).
     Absorbed,
+    /// `buf[start..end]` is an IPv4 fragment of an ICMP datagram to this responder, with a valid
+    /// header checksum: reassemble it, then hand the whole datagram to [`Responder::handle`]
+    /// (after the same Ethernet header, in ethernet framing).
+    Fragment {
+        /// Where its IPv4 header starts.
+        start: usize,
+        /// Where it ends (its total length after `start`; Ethernet padding excluded).
+        end: usize,
+    },
     /// Nothing to send.
     Drop(Discard),
 }
@@ -223,6 +245,8 @@ pub struct Responder {
     peer: IpAddr,
     peer_mac: Option<[u8; 6]>,
     ident: u16,
+    /// The identification of the next IPv4 datagram it sends.
+    ip_id: u16,
 }
 
 impl Responder {
@@ -245,7 +269,26 @@ impl Responder {
             peer,
             peer_mac: None,
             ident,
+            // Any start will do: identifications only need to differ between the datagrams
+            // in flight, and two hosts pinging each other start apart.
+            ip_id: ident,
         })
+    }
+
+    /// Where the IP header starts in the packets of this framing: after the Ethernet header,
+    /// or at 0.
+    pub fn l3_offset(&self) -> usize {
+        match self.framing {
+            Framing::Ethernet => ETH_HLEN,
+            Framing::Ip => 0,
+        }
+    }
+
+    /// The identification of the next IPv4 datagram this host originates.
+    fn next_ip_id(&mut self) -> u16 {
+        let id = self.ip_id;
+        self.ip_id = id.wrapping_add(1);
+        id
     }
 
     /// The peer's MAC address, once learned.
@@ -370,14 +413,13 @@ impl Responder {
         if dst != own {
             return Verdict::Drop(Discard::NotForUs);
         }
-        if frag & 0x3fff != 0 {
-            // More-fragments set or a non-zero offset.
-            return Verdict::Drop(Discard::Fragment);
-        }
         if proto != PROTO_ICMP {
             return Verdict::Drop(Discard::Unsupported);
         }
         let (icmp_at, end) = (l3 + ihl, l3 + total);
+        if frag & (IPV4_MF | IPV4_OFFSET) != 0 {
+            return Verdict::Fragment { start: l3, end };
+        }
         let icmp = &buf[icmp_at..end];
         if icmp.len() < ICMP_ECHO_HLEN {
             return Verdict::Drop(Discard::Malformed);
@@ -390,10 +432,14 @@ impl Responder {
                 if l3 == ETH_HLEN {
                     self.swap_eth(buf);
                 }
+                let id = self.next_ip_id();
                 let ip = &mut buf[l3..l3 + ihl];
                 ip[12..16].copy_from_slice(&dst.octets());
                 ip[16..20].copy_from_slice(&src.octets());
                 ip[8] = TTL;
+                put16(ip, 4, id);
+                // No DF (module docs): the answer may need fragmenting on its way back.
+                put16(ip, 6, 0);
                 put16(ip, 10, 0);
                 let c = checksum(ip);
                 put16(ip, 10, c);
@@ -629,8 +675,10 @@ impl Responder {
 
     /// Writes echo request `seq` with `size` payload bytes ([`ping_pattern`]) to the peer into
     /// `buf` and returns its length. `None` if the peer's MAC is not known yet (ethernet mode),
-    /// or the packet does not fit `buf` or an IP length field.
-    pub fn write_echo_request(&self, buf: &mut [u8], seq: u16, size: usize) -> Option<usize> {
+    /// or the packet does not fit `buf` or an IP length field. An IPv4 request carries DF, like
+    /// Linux's `ping`. When it exceeds the link MTU, the caller sends it as fragments, which
+    /// clear DF.
+    pub fn write_echo_request(&mut self, buf: &mut [u8], seq: u16, size: usize) -> Option<usize> {
         let l3 = match self.framing {
             Framing::Ethernet => ETH_HLEN,
             Framing::Ip => 0,
@@ -658,12 +706,13 @@ impl Responder {
         match (self.own, self.peer) {
             (IpAddr::V4(own), IpAddr::V4(peer)) => {
                 let tot = u16::try_from(ip_hlen + icmp_len).ok()?;
+                let id = self.next_ip_id();
                 let ip = &mut pkt[l3..icmp_at];
                 ip.fill(0);
                 ip[0] = 0x45;
                 put16(ip, 2, tot);
-                put16(ip, 4, seq);
-                put16(ip, 6, 0x4000); // don't fragment
+                put16(ip, 4, id);
+                put16(ip, 6, IPV4_DF);
                 ip[8] = TTL;
                 ip[9] = PROTO_ICMP;
                 ip[12..16].copy_from_slice(&own.octets());
@@ -970,15 +1019,45 @@ mod tests {
             r.handle(&mut in_buf(&other), other.len()),
             Verdict::Drop(Discard::NotForUs)
         );
-        // A fragment: set MF and fix the header checksum.
+        // A fragment: set MF and fix the header checksum. It is for reassembly, not answered;
+        // its bad ICMP checksum is not looked at yet.
         let mut frag = good.clone();
+        *frag.last_mut().unwrap() ^= 1;
         frag[6] |= 0x20;
         frag[10..12].fill(0);
         let c = checksum(&frag[..20]);
         frag[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(
             r.handle(&mut in_buf(&frag), frag.len()),
-            Verdict::Drop(Discard::Fragment)
+            Verdict::Fragment {
+                start: 0,
+                end: frag.len()
+            }
+        );
+        // A fragment of something else than ICMP is not worth reassembling.
+        frag[9] = 17;
+        frag[10..12].fill(0);
+        let c = checksum(&frag[..20]);
+        frag[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            r.handle(&mut in_buf(&frag), frag.len()),
+            Verdict::Drop(Discard::Unsupported)
+        );
+        // In ethernet framing, with padding: the range is the IP packet.
+        let mut e = responder(Framing::Ethernet);
+        let mut f = echo4(true, PEER4, OWN4, true, 1, &[0; 8]);
+        f[ETH_HLEN + 6] = 0x20; // MF, offset 0
+        f[ETH_HLEN + 10..ETH_HLEN + 12].fill(0);
+        let c = checksum(&f[ETH_HLEN..ETH_HLEN + 20]);
+        f[ETH_HLEN + 10..ETH_HLEN + 12].copy_from_slice(&c.to_be_bytes());
+        let n = f.len();
+        f.resize(60, 0);
+        assert_eq!(
+            e.handle(&mut in_buf(&f), 60),
+            Verdict::Fragment {
+                start: ETH_HLEN,
+                end: n
+            }
         );
         // Truncated: the IP total length is more than was received.
         assert_eq!(
@@ -1107,6 +1186,35 @@ mod tests {
         assert_eq!(arp.operation, ArpOperation::REQUEST);
         assert_eq!(arp.target_ipv4_addr(), PEER4);
         assert_eq!(&buf[..6], &BROADCAST);
+    }
+
+    /// Answers have no DF (they may need fragmenting) and, like our requests, take the next
+    /// identification of one counter; requests keep DF.
+    #[test]
+    fn answers_have_no_df_and_every_datagram_a_new_identification() {
+        let mut r = responder(Framing::Ip);
+        let mut ids = Vec::new();
+        for seq in 0..3 {
+            let mut req = echo4(false, PEER4, OWN4, true, seq, &[1; 16]);
+            req[6] = 0x40; // DF
+            req[10..12].fill(0);
+            let c = checksum(&req[..20]);
+            req[10..12].copy_from_slice(&c.to_be_bytes());
+            let mut buf = in_buf(&req);
+            let Verdict::Reply(n) = r.handle(&mut buf, req.len()) else {
+                panic!("no reply")
+            };
+            let h = etherparse::Ipv4Header::from_slice(&buf[..n]).unwrap().0;
+            assert!(!h.dont_fragment && !h.more_fragments);
+            assert_eq!(h.header_checksum, h.calc_header_checksum());
+            ids.push(h.identification);
+            let n = r.write_echo_request(&mut buf, seq, 8).unwrap();
+            let h = etherparse::Ipv4Header::from_slice(&buf[..n]).unwrap().0;
+            assert!(h.dont_fragment);
+            assert_eq!(h.header_checksum, h.calc_header_checksum());
+            ids.push(h.identification);
+        }
+        assert_eq!(ids, (0x4242..0x4248).collect::<Vec<u16>>());
     }
 
     #[test]

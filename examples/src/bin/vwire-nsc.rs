@@ -42,7 +42,7 @@ async fn close(client: &mut NetworkServiceClient<Channel>, conn: &Connection, ti
 }
 
 /// With MEMIF: starts the memif client for `conn`, or keeps `running` if `conn` still asks for
-/// the same interface (a refresh).
+/// the same interface (a refresh), with the MTU `conn` now carries.
 fn memif_for(
     args: &NscArgs,
     conn: &Connection,
@@ -59,8 +59,12 @@ fn memif_for(
         }
         Err(e) => return Err(e.to_string()),
     };
-    if let Some(app) = running {
-        if *app.config() == cfg {
+    if let Some(mut app) = running {
+        if app.config().same_but_mtu(&cfg) {
+            if app.mtu() != cfg.mtu {
+                tracing::info!("the connection's MTU is now {}", cfg.mtu);
+                app.set_mtu(cfg.mtu);
+            }
             return Ok(Some(app));
         }
         tracing::warn!("the connection's memif changed; reconnecting: {cfg:?}");
@@ -69,6 +73,7 @@ fn memif_for(
     tracing::info!(
         socket = %cfg.socket,
         mode = ?cfg.mode,
+        mtu = cfg.mtu,
         mac = %vwire_examples::memif_app::format_mac(&cfg.mac),
         "memif client {} -> {}",
         cfg.own,
