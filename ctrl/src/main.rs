@@ -244,6 +244,14 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     } else {
         Umem::new
     };
+    // Likewise, keep the XDP program every port shares attached for the life of the process, so
+    // that neither the first connection's port nor the last one's close makes the kernel wait
+    // for an RCU grace period (see `afxdp::shared`). Ports work without it, only slower.
+    if cfg.nsm_listen_on.is_some() {
+        if let Err(e) = afxdp::SharedProgram::keep_attached() {
+            warn!("the shared XDP program is not kept attached: {e}");
+        }
+    }
     let umems: Vec<Umem> = (0..cfg.workers.len())
         .map(|w| builder.pool_region(w).map(umem_for))
         .collect::<Result<_, _>>()?;

@@ -100,10 +100,16 @@ const _: () = assert!(std::mem::size_of::<XdpStatistics>() == 48);
 
 // bpf(2)
 pub const BPF_MAP_CREATE: i64 = 0;
+pub const BPF_MAP_LOOKUP_ELEM: i64 = 1;
 pub const BPF_MAP_UPDATE_ELEM: i64 = 2;
+pub const BPF_MAP_DELETE_ELEM: i64 = 3;
+pub const BPF_MAP_GET_NEXT_KEY: i64 = 4;
 pub const BPF_PROG_LOAD: i64 = 5;
 pub const BPF_LINK_CREATE: i64 = 28;
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+/// map_flags: hash elements are allocated on update and freed after an RCU grace period.
+pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 pub const BPF_XDP: u32 = 37;
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -123,7 +129,8 @@ pub struct MapCreateAttr {
     pub map_name: [u8; 16],
 }
 
-/// `union bpf_attr` for BPF_MAP_UPDATE_ELEM.
+/// `union bpf_attr` for BPF_MAP_{LOOKUP,UPDATE,DELETE}_ELEM and BPF_MAP_GET_NEXT_KEY (where
+/// `value` is `next_key`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapElemAttr {

@@ -1,11 +1,26 @@
-//! vwire's XDP programs, their XSKMAP, and the bpf_link that attaches them.
+//! vwire's XDP programs, their maps, and the bpf_link that attaches them.
 //!
-//! Two programs exist ([`XdpProgram`]): the default one below, for interfaces vwire owns, and
-//! the uplink's steering program ([`super::steer`]), for an interface shared with the host. Both
-//! are loaded, and their verifier errors reported, by the same code here.
+//! Three programs exist ([`XdpProgram`]), all loaded, and their verifier errors reported, by the
+//! same code here:
 //!
-//! The default program is six instructions, assembled here so that vwire needs neither clang
-//! nor libbpf:
+//! - [`XdpProgram::SharedRedirect`], the default, for interfaces vwire owns (the host side of an
+//!   NSM veth, a configured port): **one** program and its two maps per network namespace of the
+//!   process, attached to every such interface ([`super::shared`]);
+//! - [`XdpProgram::QueueRedirect`]: the same behaviour from a copy of its own per interface (the
+//!   program below, with its own XSKMAP);
+//! - [`XdpProgram::Steer`]: the uplink's steering program, per interface ([`super::steer`]).
+//!
+//! Why share: attaching a program that is not attached anywhere yet makes the kernel's XDP
+//! dispatcher rebuild its image and wait for an RCU grace period (`bpf_dispatcher_change_prog`,
+//! under the RTNL lock), and so does detaching the last attachment of a program; 12–35 ms per
+//! interface here, serialising concurrent NSM Requests. Attaching a program that is already
+//! attached elsewhere only takes a reference, so with one shared program only the first port of
+//! the namespace (and the close of its last) pays that wait, and not even those once the
+//! process keeps the program attached to a private interface
+//! ([`super::SharedProgram::keep_attached`]).
+//!
+//! The per-interface queue-redirect program is six instructions, assembled here so that vwire
+//! needs neither clang nor libbpf:
 //!
 //! ```text
 //! r2 = *(u32 *)(r1 + 16)     ; ctx->rx_queue_index
@@ -17,17 +32,20 @@
 //!
 //! Frames of a queue with a socket in the map go to that socket; frames of other queues, and all
 //! frames before the socket is inserted, pass to the kernel stack. Unlike libxdp's default
-//! program, nothing is taken from queues vwire does not serve.
+//! program, nothing is taken from queues vwire does not serve. The shared program keeps that
+//! contract per interface (see its listing in [`super::shared`]).
 //!
-//! The program is attached with BPF_LINK_CREATE, not the legacy netlink attach: the link is an fd
-//! of this process, so when vwire exits or crashes the kernel detaches the program by itself.
-//! Attaching fails with EBUSY if the interface already has an XDP program: vwire never replaces
-//! somebody else's.
+//! Every program is attached with BPF_LINK_CREATE, not the legacy netlink attach: each port owns
+//! its link, an fd of this process, so the program leaves the interface when the port is dropped,
+//! or when vwire exits or crashes. Attaching fails with EBUSY if the interface already has an XDP
+//! program: vwire never replaces somebody else's.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::abi::*;
+use super::asm::{BPF_PSEUDO_MAP_FD, FN_REDIRECT_MAP, XDP_PASS};
+use super::shared::{SharedProgram, SlotLease, SlotRange};
 use super::steer::Steering;
 use super::AfXdpError;
 
@@ -36,16 +54,19 @@ fn len32<T>(v: &[T]) -> u32 {
     u32::try_from(v.len()).unwrap_or(u32::MAX)
 }
 
-/// Maximum queues per interface the map can serve.
-const MAX_QUEUES: u32 = 64;
+/// Maximum queues per interface the maps can serve.
+pub(crate) const MAX_QUEUES: u32 = 64;
 
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const XDP_PASS: i32 = 2;
-const FN_REDIRECT_MAP: i32 = 51;
-
-fn bpf(cmd: i64, attr: *const u8, size: usize) -> std::io::Result<i32> {
-    // SAFETY: `attr` points to a live, zero-padded bpf_attr prefix of `size` bytes; the kernel
-    // reads only `size` bytes and checks that fields it does not know are zero.
+/// bpf(2) with the attribute prefix `attr` of `size` bytes.
+///
+/// # Safety
+///
+/// `attr` points to a live, zero-padded bpf_attr prefix of `size` bytes for command `cmd`, and
+/// every pointer in it (instructions, license, log buffer, key, value) points to live memory of
+/// the size the command reads or writes there.
+pub(crate) unsafe fn bpf(cmd: i64, attr: *const u8, size: usize) -> std::io::Result<i32> {
+    // SAFETY: the caller guarantees `attr` and the memory it points to (see above); the kernel
+    // reads only `size` bytes of it and checks that fields it does not know are zero.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
@@ -53,12 +74,13 @@ fn bpf(cmd: i64, attr: *const u8, size: usize) -> std::io::Result<i32> {
     i32::try_from(rc).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn owned(fd: i32) -> OwnedFd {
+/// Takes ownership of a descriptor the kernel just returned.
+pub(crate) fn owned(fd: i32) -> OwnedFd {
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn name16(s: &str) -> [u8; 16] {
+pub(crate) fn name16(s: &str) -> [u8; 16] {
     let mut n = [0u8; 16];
     for (d, c) in n.iter_mut().zip(s.bytes().take(15)) {
         *d = if c.is_ascii_alphanumeric() || c == b'_' {
@@ -117,31 +139,28 @@ pub fn program(map_fd: i32) -> [BpfInsn; 6] {
     ]
 }
 
-/// Which XDP program a port's interface gets. Both redirect through the same XSKMAP, keyed by
-/// receive queue, and pass frames of queues with no socket.
+/// Which XDP program a port's interface gets. All redirect each served queue of the interface to
+/// its socket through an XSKMAP, and pass frames of queues with no socket.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum XdpProgram {
-    /// Every frame of a served queue goes to its socket ([`program`]): for an interface vwire
-    /// owns, such as the host side of an NSM veth.
+    /// Every frame of a served queue goes to its socket, through the one program this process
+    /// shares between all such interfaces of a network namespace ([`super::shared`]): for an
+    /// interface vwire owns, such as the host side of an NSM veth. The default: attaching it to
+    /// one more interface does not make the kernel wait for an RCU grace period.
     #[default]
+    SharedRedirect,
+    /// The same, from a program and XSKMAP of the interface's own ([`program`]).
     QueueRedirect,
     /// Only vwire's tunnel traffic goes to the sockets, everything else to the kernel
-    /// ([`super::steer`]): for the node's uplink, shared with the host stack.
+    /// ([`super::steer`]): for the node's uplink, shared with the host stack. Per interface.
     Steer(Steering),
 }
 
 impl XdpProgram {
-    /// The program's instructions with the XSKMAP `map_fd` patched in.
-    pub fn instructions(&self, map_fd: i32) -> Result<Vec<BpfInsn>, AfXdpError> {
-        match self {
-            Self::QueueRedirect => Ok(program(map_fd).to_vec()),
-            Self::Steer(s) => s.program(map_fd),
-        }
-    }
-
     /// The program's name in the kernel (`bpftool prog`, `ip link`).
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
+            Self::SharedRedirect => "vwire_shared",
             Self::QueueRedirect => "vwire_xsk",
             Self::Steer(_) => "vwire_steer",
         }
@@ -158,7 +177,7 @@ const VERIFIER_LOG: usize = 256 * 1024;
 /// requested, the kernel fails even a valid program with ENOSPC when the log outgrows the buffer
 /// (seen on 6.18 with a 64-byte buffer; the steering program's success log is about 100 bytes).
 /// If the load fails, a second attempt fetches the log, returned in [`AfXdpError::Verifier`].
-fn load(ifname: &str, insns: &[BpfInsn], name: &str) -> Result<OwnedFd, AfXdpError> {
+pub(crate) fn load(ifname: &str, insns: &[BpfInsn], name: &str) -> Result<OwnedFd, AfXdpError> {
     let license = CString::new("GPL").unwrap_or_default();
     let attempt = |log: &mut [u8]| {
         let attr = ProgLoadAttr {
@@ -177,11 +196,15 @@ fn load(ifname: &str, insns: &[BpfInsn], name: &str) -> Result<OwnedFd, AfXdpErr
             expected_attach_type: BPF_XDP,
             ..Default::default()
         };
-        bpf(
-            BPF_PROG_LOAD,
-            (&attr as *const ProgLoadAttr).cast(),
-            std::mem::size_of_val(&attr),
-        )
+        // SAFETY: `attr` is a live ProgLoadAttr; `insns`, `license` and `log` are live for the
+        // call with the lengths given in it (the kernel writes at most `log_size` log bytes).
+        unsafe {
+            bpf(
+                BPF_PROG_LOAD,
+                (&attr as *const ProgLoadAttr).cast(),
+                std::mem::size_of_val(&attr),
+            )
+        }
     };
     let source = match attempt(&mut []) {
         Ok(fd) => return Ok(owned(fd)),
@@ -211,85 +234,261 @@ pub enum XdpMode {
     Generic,
 }
 
-/// A loaded program and its XSKMAP, attached to one interface while this value lives.
-#[derive(Debug)]
-pub struct XdpAttachment {
-    // Field order is drop order: the link goes first, detaching the program.
-    link: OwnedFd,
-    _prog: OwnedFd,
-    map: OwnedFd,
-    mode: XdpMode,
+/// Creates a map; `what` names the step in errors.
+pub(crate) fn map_create(
+    ifname: &str,
+    attr: &MapCreateAttr,
+    what: &'static str,
+) -> Result<OwnedFd, AfXdpError> {
+    // SAFETY: `attr` is a live MapCreateAttr, which holds no pointers.
+    unsafe {
+        bpf(
+            BPF_MAP_CREATE,
+            (attr as *const MapCreateAttr).cast(),
+            std::mem::size_of_val(attr),
+        )
+    }
+    .map(owned)
+    .map_err(|source| AfXdpError::Bpf {
+        ifname: ifname.to_string(),
+        what,
+        source,
+    })
 }
 
-impl XdpAttachment {
-    /// Loads the default program ([`XdpProgram::QueueRedirect`]) and attaches it to `ifindex`:
-    /// native mode if the driver supports it (and `allow_native`), otherwise generic mode.
-    pub fn attach(ifname: &str, ifindex: u32, allow_native: bool) -> Result<Self, AfXdpError> {
-        Self::attach_program(ifname, ifindex, allow_native, &XdpProgram::QueueRedirect)
+/// `cmd` (lookup, update, delete, next key) on element `key` of map `map`; `value` is the value
+/// read or written, or the next key, and may be null for a delete.
+///
+/// # Safety
+///
+/// `key` (null only for the first next key) and `value` point to live memory of the map's key
+/// and value sizes (the key size for a next key), writable where the command writes.
+unsafe fn map_elem(cmd: i64, map: &OwnedFd, key: *const u8, value: *mut u8) -> std::io::Result<()> {
+    let a = MapElemAttr {
+        map_fd: u32::try_from(map.as_raw_fd()).unwrap_or(u32::MAX),
+        key: key as u64,
+        value: value as u64,
+        ..Default::default()
+    };
+    // SAFETY: `a` is a live MapElemAttr; the caller guarantees what its pointers point to.
+    unsafe {
+        bpf(
+            cmd,
+            (&a as *const MapElemAttr).cast(),
+            std::mem::size_of_val(&a),
+        )
     }
+    .map(|_| ())
+}
 
-    /// Loads `program` and attaches it to `ifindex`, as [`XdpAttachment::attach`] does.
-    pub fn attach_program(
-        ifname: &str,
-        ifindex: u32,
-        allow_native: bool,
-        program: &XdpProgram,
-    ) -> Result<Self, AfXdpError> {
-        let err = |what: &'static str| {
-            move |source| AfXdpError::Bpf {
-                ifname: ifname.to_string(),
-                what,
-                source,
-            }
+/// Sets element `key` of `map` to `value` (creating it if needed).
+///
+/// # Safety
+///
+/// `K` and `V` have exactly the key and value sizes `map` was created with.
+pub(crate) unsafe fn map_update<K: Copy, V: Copy>(
+    map: &OwnedFd,
+    key: &K,
+    value: &V,
+) -> std::io::Result<()> {
+    // SAFETY: key and value are live and of the map's sizes (the caller's promise);
+    // BPF_MAP_UPDATE_ELEM only reads through `value`.
+    unsafe {
+        map_elem(
+            BPF_MAP_UPDATE_ELEM,
+            map,
+            (key as *const K).cast(),
+            (value as *const V).cast_mut().cast(),
+        )
+    }
+}
+
+/// Removes element `key` of `map` (ENOENT if there is none).
+///
+/// # Safety
+///
+/// `K` has exactly the key size `map` was created with.
+pub(crate) unsafe fn map_delete<K: Copy>(map: &OwnedFd, key: &K) -> std::io::Result<()> {
+    // SAFETY: the key is live and of the map's key size (the caller's promise); a delete reads
+    // no value.
+    unsafe {
+        map_elem(
+            BPF_MAP_DELETE_ELEM,
+            map,
+            (key as *const K).cast(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// The value of element `key` of `map`, `None` if there is none.
+///
+/// # Safety
+///
+/// `K` and `V` have exactly the key and value sizes `map` was created with, and every bit
+/// pattern is a valid `V`.
+pub(crate) unsafe fn map_lookup<K: Copy, V: Copy + Default>(
+    map: &OwnedFd,
+    key: &K,
+) -> std::io::Result<Option<V>> {
+    let mut v = V::default();
+    // SAFETY: key and value are live and of the map's sizes (the caller's promise); the kernel
+    // writes the value's bytes into `v`, any of which is a valid `V`.
+    let rc = unsafe {
+        map_elem(
+            BPF_MAP_LOOKUP_ELEM,
+            map,
+            (key as *const K).cast(),
+            (&mut v as *mut V).cast(),
+        )
+    };
+    match rc {
+        Ok(()) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The key after `key` in `map` (the first key for `None`), `None` at the end.
+///
+/// # Safety
+///
+/// `K` has exactly the key size `map` was created with, and every bit pattern is a valid `K`.
+pub(crate) unsafe fn map_next_key<K: Copy + Default>(
+    map: &OwnedFd,
+    key: Option<&K>,
+) -> std::io::Result<Option<K>> {
+    let mut next = K::default();
+    let key = key.map_or(std::ptr::null(), |k| (k as *const K).cast());
+    // SAFETY: `key` is null (asking for the first key) or a live key of the map's size, and the
+    // kernel writes one key into `next` (the caller's promise on `K`).
+    let rc = unsafe { map_elem(BPF_MAP_GET_NEXT_KEY, map, key, (&mut next as *mut K).cast()) };
+    match rc {
+        Ok(()) => Ok(Some(next)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Attaches program `prog` to `ifindex` through a bpf_link: native mode if the driver supports
+/// it (and `allow_native`), otherwise generic mode. EBUSY (the interface has an XDP program) is
+/// [`AfXdpError::Busy`].
+pub(crate) fn link_create(
+    ifname: &str,
+    ifindex: u32,
+    prog: &OwnedFd,
+    allow_native: bool,
+) -> Result<(OwnedFd, XdpMode), AfXdpError> {
+    let link = |flags: u32| {
+        let a = LinkCreateAttr {
+            prog_fd: u32::try_from(prog.as_raw_fd()).unwrap_or(u32::MAX),
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            flags,
         };
-        let map_attr = MapCreateAttr {
-            map_type: BPF_MAP_TYPE_XSKMAP,
-            key_size: 4,
-            value_size: 4,
-            max_entries: MAX_QUEUES,
-            map_name: name16("vwire_xsks"),
-            ..Default::default()
-        };
-        let map = owned(
-            bpf(
-                BPF_MAP_CREATE,
-                (&map_attr as *const MapCreateAttr).cast(),
-                std::mem::size_of_val(&map_attr),
-            )
-            .map_err(err("creating the XSKMAP"))?,
-        );
-        let insns = program.instructions(map.as_raw_fd())?;
-        let prog = load(ifname, &insns, program.name())?;
-        let link = |flags: u32| {
-            let a = LinkCreateAttr {
-                prog_fd: prog.as_raw_fd() as u32,
-                target_ifindex: ifindex,
-                attach_type: BPF_XDP,
-                flags,
-            };
+        // SAFETY: `a` is a live LinkCreateAttr, which holds no pointers.
+        unsafe {
             bpf(
                 BPF_LINK_CREATE,
                 (&a as *const LinkCreateAttr).cast(),
                 std::mem::size_of_val(&a),
             )
-        };
-        let (link, mode) = match allow_native.then(|| link(XDP_FLAGS_DRV_MODE)) {
-            Some(Ok(fd)) => (owned(fd), XdpMode::Native),
-            Some(Err(e)) if e.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(AfXdpError::Busy(ifname.to_string()))
-            }
-            _ => match link(XDP_FLAGS_SKB_MODE) {
-                Ok(fd) => (owned(fd), XdpMode::Generic),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    return Err(AfXdpError::Busy(ifname.to_string()))
-                }
-                Err(e) => return Err(err("attaching the XDP program (bpf_link)")(e)),
+        }
+    };
+    let busy = |e: &std::io::Error| e.raw_os_error() == Some(libc::EBUSY);
+    match allow_native.then(|| link(XDP_FLAGS_DRV_MODE)) {
+        Some(Ok(fd)) => Ok((owned(fd), XdpMode::Native)),
+        Some(Err(e)) if busy(&e) => Err(AfXdpError::Busy(ifname.to_string())),
+        _ => match link(XDP_FLAGS_SKB_MODE) {
+            Ok(fd) => Ok((owned(fd), XdpMode::Generic)),
+            Err(e) if busy(&e) => Err(AfXdpError::Busy(ifname.to_string())),
+            Err(source) => Err(AfXdpError::Bpf {
+                ifname: ifname.to_string(),
+                what: "attaching the XDP program (bpf_link)",
+                source,
+            }),
+        },
+    }
+}
+
+/// What an attachment redirects through.
+#[derive(Debug)]
+enum Target {
+    /// A program and XSKMAP of the interface's own, keyed by receive queue.
+    Own { _prog: OwnedFd, map: OwnedFd },
+    /// The namespace's shared program: this interface's slots in its maps, removed on drop.
+    Shared(SlotLease),
+}
+
+/// An XDP program attached to one interface while this value lives, and the map entries that
+/// steer the interface's queues to sockets.
+#[derive(Debug)]
+pub struct XdpAttachment {
+    // Field order is drop order: the link goes first, detaching the program; then the program
+    // and map of the interface's own, or the interface's entries in the shared maps.
+    link: OwnedFd,
+    target: Target,
+    mode: XdpMode,
+}
+
+impl XdpAttachment {
+    /// Loads the per-interface program ([`XdpProgram::QueueRedirect`]) and attaches it to
+    /// `ifindex`: native mode if the driver supports it (and `allow_native`), otherwise generic.
+    pub fn attach(ifname: &str, ifindex: u32, allow_native: bool) -> Result<Self, AfXdpError> {
+        Self::attach_program(
+            ifname,
+            ifindex,
+            MAX_QUEUES,
+            allow_native,
+            &XdpProgram::QueueRedirect,
+        )
+    }
+
+    /// Attaches `program` to `ifindex`, in the mode [`XdpAttachment::attach`] picks, for the
+    /// interface's first `queues` receive queues (at most 64). A per-interface program is loaded
+    /// (with its XSKMAP) here; the shared one is loaded by the first port of the namespace, and
+    /// the interface gets `queues` slots of its XSKMAP, released when this value is dropped.
+    pub fn attach_program(
+        ifname: &str,
+        ifindex: u32,
+        queues: u32,
+        allow_native: bool,
+        which: &XdpProgram,
+    ) -> Result<Self, AfXdpError> {
+        if let XdpProgram::SharedRedirect = which {
+            let shared = SharedProgram::get_or_load(ifname)?;
+            let (link, mode) = link_create(ifname, ifindex, shared.prog(), allow_native)?;
+            // After the link: if attaching fails (EBUSY), no slot was taken.
+            let lease = shared.lease(ifname, ifindex, queues)?;
+            return Ok(Self {
+                link,
+                target: Target::Shared(lease),
+                mode,
+            });
+        }
+        let map = map_create(
+            ifname,
+            &MapCreateAttr {
+                map_type: BPF_MAP_TYPE_XSKMAP,
+                key_size: 4,
+                value_size: 4,
+                max_entries: MAX_QUEUES,
+                map_name: name16("vwire_xsks"),
+                ..Default::default()
             },
+            "creating the XSKMAP",
+        )?;
+        let insns = match which {
+            XdpProgram::Steer(s) => s.program(map.as_raw_fd())?,
+            XdpProgram::QueueRedirect | XdpProgram::SharedRedirect => {
+                program(map.as_raw_fd()).to_vec()
+            }
         };
+        let prog = load(ifname, &insns, which.name())?;
+        let (link, mode) = link_create(ifname, ifindex, &prog, allow_native)?;
         Ok(Self {
             link,
-            _prog: prog,
-            map,
+            target: Target::Own { _prog: prog, map },
             mode,
         })
     }
@@ -299,22 +498,25 @@ impl XdpAttachment {
         self.mode
     }
 
-    /// Steers queue `queue` of the interface to the AF_XDP socket `xsk_fd`.
+    /// Steers queue `queue` of the interface to the AF_XDP socket `xsk_fd`. For the shared
+    /// program, `queue` must be below the `queues` given to [`XdpAttachment::attach_program`]
+    /// (EINVAL otherwise).
     pub fn insert(&self, queue: u32, xsk_fd: i32) -> std::io::Result<()> {
-        let key = queue;
-        let value = xsk_fd as u32;
-        let a = MapElemAttr {
-            map_fd: self.map.as_raw_fd() as u32,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            ..Default::default()
-        };
-        bpf(
-            BPF_MAP_UPDATE_ELEM,
-            (&a as *const MapElemAttr).cast(),
-            std::mem::size_of_val(&a),
-        )
-        .map(|_| ())
+        let fd =
+            u32::try_from(xsk_fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+        match &self.target {
+            // SAFETY: the XSKMAP was created with 4-byte keys and values, the sizes of u32.
+            Target::Own { map, .. } => unsafe { map_update(map, &queue, &fd) },
+            Target::Shared(lease) => lease.insert(queue, fd),
+        }
+    }
+
+    /// The interface's slots in the shared XSKMAP, if it uses the shared program.
+    pub fn shared_slots(&self) -> Option<SlotRange> {
+        match &self.target {
+            Target::Shared(lease) => Some(lease.range()),
+            Target::Own { .. } => None,
+        }
     }
 
     /// The link fd (kept open for the life of the attachment).

@@ -1,8 +1,20 @@
 //! AF_XDP ports.
 //!
-//! An AF_XDP port serves one queue of one network interface. vwire loads its own XDP program on
-//! the interface ([`bpf`]), which steers that queue's frames to the port's socket and passes all
-//! else to the kernel, and attaches it through a bpf_link so that it disappears with the process.
+//! An AF_XDP port serves the receive queues of one network interface, one socket per queue.
+//! vwire attaches its own XDP program to the interface, which steers each served queue's frames
+//! to the port's socket and passes all else to the kernel, through a bpf_link the port owns, so
+//! that the program leaves the interface with the port, or with the process.
+//!
+//! By default ([`XdpProgram::SharedRedirect`], [`shared`]) every port of a network namespace
+//! attaches the **same** loaded program, which finds the interface's sockets through two maps
+//! (interface index → its slots; slot → socket): attaching a program that is already attached
+//! elsewhere costs the kernel no RCU grace period, where a fresh program per port cost 12–35 ms
+//! each and serialised concurrent NSM Requests. A port takes slots and its interface's entry
+//! when it opens and gives them back when it is dropped. A long-lived process whose ports all
+//! come and go (vwire with NSM) keeps the program attached to an interface of a private
+//! namespace ([`SharedProgram::keep_attached`]), so that not even its first port, or the close
+//! of its last, waits. [`XdpProgram::QueueRedirect`] keeps the former per-interface program and
+//! XSKMAP ([`bpf`]).
 //!
 //! All AF_XDP ports of one worker use the same memory as UMEM: the worker's
 //! [`vwire_dataplane::BufferPool`] region ([`Umem`]), registered by each socket at the same
@@ -17,19 +29,25 @@
 //! and SRv6 traffic goes to the sockets, everything else to the kernel.
 //!
 //! Layout: [`abi`] (kernel structures), [`ring`] (ring arithmetic and mapped rings: the pure
-//! core), [`bpf`] (program, map, link), [`steer`] (the uplink's steering program: pure builder),
-//! [`socket`] (socket setup, cold path), [`port`] (the [`vwire_dataplane::Port`] driver, hot
-//! path).
+//! core), `asm` (eBPF encoding and the label-resolving assembler: pure), [`bpf`] (loading,
+//! maps, links; the per-interface program), [`shared`] (the shared program: pure builder, slot
+//! allocation, the per-namespace instance), `anchor` (a private interface that keeps the shared
+//! program attached), [`steer`] (the uplink's steering program: pure builder), [`socket`]
+//! (socket setup, cold path), [`port`] (the [`vwire_dataplane::Port`] driver, hot path).
 
 pub mod abi;
+mod anchor;
+mod asm;
 pub mod bpf;
 pub mod port;
 pub mod ring;
+pub mod shared;
 pub mod socket;
 pub mod steer;
 
 pub use bpf::{XdpMode, XdpProgram};
 pub use port::AfXdpPort;
+pub use shared::{SharedProgram, SlotRange};
 pub use socket::{rx_queue_count, PortOptions, Umem, FRAMES_PER_QUEUE};
 pub use steer::Steering;
 
@@ -64,6 +82,14 @@ pub enum AfXdpError {
         source: std::io::Error,
         /// the verifier log
         log: String,
+    },
+    /// the shared program's maps have no room for the interface
+    #[error("{ifname}: no room in the shared XDP maps for {queues} queues")]
+    NoSlots {
+        /// the interface
+        ifname: String,
+        /// its receive queues
+        queues: u32,
     },
     /// the steering configuration is invalid
     #[error("invalid uplink steering: {0}")]

@@ -283,7 +283,8 @@ pub struct AfXdpPort {
     /// The queue the next receive burst starts at (round robin, so no queue starves).
     next_rx: usize,
     complete_checksums: bool,
-    // cold: control plane only. Dropped after the queues: the link (detaching the program).
+    // cold: control plane only. Dropped after the queues: the link (detaching the program),
+    // then the program of the interface's own or the interface's entries in the shared maps.
     attachment: XdpAttachment,
     stats: Arc<XskStats>,
     name: String,
@@ -314,6 +315,12 @@ impl AfXdpPort {
     /// How the XDP program is attached.
     pub fn xdp_mode(&self) -> XdpMode {
         self.attachment.mode()
+    }
+
+    /// The interface's slots in the shared program's XSKMAP, if the port uses the shared
+    /// program ([`super::XdpProgram::SharedRedirect`]).
+    pub fn shared_slots(&self) -> Option<super::SlotRange> {
+        self.attachment.shared_slots()
     }
 
     /// True if the sockets are bound in zero-copy mode.

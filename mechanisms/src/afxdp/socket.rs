@@ -137,9 +137,10 @@ pub struct PortOptions {
     pub allow_native: bool,
     /// Complete partial TCP/UDP checksums on receive (see `vwire_dataplane::checksum`).
     pub complete_checksums: bool,
-    /// The XDP program to load: by default every frame of a served queue goes to the port
-    /// ([`XdpProgram::QueueRedirect`]); on an uplink shared with the host, only vwire's tunnel
-    /// traffic ([`XdpProgram::Steer`]).
+    /// The XDP program to attach: by default every frame of a served queue goes to the port,
+    /// through the program all ports of the namespace share ([`XdpProgram::SharedRedirect`]);
+    /// the same from a program of the interface's own ([`XdpProgram::QueueRedirect`]); on an
+    /// uplink shared with the host, only vwire's tunnel traffic ([`XdpProgram::Steer`]).
     pub program: XdpProgram,
 }
 
@@ -148,7 +149,7 @@ impl Default for PortOptions {
         Self {
             allow_native: true,
             complete_checksums: true,
-            program: XdpProgram::QueueRedirect,
+            program: XdpProgram::SharedRedirect,
         }
     }
 }
@@ -238,9 +239,12 @@ pub fn rx_queue_count(ifname: &str) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX).max(1)
 }
 
-/// Opens an AF_XDP port named `name` on `ifname`: loads and attaches the XDP program chosen in
-/// `opts`, then opens one socket per receive queue, all sharing (and if needed registering)
-/// `umem`.
+/// Opens an AF_XDP port named `name` on `ifname`: attaches the XDP program chosen in `opts`
+/// (loading it first, unless it is the namespace's shared program and another port holds it),
+/// then opens one socket per receive queue, all sharing (and if needed registering) `umem`, and
+/// steers each queue to its socket. `ifname` is looked up, and the shared program chosen, in the
+/// calling thread's network namespace. On failure nothing is left behind: the program detaches
+/// and the port's map entries are removed.
 pub fn open(
     name: &str,
     ifname: &str,
@@ -248,9 +252,10 @@ pub fn open(
     opts: PortOptions,
 ) -> Result<AfXdpPort, AfXdpError> {
     let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
+    let nqueues = rx_queue_count(ifname);
     let attachment =
-        XdpAttachment::attach_program(ifname, ifindex, opts.allow_native, &opts.program)?;
-    let queues = (0..rx_queue_count(ifname))
+        XdpAttachment::attach_program(ifname, ifindex, nqueues, opts.allow_native, &opts.program)?;
+    let queues = (0..nqueues)
         .map(|q| open_queue(ifname, ifindex, q, umem, &attachment))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(AfXdpPort::new(port::Parts {

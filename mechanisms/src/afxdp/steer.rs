@@ -1,16 +1,17 @@
 //! The uplink's steering XDP program: only vwire's tunnel traffic goes to the AF_XDP socket.
 //!
-//! On the node's uplink, vwire shares the interface with the host network stack. The default
-//! program ([`super::bpf::program`]) would take every frame of a served queue; this one takes
-//! only what vwire terminates and returns `XDP_PASS` for everything else (ARP, ND, ICMP, the
-//! host's own TCP and UDP, other tunnels), untouched.
+//! On the node's uplink, vwire shares the interface with the host network stack. The
+//! queue-redirect programs ([`super::shared`], [`super::bpf::program`]) would take every frame
+//! of a served queue; this one takes only what vwire terminates and returns `XDP_PASS` for
+//! everything else (ARP, ND, ICMP, the host's own TCP and UDP, other tunnels), untouched. It is
+//! loaded per interface, with an XSKMAP of its own.
 //!
 //! # Contract
 //!
 //! A frame is redirected to the socket bound to its receive queue (through the XSKMAP, keyed by
-//! `rx_queue_index`, falling back to `XDP_PASS` when no socket is bound, like the default
-//! program) if and only if one of these holds, each optional ([`Steering`]; absent never
-//! matches):
+//! `rx_queue_index`, falling back to `XDP_PASS` when no socket is bound, like the per-interface
+//! queue-redirect program) if and only if one of these holds, each optional ([`Steering`];
+//! absent never matches):
 //!
 //! 1. **VXLAN over IPv4** ([`Steering::ipv4`]): EtherType 0x0800, a version-4 header with
 //!    IHL ≥ 5, destination address equal to the tunnel address, protocol UDP (17), not a
@@ -107,12 +108,13 @@
 //! (`srv6` is `pass` when no locator is configured.) With no rule at all the program is
 //! `r0 = XDP_PASS; exit`: the socket never receives.
 //!
-//! Jump offsets come from a small label-resolving assembler (`Asm`, private to this module),
-//! never from hand counting.
+//! Jump offsets come from a small label-resolving assembler (`Asm`, in `super::asm`, shared
+//! with the queue-redirect program), never from hand counting.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::abi::BpfInsn;
+use super::asm::*;
 use super::AfXdpError;
 
 /// Which frames of the uplink the steering program hands to vwire. See the module docs for the
@@ -140,50 +142,6 @@ impl Default for Steering {
     }
 }
 
-// Instruction classes, sizes, modes and operations of eBPF (linux/bpf_common.h, linux/bpf.h).
-const BPF_LD: u8 = 0x00;
-const BPF_LDX: u8 = 0x01;
-const BPF_ALU: u8 = 0x04;
-const BPF_JMP: u8 = 0x05;
-const BPF_JMP32: u8 = 0x06;
-const BPF_ALU64: u8 = 0x07;
-const BPF_W: u8 = 0x00;
-const BPF_H: u8 = 0x08;
-const BPF_B: u8 = 0x10;
-const BPF_DW: u8 = 0x18;
-const BPF_IMM: u8 = 0x00;
-const BPF_MEM: u8 = 0x60;
-const BPF_K: u8 = 0x00;
-const BPF_X: u8 = 0x08;
-const BPF_ADD: u8 = 0x00;
-const BPF_AND: u8 = 0x50;
-const BPF_LSH: u8 = 0x60;
-const BPF_MOV: u8 = 0xb0;
-const BPF_JA: u8 = 0x00;
-const BPF_JEQ: u8 = 0x10;
-const BPF_JGT: u8 = 0x20;
-const BPF_JNE: u8 = 0x50;
-const BPF_JLT: u8 = 0xa0;
-const BPF_CALL: u8 = 0x80;
-const BPF_EXIT: u8 = 0x90;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-
-const XDP_PASS: i32 = 2;
-const FN_REDIRECT_MAP: i32 = 51;
-
-// Registers used: r0 return value, r1 context (kept), r2 data, r3 data_end, r4 and r5 scratch.
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R2: u8 = 2;
-const R3: u8 = 3;
-const R4: u8 = 4;
-const R5: u8 = 5;
-
-// Offsets in `struct xdp_md`.
-const CTX_DATA: i16 = 0;
-const CTX_DATA_END: i16 = 4;
-const CTX_RX_QUEUE: i16 = 16;
-
 // Offsets from the start of the frame.
 const ETH_LEN: i16 = 14;
 const ETHERTYPE: i16 = 12;
@@ -207,141 +165,6 @@ fn be16(v: u16) -> i32 {
 /// Four network-order bytes as the program loads them.
 fn be32(b: [u8; 4]) -> i32 {
     i32::from_ne_bytes(b)
-}
-
-/// One instruction.
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
-    BpfInsn {
-        code,
-        regs: (dst & 0x0f) | (src << 4),
-        off,
-        imm,
-    }
-}
-
-/// `dst = *(size *)(src + off)`.
-const fn ldx(size: u8, dst: u8, src: u8, off: i16) -> BpfInsn {
-    insn(BPF_LDX | BPF_MEM | size, dst, src, off, 0)
-}
-
-/// `dst op= imm` on 64 bits.
-const fn alu64_imm(op: u8, dst: u8, imm: i32) -> BpfInsn {
-    insn(BPF_ALU64 | op | BPF_K, dst, 0, 0, imm)
-}
-
-/// `dst op= src` on 64 bits.
-const fn alu64_reg(op: u8, dst: u8, src: u8) -> BpfInsn {
-    insn(BPF_ALU64 | op | BPF_X, dst, src, 0, 0)
-}
-
-/// `wdst op= imm` on the low 32 bits (the high half is zeroed).
-const fn alu32_imm(op: u8, dst: u8, imm: i32) -> BpfInsn {
-    insn(BPF_ALU | op | BPF_K, dst, 0, 0, imm)
-}
-
-/// A jump target of an [`Asm`]: created by [`Asm::label`], placed by [`Asm::bind`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Label(usize);
-
-/// A tiny assembler: appends instructions and resolves jumps to labels when finished, so no
-/// offset is ever counted by hand. Misuse (a label bound twice, a jump to a label never bound or
-/// past the last instruction, an offset beyond 16 bits) is reported by [`Asm::finish`].
-#[derive(Debug, Default)]
-pub(crate) struct Asm {
-    insns: Vec<BpfInsn>,
-    /// Where each label is bound: the index of the instruction that follows it.
-    labels: Vec<Option<usize>>,
-    /// Jumps waiting for their label: (instruction index, label).
-    fixups: Vec<(usize, Label)>,
-    /// The first misuse seen while emitting: (instruction index, what).
-    error: Option<(usize, &'static str)>,
-}
-
-impl Asm {
-    /// A new, unbound label.
-    pub(crate) fn label(&mut self) -> Label {
-        self.labels.push(None);
-        Label(self.labels.len() - 1)
-    }
-
-    /// Binds `l` to the next instruction emitted.
-    pub(crate) fn bind(&mut self, l: Label) {
-        let at = self.insns.len();
-        match self.labels.get_mut(l.0) {
-            Some(slot @ None) => *slot = Some(at),
-            Some(Some(_)) => self.fail(at, "label bound twice"),
-            None => self.fail(at, "label of another assembler"),
-        }
-    }
-
-    fn fail(&mut self, at: usize, what: &'static str) {
-        self.error.get_or_insert((at, what));
-    }
-
-    /// Appends one instruction.
-    pub(crate) fn emit(&mut self, i: BpfInsn) {
-        self.insns.push(i);
-    }
-
-    /// Appends a jump whose offset will be resolved to `target`.
-    fn jump_insn(&mut self, i: BpfInsn, target: Label) {
-        self.fixups.push((self.insns.len(), target));
-        self.insns.push(i);
-    }
-
-    /// `if wdst op imm goto target`, comparing the low 32 bits (`BPF_JMP32`).
-    pub(crate) fn jmp32_imm(&mut self, op: u8, dst: u8, imm: i32, target: Label) {
-        self.jump_insn(insn(BPF_JMP32 | op | BPF_K, dst, 0, 0, imm), target);
-    }
-
-    /// `if dst op src goto target`, comparing 64 bits.
-    pub(crate) fn jmp_reg(&mut self, op: u8, dst: u8, src: u8, target: Label) {
-        self.jump_insn(insn(BPF_JMP | op | BPF_X, dst, src, 0, 0), target);
-    }
-
-    /// `goto target`.
-    pub(crate) fn ja(&mut self, target: Label) {
-        self.jump_insn(insn(BPF_JMP | BPF_JA, 0, 0, 0, 0), target);
-    }
-
-    /// `dst = map_fd ll`: the two-slot wide load of a map by fd.
-    pub(crate) fn ld_map_fd(&mut self, dst: u8, map_fd: i32) {
-        self.emit(insn(
-            BPF_LD | BPF_DW | BPF_IMM,
-            dst,
-            BPF_PSEUDO_MAP_FD,
-            0,
-            map_fd,
-        ));
-        self.emit(BpfInsn::default());
-    }
-
-    /// Resolves every jump and returns the program.
-    pub(crate) fn finish(mut self) -> Result<Vec<BpfInsn>, AfXdpError> {
-        let err = |at, what| AfXdpError::Assemble { at, what };
-        if let Some((at, what)) = self.error {
-            return Err(err(at, what));
-        }
-        for &(at, Label(l)) in &self.fixups {
-            let target = match self.labels.get(l) {
-                Some(Some(t)) => *t,
-                Some(None) => return Err(err(at, "jump to a label never bound")),
-                None => return Err(err(at, "jump to a label of another assembler")),
-            };
-            if target >= self.insns.len() {
-                return Err(err(at, "jump past the last instruction"));
-            }
-            // The offset counts from the instruction after the jump.
-            let off = i64::try_from(target).unwrap_or(i64::MAX)
-                - i64::try_from(at).unwrap_or(i64::MAX)
-                - 1;
-            let off = i16::try_from(off).map_err(|_| err(at, "jump offset beyond 16 bits"))?;
-            if let Some(i) = self.insns.get_mut(at) {
-                i.off = off;
-            }
-        }
-        Ok(self.insns)
-    }
 }
 
 /// The 32-bit words of a prefix of `len` bits: for each word the prefix reaches, its index, the
