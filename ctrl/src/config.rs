@@ -14,7 +14,8 @@
 //! name = "forwarder"                 # this hop's path segment name
 //! listen_on = "unix:///listen.on.sock" # or tcp://host:port; unset: no NSM API
 //! tunnel_ip = "10.97.0.1"            # the uplink is the interface that owns it; unset: the
-//!                                    # default route's interface and its first address
+//!                                    # default route's interface and its first address;
+//!                                    # "none": no uplink, no remote mechanisms
 //! vxlan_port = 4789                  # UDP port of VXLAN tunnels
 //! mechanism_priority = "VXLAN,SRV6"  # REMOTE mechanisms offered toward a tcp:// next hop, in order
 //! [srv6]
@@ -160,6 +161,8 @@ pub struct Config {
 pub struct RemoteConfig {
     /// NSM_TUNNEL_IP: the uplink's tunnel address; `None`: the default route's interface.
     pub tunnel_ip: Option<std::net::IpAddr>,
+    /// `tunnel_ip = "none"`: no uplink and no remote mechanisms.
+    pub off: bool,
     /// NSM_VXLAN_PORT.
     pub vxlan_port: u16,
     /// NSM_MECHANISM_PRIORITY: mechanism types, most preferred first (upper case).
@@ -531,12 +534,18 @@ fn get_int(
 
 /// The REMOTE mechanisms' keys of `[nsm]` and `[srv6]`.
 fn remote_config(ctx: &Ctx, nsm: &Table, srv6: &Table) -> Result<RemoteConfig, ConfigError> {
-    let tunnel_ip = match get_str(ctx, nsm, "nsm", "tunnel_ip")? {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse()
-                .map_err(|_| ctx.err("nsm.tunnel_ip", format!("{s:?} is not an IP address")))?,
-        ),
+    let (tunnel_ip, off) = match get_str(ctx, nsm, "nsm", "tunnel_ip")? {
+        None | Some("") => (None, false),
+        Some("none") => (None, true),
+        Some(s) => {
+            let ip = s.parse().map_err(|_| {
+                ctx.err(
+                    "nsm.tunnel_ip",
+                    format!("{s:?} is not an IP address (or \"none\")"),
+                )
+            })?;
+            (Some(ip), false)
+        }
     };
     let vxlan_port = get_int(ctx, nsm, "nsm", "vxlan_port", 4789, 1..=65535)?;
     let mut priority = Vec::new();
@@ -585,6 +594,7 @@ fn remote_config(ctx: &Ctx, nsm: &Table, srv6: &Table) -> Result<RemoteConfig, C
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked above
     Ok(RemoteConfig {
         tunnel_ip,
+        off,
         vxlan_port: vxlan_port as u16,
         priority,
         srv6_locator,

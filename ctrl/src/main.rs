@@ -295,58 +295,38 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
     }
     let uplink_port = match &uplink {
         Some(u) => {
-            let id = PortId::try_from(cfg.ports.len()).map_err(|_| {
-                CtrlError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
-                    u16::MAX,
-                    MAX_PORTS,
-                ))
-            })?;
-            let steering = afxdp::Steering {
-                vxlan_port: cfg.remote.vxlan_port,
-                ipv4: match u.tunnel_ip {
-                    std::net::IpAddr::V4(v) => Some(v),
-                    std::net::IpAddr::V6(_) => None,
-                },
-                ipv6: match u.tunnel_ip {
-                    std::net::IpAddr::V6(v) => Some(v),
-                    std::net::IpAddr::V4(_) => None,
-                },
-                srv6_locator: cfg.remote.srv6_locator,
-            };
-            let opts = PortOptions {
-                program: afxdp::XdpProgram::Steer(steering),
-                ..PortOptions::default()
-            };
             let umem = umems.first().ok_or(CtrlError::Io {
                 what: "the uplink".into(),
                 source: std::io::Error::other("no worker"),
             })?;
-            let port = socket::open("uplink", &u.ifname, umem, opts).map_err(|source| {
-                CtrlError::Port {
-                    name: "uplink".into(),
-                    source,
+            match open_uplink(cfg, u, umem)? {
+                Some(port) => {
+                    let id = PortId::try_from(cfg.ports.len()).map_err(|_| {
+                        CtrlError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
+                            u16::MAX,
+                            MAX_PORTS,
+                        ))
+                    })?;
+                    entries.push(metrics::PortEntry {
+                        id,
+                        name: "uplink".into(),
+                        stats: port.stats(),
+                        baseline: Default::default(),
+                    });
+                    builder.add_port(0, id, Box::new(port))?;
+                    Some(vwire::dataplane::UplinkPort {
+                        id,
+                        worker: 0,
+                        mtu: u.mtu,
+                        vxlan_port: cfg.remote.vxlan_port,
+                    })
                 }
-            })?;
-            info!(
-                interface = %u.ifname, tunnel_ip = %u.tunnel_ip, srv6_host_ip = ?u.srv6_host_ip,
-                mtu = u.mtu, xdp = ?port.xdp_mode(), queues = ?port.queue_ids(), "uplink open"
-            );
-            entries.push(metrics::PortEntry {
-                id,
-                name: "uplink".into(),
-                stats: port.stats(),
-                baseline: Default::default(),
-            });
-            builder.add_port(0, id, Box::new(port))?;
-            Some(vwire::dataplane::UplinkPort {
-                id,
-                worker: 0,
-                mtu: u.mtu,
-                vxlan_port: cfg.remote.vxlan_port,
-            })
+                None => None,
+            }
         }
         None => None,
     };
+    let uplink = uplink.filter(|_| uplink_port.is_some());
     let mut table = ForwardingTable::new(MAX_PORTS);
     let mut pairs = Vec::new();
     for &(a, b) in &cfg.xconnects {
@@ -384,6 +364,50 @@ fn build(cfg: &Config) -> Result<Dataplane, CtrlError> {
         memifs,
         remote: uplink.map(|u| Arc::new(Remote::new(u, &cfg.remote))),
     })
+}
+
+/// Opens the uplink's AF_XDP port with the steering program. An uplink found from the default
+/// route is only a guess: if it cannot take vwire's XDP program (no XDP support, or a program of
+/// somebody else's), vwire runs without remote mechanisms (`Ok(None)`, with a warning). A
+/// configured NSM_TUNNEL_IP is an order: then that is an error.
+fn open_uplink(
+    cfg: &Config,
+    u: &Uplink,
+    umem: &Umem,
+) -> Result<Option<afxdp::AfXdpPort>, CtrlError> {
+    let (ipv4, ipv6) = match u.tunnel_ip {
+        std::net::IpAddr::V4(v) => (Some(v), None),
+        std::net::IpAddr::V6(v) => (None, Some(v)),
+    };
+    let opts = PortOptions {
+        program: afxdp::XdpProgram::Steer(afxdp::Steering {
+            vxlan_port: cfg.remote.vxlan_port,
+            ipv4,
+            ipv6,
+            srv6_locator: cfg.remote.srv6_locator,
+        }),
+        ..PortOptions::default()
+    };
+    match socket::open("uplink", &u.ifname, umem, opts) {
+        Ok(port) => {
+            info!(
+                interface = %u.ifname, tunnel_ip = %u.tunnel_ip, srv6_host_ip = ?u.srv6_host_ip,
+                mtu = u.mtu, xdp = ?port.xdp_mode(), queues = ?port.queue_ids(), "uplink open"
+            );
+            Ok(Some(port))
+        }
+        Err(e) if cfg.remote.tunnel_ip.is_none() => {
+            warn!(
+                interface = %u.ifname,
+                "remote mechanisms (VXLAN, SRV6) are off: the default route's interface cannot be the uplink ({e}); set NSM_TUNNEL_IP, or tunnel_ip = \"none\" to silence this"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(CtrlError::Port {
+            name: "uplink".into(),
+            source,
+        }),
+    }
 }
 
 fn run(cfg: &Config) -> Result<(), CtrlError> {

@@ -192,7 +192,11 @@ impl Uplink {
     /// Finds the uplink: the interface that owns `cfg.tunnel_ip`, or else the default route's
     /// interface and its first address (IPv4 preferred). `Ok(None)`: no tunnel IP is configured
     /// and there is no default route (remote mechanisms are then unavailable).
+    /// `tunnel_ip = "none"` also gives `Ok(None)`.
     pub fn discover(cfg: &RemoteConfig) -> Result<Option<Uplink>, RemoteError> {
+        if cfg.off {
+            return Ok(None);
+        }
         let addrs = if_addrs()?;
         let (ifname, tunnel_ip) = match cfg.tunnel_ip {
             Some(ip) => match addrs.iter().find(|a| a.addr == ip) {
@@ -714,6 +718,7 @@ mod tests {
     fn remote(tunnel_ip: &str, mtu: u32) -> Remote {
         let cfg = RemoteConfig {
             tunnel_ip: Some(tunnel_ip.parse().unwrap()),
+            off: false,
             vxlan_port: 4789,
             priority: vec!["SRV6".into()],
             srv6_locator: Some(("fc00:a::".parse().unwrap(), 48)),

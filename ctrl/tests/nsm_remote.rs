@@ -18,6 +18,8 @@
 //! - A next-hop MAC change (node B's uplink takes a new MAC) is followed by vwire A.
 //! - Host traffic: with both vwires holding their uplinks, the nodes' own ping (IPv4, IPv6), TCP
 //!   and UDP still reach the kernels, and still do after the vwires stop.
+//! - An uplink guessed from the default route that cannot be used leaves the remote mechanisms
+//!   off (a warning); a configured one that cannot be used stops vwire with a clear error.
 //! - The topology alone comes and goes without leaving a namespace.
 
 mod common;
@@ -298,6 +300,84 @@ fn host_traffic_keeps_working() {
             vw_b.stop_cleanly(&nodes.b);
             host_traffic(&nodes);
         },
+    );
+}
+
+/// Runs a second vwire in node A with `tunnel_ip` (none: the default route's interface, up0,
+/// which vwire A already holds) until its NSM socket appears or it exits; returns its exit
+/// status (`None`: it runs, and was killed) and its log.
+fn second_vwire(
+    nodes: &Nodes,
+    dir: &std::path::Path,
+    tunnel_ip: Option<&str>,
+) -> (Option<std::process::ExitStatus>, String) {
+    let sock = dir.join("fwd-2.sock");
+    let mut text = format!(
+        "[dataplane]\nworkers = [1]\n[metrics]\nlisten = \"127.0.0.1:9465\"\n[nsm]\nname = \"fwd-2\"\nlisten_on = \"unix://{}\"\n",
+        sock.display()
+    );
+    if let Some(ip) = tunnel_ip {
+        text.push_str(&format!("tunnel_ip = \"{ip}\"\n"));
+    }
+    let config = dir.join("fwd-2.toml");
+    std::fs::write(&config, &text).expect("write config");
+    let log = dir.join("fwd-2.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &nodes.a.0])
+        .arg(common::vwire_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn vwire");
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if sock.exists() {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the second vwire neither served nor exited:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_file(&sock);
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// The uplink is found from the default route unless NSM_TUNNEL_IP names it. When that guess
+/// cannot be used (here: another vwire already holds up0), vwire runs with the remote mechanisms
+/// off and says so; when a configured tunnel IP cannot be used, vwire refuses to start, naming
+/// the interface and the reason.
+#[test]
+fn an_unusable_uplink_is_an_error_only_when_configured() {
+    require(&["ip"]);
+    let nodes = Nodes::new();
+    let dir = test_dir();
+    let _vw_a = NodeVwire::start("vwire-A", &nodes.a, &dir, &Fwd::a(&dir));
+    let (status, log) = second_vwire(&nodes, &dir, None);
+    assert!(
+        status.is_none(),
+        "with a guessed uplink vwire must run ({status:?}):\n{log}"
+    );
+    assert!(
+        log.contains("remote mechanisms (VXLAN, SRV6) are off") && log.contains("up0"),
+        "no warning naming the interface:\n{log}"
+    );
+    let (status, log) = second_vwire(&nodes, &dir, Some(A_V4));
+    let status = status.expect("a configured but unusable uplink must stop vwire");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("up0") && log.contains("already has an XDP program"),
+        "{log}"
     );
 }
 
