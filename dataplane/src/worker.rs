@@ -7,7 +7,11 @@
 //!    then one flush per port;
 //! 3. idle policy: with [`PollMode::Busy`] loop again at once. With [`PollMode::Adaptive`], after
 //!    a loop that moved nothing: spin, then yield, then sleep in `poll(2)` on the ports' receive
-//!    fds and the control doorbell for at most 1 ms.
+//!    fds and the control doorbell: 1 ms at first, doubling with every sleep that ends with
+//!    nothing to do, up to [`MAX_SLEEP_MS`]. Every fd is level-triggered (an AF_XDP RX ring that
+//!    is not empty, a memif interrupt eventfd, the doorbell), so traffic or a command ends a sleep
+//!    at once whatever its length; the timeout only bounds how long an event that comes with no
+//!    fd can wait, and sets the idle cost (a wakeup costs tens of µs on a VM).
 //!
 //! Work per loop is bounded: one burst per port, so no port can starve another or the control
 //! commands.
@@ -46,7 +50,7 @@ use crate::tunnel::EgressIds;
 /// How a worker waits when there is no traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PollMode {
-    /// Spin, then yield, then sleep up to 1 ms at a time: an idle worker costs well under 5% of a
+    /// Spin, then yield, then sleep (1 ms, growing to [`MAX_SLEEP_MS`] while idle): an idle worker costs well under 5% of a
     /// core.
     Adaptive,
     /// Never sleep: lowest latency, one full core per worker. For benchmarks.
@@ -59,10 +63,12 @@ pub enum PollMode {
 const SPIN_LOOPS: u32 = 1000;
 /// Idle loops spent yielding before sleeping (a yield costs about a microsecond).
 const YIELD_LOOPS: u32 = 100;
-/// The longest sleep, in milliseconds. A sleeping worker still notices a stop request, a command
-/// or a packet within this time even if no fd becomes readable (e.g. an AF_XDP socket that needs
-/// a wakeup).
+/// The first sleep, in milliseconds.
 const SLEEP_MS: i32 = 1;
+/// The longest sleep, in milliseconds, reached after a few sleeps in a row ended with nothing to
+/// do. A sleeping worker still notices a stop request, a command or a packet within this time
+/// even if no fd becomes readable.
+pub const MAX_SLEEP_MS: i32 = 8;
 
 /// Sentinel in `slot_of`: the port is not on this worker.
 const NO_SLOT: u16 = u16::MAX;
@@ -285,6 +291,8 @@ pub struct Worker {
     cpu: Option<usize>,
     pollfds: Vec<libc::pollfd>,
     wait_fds: Vec<RawFd>,
+    /// The next sleep's timeout: [`SLEEP_MS`] after any work, doubling while idle.
+    sleep_ms: i32,
 }
 
 /// Errors of this module.
@@ -349,6 +357,7 @@ impl Worker {
             cpu: p.cpu,
             pollfds: Vec::new(),
             wait_fds: Vec::new(),
+            sleep_ms: SLEEP_MS,
         }
     }
 
@@ -538,7 +547,8 @@ impl Worker {
         }
     }
 
-    /// Sleeps until a port has work, a command arrives, or [`SLEEP_MS`] passes. Ports that can
+    /// Sleeps until a port has work, a command arrives, or the current timeout passes (see the
+    /// module docs). Ports that can
     /// be woken (memif) turn their interrupts on first, and the worker stays awake if one of them
     /// already has work (the re-check after enabling notifications: no wakeup is lost).
     fn sleep(&mut self) {
@@ -559,8 +569,14 @@ impl Worker {
             libc::poll(
                 self.pollfds.as_mut_ptr(),
                 self.pollfds.len() as libc::nfds_t,
-                SLEEP_MS,
+                self.sleep_ms,
             )
+        };
+        // A sleep that timed out with nothing to do makes the next one longer.
+        self.sleep_ms = if rc == 0 {
+            (self.sleep_ms * 2).min(MAX_SLEEP_MS)
+        } else {
+            SLEEP_MS
         };
         if rc > 0 && self.pollfds[0].revents != 0 {
             self.doorbell.clear();
@@ -620,6 +636,7 @@ impl Worker {
             if n > 0 {
                 self.counters.busy(dt);
                 idle_loops = 0;
+                self.sleep_ms = SLEEP_MS;
                 continue;
             }
             self.counters.idle(dt);
