@@ -547,7 +547,7 @@ async fn follow_next_hops(
                         match c.next_hop_moved(ip, mac) {
                             Ok(0) => {}
                             Ok(n) => {
-                                info!(%ip, mac = %vwire::remote::format_mac(&mac), tunnels = n, "tunnel next hop moved")
+                                info!(%ip, mac = %vwire_mechanisms::kernel::format_mac(&mac), tunnels = n, "tunnel next hop moved")
                             }
                             Err(e) => warn!("republishing tunnels after {ip} moved: {e}"),
                         }

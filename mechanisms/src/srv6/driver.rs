@@ -14,8 +14,7 @@ use vwire_dataplane::tunnel::Encap;
 use vwire_dataplane::{BufIdx, BufferPool};
 
 use super::{EncapHeader, Srv6Error, ENCAP_LEN, ETH_HLEN};
-use crate::tunnel::Framing;
-use crate::vxlan::strip_inner_ethernet;
+use crate::tunnel::{encap_framed, Framing};
 
 impl Srv6Error {
     /// The dataplane drop reason this error is counted under:
@@ -102,24 +101,14 @@ impl Srv6Encap {
 impl Encap for Srv6Encap {
     #[inline]
     fn encap(&self, pool: &mut BufferPool, b: BufIdx) -> Result<(), DropReason> {
-        let m = pool.meta(b);
-        let (offset, len) = (usize::from(m.offset), usize::from(m.len));
-        if len > self.max_len {
-            return Err(DropReason::TooBig);
-        }
-        let frame = pool.frame_mut(b);
-        let done = match self.framing {
-            Framing::Ethernet => self.header.encap_l2(frame, offset, len),
-            Framing::EthernetIp => {
-                // Only the EtherType is checked here; encap_ip then checks the version nibble.
-                let (ip_at, ip_len) =
-                    strip_inner_ethernet(frame, offset, len).map_err(|_| DropReason::NotIp)?;
-                self.header.encap_ip(frame, ip_at, ip_len)
-            }
-            Framing::Ip => self.header.encap_ip(frame, offset, len),
-        };
-        let (offset, len) = done.map_err(Srv6Error::drop_reason)?;
-        pool.set_meta(b, offset, len);
-        Ok(())
+        encap_framed(
+            pool,
+            b,
+            self.framing,
+            self.max_len,
+            |f, o, l| self.header.encap_l2(f, o, l),
+            |f, o, l| self.header.encap_ip(f, o, l),
+            Srv6Error::drop_reason,
+        )
     }
 }

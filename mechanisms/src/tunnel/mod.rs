@@ -72,6 +72,11 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
+use vwire_dataplane::counters::DropReason;
+use vwire_dataplane::{BufIdx, BufferPool};
+
+use crate::vxlan::strip_inner_ethernet;
+
 #[cfg(test)]
 mod tests;
 pub mod uplink;
@@ -81,6 +86,42 @@ pub use crate::vxlan::driver::VxlanEncap;
 pub use uplink::UplinkDecap;
 
 use crate::vxlan::Vni;
+
+/// Encapsulates buffer `b` of a tunnel whose local port delivers `framing`: refuses it as
+/// `too_big` beyond `max_len`, then wraps the whole frame (`Ethernet`, with `whole`) or only its
+/// IP packet (`EthernetIp`: the Ethernet header checked and dropped, `not_ip` otherwise; `Ip`:
+/// the buffer as is, with `ip`), and sets the buffer to the outer frame. The two tunnel drivers
+/// share it; each passes its core's encapsulations and maps the core's errors with `reason`.
+#[inline]
+pub(crate) fn encap_framed<E>(
+    pool: &mut BufferPool,
+    b: BufIdx,
+    framing: Framing,
+    max_len: usize,
+    whole: impl FnOnce(&mut [u8], usize, usize) -> Result<(usize, usize), E>,
+    ip: impl FnOnce(&mut [u8], usize, usize) -> Result<(usize, usize), E>,
+    reason: impl FnOnce(E) -> DropReason,
+) -> Result<(), DropReason> {
+    let m = pool.meta(b);
+    let (offset, len) = (usize::from(m.offset), usize::from(m.len));
+    if len > max_len {
+        return Err(DropReason::TooBig);
+    }
+    let frame = pool.frame_mut(b);
+    let done = match framing {
+        Framing::Ethernet => whole(frame, offset, len),
+        Framing::EthernetIp => {
+            // Only the EtherType is checked here; the core then checks the version nibble.
+            let (ip_at, ip_len) =
+                strip_inner_ethernet(frame, offset, len).map_err(|_| DropReason::NotIp)?;
+            ip(frame, ip_at, ip_len)
+        }
+        Framing::Ip => ip(frame, offset, len),
+    };
+    let (offset, len) = done.map_err(reason)?;
+    pool.set_meta(b, offset, len);
+    Ok(())
+}
 
 /// What a tunnel's local port delivers to the encapsulation. See the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -14,8 +14,8 @@ use vwire_dataplane::counters::DropReason;
 use vwire_dataplane::tunnel::Encap;
 use vwire_dataplane::{BufIdx, BufferPool};
 
-use super::{strip_inner_ethernet, TunnelHeader, VxlanError, ETH_HLEN};
-use crate::tunnel::Framing;
+use super::{TunnelHeader, VxlanError, ETH_HLEN};
+use crate::tunnel::{encap_framed, Framing};
 
 impl VxlanError {
     /// The dataplane drop reason this error is counted under:
@@ -103,25 +103,14 @@ impl VxlanEncap {
 impl Encap for VxlanEncap {
     #[inline]
     fn encap(&self, pool: &mut BufferPool, b: BufIdx) -> Result<(), DropReason> {
-        let m = pool.meta(b);
-        let (offset, len) = (usize::from(m.offset), usize::from(m.len));
-        if len > self.max_len {
-            return Err(DropReason::TooBig);
-        }
-        let frame = pool.frame_mut(b);
-        let done = match self.framing {
-            Framing::Ethernet => self.header.encap(frame, offset, len),
-            Framing::EthernetIp => {
-                // The frame's own header becomes the inner one: encap_ip rewrites those 14
-                // bytes with the IP-payload MACs and the EtherType of the IP version.
-                let (ip_at, ip_len) =
-                    strip_inner_ethernet(frame, offset, len).map_err(|_| DropReason::NotIp)?;
-                self.header.encap_ip(frame, ip_at, ip_len)
-            }
-            Framing::Ip => self.header.encap_ip(frame, offset, len),
-        };
-        let (offset, len) = done.map_err(VxlanError::drop_reason)?;
-        pool.set_meta(b, offset, len);
-        Ok(())
+        encap_framed(
+            pool,
+            b,
+            self.framing,
+            self.max_len,
+            |f, o, l| self.header.encap(f, o, l),
+            |f, o, l| self.header.encap_ip(f, o, l),
+            VxlanError::drop_reason,
+        )
     }
 }
