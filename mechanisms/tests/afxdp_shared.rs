@@ -17,10 +17,11 @@
 //! Needs root; fails loudly (never skips) when it cannot set things up. The namespaces are
 //! removed by a guard's `Drop`, which takes the veth pairs with them.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+mod common;
+use common::{delete_netns, enter_then, in_ns, require_root, run_line as run};
 use std::time::{Duration, Instant};
 
 use vwire_dataplane::counters::PortCounters;
@@ -36,33 +37,6 @@ const QUIET: Duration = Duration::from_millis(300);
 const ETHERTYPE: u16 = 0x88b5;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (network namespaces, AF_XDP, XDP); run it as root, as CI does"
-    );
-}
-
-/// Runs a command (words separated by spaces, no quoting), asserts that it succeeded, returns
-/// its stdout.
-fn run(cmd: &str) -> String {
-    let args: Vec<&str> = cmd.split_whitespace().collect();
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{cmd}`: {e}"));
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn node_if(k: usize) -> String {
     format!("vshn{k}")
@@ -80,7 +54,7 @@ struct Topology {
 
 impl Topology {
     fn new() -> Self {
-        require_root();
+        require_root("network namespaces, AF_XDP, XDP");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", std::process::id());
         let mut t = Topology {
@@ -136,39 +110,9 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in [&self.node, &self.peer] {
-            if ns.is_empty() {
-                continue;
-            }
-            let ok = Command::new("ip")
-                .args(["netns", "del", ns])
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("warning: could not delete test namespace {ns}");
-            }
+            delete_netns(ns);
         }
     }
-}
-
-/// Runs `f` on a thread that has entered namespace `ns`. A panic in `f` is re-raised here.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| enter_then(ns, f))
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
-}
-
-/// Enters namespace `ns` on the calling thread (which must be a thread of its own), then runs
-/// `f`.
-fn enter_then<T>(ns: &str, f: impl FnOnce() -> T) -> T {
-    let file = File::open(format!("/var/run/netns/{ns}"))
-        .unwrap_or_else(|e| panic!("cannot open namespace {ns}: {e}"));
-    // SAFETY: `file` is an open namespace file; setns changes only this thread's network
-    // namespace, and the callers run this on a thread that ends when `f` returns.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    f()
 }
 
 /// A broadcast frame of the experimental EtherType carrying `payload`.

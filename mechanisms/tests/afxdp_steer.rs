@@ -17,14 +17,15 @@
 //! removed by a guard's `Drop`, which takes the veth pair with it, so a failing test leaves
 //! nothing behind; the port's sockets and program go when the port is dropped.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
 };
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+mod common;
+use common::{delete_netns, in_ns, require_root, run_line as run};
 use std::time::{Duration, Instant};
 
 use vwire_dataplane::counters::{DropReason, PortCounters, PortTotals};
@@ -51,33 +52,6 @@ const ARRIVAL: Duration = Duration::from_secs(5);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (network namespaces, AF_XDP, XDP); run it as root, as CI does"
-    );
-}
-
-/// Runs a command (words separated by spaces, no quoting), asserts that it succeeded, returns
-/// its stdout.
-fn run(cmd: &str) -> String {
-    let args: Vec<&str> = cmd.split_whitespace().collect();
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{cmd}`: {e}"));
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn mac(m: [u8; 6]) -> String {
     m.map(|b| format!("{b:02x}")).join(":")
 }
@@ -90,7 +64,7 @@ struct Topology {
 
 impl Topology {
     fn new() -> Self {
-        require_root();
+        require_root("network namespaces, AF_XDP, XDP");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", std::process::id());
         let mut t = Topology {
@@ -146,35 +120,9 @@ impl Drop for Topology {
     fn drop(&mut self) {
         // Deleting a namespace destroys the veth end in it, and so the pair.
         for ns in [&self.node, &self.peer] {
-            if ns.is_empty() {
-                continue;
-            }
-            let ok = Command::new("ip")
-                .args(["netns", "del", ns])
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("warning: could not delete test namespace {ns}");
-            }
+            delete_netns(ns);
         }
     }
-}
-
-/// Runs `f` on a thread that has entered namespace `ns`: sockets it creates live there, and
-/// may be used from any thread afterwards. A panic in `f` is re-raised here.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(format!("/var/run/netns/{ns}"))
-        .unwrap_or_else(|e| panic!("cannot open namespace {ns}: {e}"));
-    std::thread::scope(|s| {
-        let h = s.spawn(move || {
-            // SAFETY: `file` is an open namespace file; setns changes only this thread's network
-            // namespace, and this thread ends when `f` returns.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        });
-        h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
 }
 
 /// Sends raw Ethernet frames on `ifname` (call inside the namespace that has it).

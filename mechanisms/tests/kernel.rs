@@ -5,7 +5,10 @@
 //! a counter) and removes them in a guard's `Drop`, so a failing test leaves nothing behind.
 //! Results are checked with `ip`, independently of the code under test.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
+mod common;
+use common::{delete_netns, require_root, run, succeeds};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use vwire_mechanisms::kernel::{
@@ -14,40 +17,6 @@ use vwire_mechanisms::kernel::{
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the kernel mechanism tests need root (they create network namespaces and veths); \
-         run them as root, as CI does"
-    );
-}
-
-/// Runs a command, asserts that it succeeded, returns its stdout.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command and reports only whether it succeeded.
-fn succeeds(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// A named network namespace (`ip netns add`), deleted on drop.
 struct TestNs {
@@ -102,9 +71,7 @@ impl TestNs {
 impl Drop for TestNs {
     fn drop(&mut self) {
         // Deleting the namespace destroys the veths in it, and so their peers elsewhere.
-        if !succeeds(&["ip", "netns", "del", &self.name]) {
-            eprintln!("warning: could not delete test namespace {}", self.name);
-        }
+        delete_netns(&self.name);
     }
 }
 
@@ -133,7 +100,7 @@ struct Pair {
 }
 
 async fn pair() -> Pair {
-    require_root();
+    require_root("network namespaces and veths");
     let host = TestNs::new("h");
     let peer = TestNs::new("p");
     let (_, host_nl) = host.netlink().await;
@@ -505,7 +472,7 @@ impl Drop for Sleeper {
 
 #[tokio::test(flavor = "current_thread")]
 async fn open_netns_by_name_pid_and_path() {
-    require_root();
+    require_root("network namespaces and veths");
     let ns = TestNs::new("o");
     let by_name = Netns::open(&ns.url()).expect("open by file:///var/run/netns/<name>");
     let by_path = Netns::open(&format!("/var/run/netns/{}", ns.name)).expect("open by path");
@@ -551,7 +518,7 @@ async fn open_netns_by_name_pid_and_path() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn veth_from_the_current_namespace() {
-    require_root();
+    require_root("network namespaces and veths");
     // The real layout: the host end in the forwarder's (this process's) namespace.
     let peer = TestNs::new("c");
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

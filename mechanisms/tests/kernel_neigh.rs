@@ -18,7 +18,8 @@
 //! for setup and for independent checks only.
 
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+mod common;
+use common::{delete_netns, require_root, run, succeeds};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -45,41 +46,6 @@ const MTU: u32 = 1400;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
-}
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the kernel neighbour tests need root (they create network namespaces and veths); \
-         run them as root, as CI does"
-    );
-}
-
-/// Runs a command, asserts that it succeeded, returns its stdout.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command and reports only whether it succeeded.
-fn succeeds(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// A named network namespace (`ip netns add`), deleted on drop.
@@ -154,9 +120,7 @@ impl TestNs {
 impl Drop for TestNs {
     fn drop(&mut self) {
         // Deleting the namespace destroys the veth in it, and so its peer in the other.
-        if !succeeds(&["ip", "netns", "del", &self.name]) {
-            eprintln!("warning: could not delete test namespace {}", self.name);
-        }
+        delete_netns(&self.name);
     }
 }
 
@@ -176,7 +140,7 @@ struct Topo {
 
 impl Topo {
     async fn new() -> Topo {
-        require_root();
+        require_root("network namespaces and veths");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let a = TestNs::new(format!("vnb-{pid}-{n}-a"));
