@@ -17,11 +17,10 @@
 //! Needs root; fails loudly (never skips) when it cannot set things up. The namespaces are
 //! removed by a guard's `Drop`, which takes the veth pairs with them.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 mod common;
-use common::{delete_netns, enter_then, in_ns, require_root, run_line as run};
+use common::{delete_netns, enter_then, in_ns, require_root, run_line as run, send_raw};
 use std::time::{Duration, Instant};
 
 use vwire_dataplane::counters::PortCounters;
@@ -125,45 +124,6 @@ fn frame(payload: &str) -> Vec<u8> {
     f
 }
 
-/// Sends a raw Ethernet frame on `ifname` (call inside the namespace that has it).
-fn send_raw(ifname: &str, f: &[u8]) {
-    let ifindex = socket::ifindex(ifname).unwrap_or_else(|| panic!("no interface {ifname}"));
-    // SAFETY: plain socket(2); the result is checked and then owned.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(
-        raw >= 0,
-        "AF_PACKET socket: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET");
-    sll.sll_protocol = ETHERTYPE.to_be();
-    sll.sll_ifindex = i32::try_from(ifindex).expect("ifindex");
-    sll.sll_halen = 6;
-    sll.sll_addr[..6].copy_from_slice(&f[..6]);
-    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("len");
-    // SAFETY: `f` and `sll` are live for the call, with the lengths passed.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            f.as_ptr().cast(),
-            f.len(),
-            0,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            len,
-        )
-    };
-    assert_eq!(
-        n,
-        isize::try_from(f.len()).expect("len"),
-        "sendto: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// A port, its own pool and counters.
 struct Xsk {
     // Field order is drop order: the port (sockets, link, map entries) before its pool.
@@ -234,7 +194,7 @@ fn each_reaches_its_own(t: &Topology, ks: &[usize], ports: &mut [Xsk], round: &s
     let frames: Vec<Vec<u8>> = ks.iter().map(|k| frame(&format!("{round} {k}"))).collect();
     in_ns(&t.peer, || {
         for (k, f) in ks.iter().zip(&frames) {
-            send_raw(&peer_if(*k), f);
+            send_raw(&peer_if(*k), &[f]);
         }
     });
     let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); ports.len()];
@@ -325,7 +285,7 @@ fn ports_share_one_program_and_release_their_entries() {
     assert_eq!(t.prog_id(0), ids[0], "still attached to {}", node_if(0));
     each_reaches_its_own(&t, &[0, 2], &mut ports, "after a close");
     // A frame on the closed interface reaches no socket.
-    in_ns(&t.peer, || send_raw(&peer_if(1), &frame("closed")));
+    in_ns(&t.peer, || send_raw(&peer_if(1), &[frame("closed")]));
     std::thread::sleep(QUIET);
     for x in &mut ports {
         assert_eq!(

@@ -21,11 +21,10 @@ use std::io::{Read, Write};
 use std::net::{
     IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
 };
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 mod common;
-use common::{delete_netns, in_ns, require_root, run_line as run};
+use common::{delete_netns, in_ns, require_root, run_line as run, send_raw};
 use std::time::{Duration, Instant};
 
 use vwire_dataplane::counters::{DropReason, PortCounters, PortTotals};
@@ -122,50 +121,6 @@ impl Drop for Topology {
         for ns in [&self.node, &self.peer] {
             delete_netns(ns);
         }
-    }
-}
-
-/// Sends raw Ethernet frames on `ifname` (call inside the namespace that has it).
-fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
-    let c = std::ffi::CString::new(ifname).expect("name");
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    assert_ne!(ifindex, 0, "no interface {ifname}");
-    // SAFETY: plain socket(2); the result is checked and then owned.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(
-        raw >= 0,
-        "AF_PACKET socket: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("len");
-    for f in frames {
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET");
-        sll.sll_protocol = u16::from_ne_bytes([f[12], f[13]]);
-        sll.sll_ifindex = i32::try_from(ifindex).expect("ifindex");
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&f[..6]);
-        // SAFETY: `f` and `sll` are live for the call, with the lengths passed.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                f.as_ptr().cast(),
-                f.len(),
-                0,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                len,
-            )
-        };
-        assert_eq!(
-            n,
-            isize::try_from(f.len()).expect("len"),
-            "sendto: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 

@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
 /// Fails the test unless it runs as root (CI does); `what` says why root is needed.
@@ -77,4 +77,49 @@ pub(crate) fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
             .join()
             .unwrap_or_else(|e| std::panic::resume_unwind(e))
     })
+}
+
+/// Sends raw Ethernet frames on `ifname` (call inside the namespace that has it).
+pub(crate) fn send_raw(ifname: &str, frames: &[impl AsRef<[u8]>]) {
+    let c = std::ffi::CString::new(ifname).expect("name");
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(ifindex, 0, "no interface {ifname}");
+    // SAFETY: plain socket(2); the result is checked and then owned.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    assert!(
+        raw >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("len");
+    for f in frames {
+        let f = f.as_ref();
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET");
+        sll.sll_protocol = u16::from_ne_bytes([f[12], f[13]]);
+        sll.sll_ifindex = i32::try_from(ifindex).expect("ifindex");
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&f[..6]);
+        // SAFETY: `f` and `sll` are live for the call, with the lengths passed.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                len,
+            )
+        };
+        assert_eq!(
+            n,
+            isize::try_from(f.len()).expect("len"),
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
