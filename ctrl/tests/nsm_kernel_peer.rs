@@ -18,6 +18,12 @@
 //!   for the other.
 //! - SRv6 End.DX4 (IP payload): the same client host; node A routes 172.16.1.100 with
 //!   `encap seg6 mode encap` and decapsulates with `seg6local End.DX4 nh4 172.16.1.101`.
+//!
+//! The SRv6 tests need the kernel's seg6 lightweight tunnels (`CONFIG_IPV6_SEG6_LWTUNNEL`), which
+//! some kernels of this kind are built without. Each first probes them with throwaway routes in
+//! a throwaway namespace ([`seg6_lwtunnel`]): where the kernel answers that the encapsulation
+//! type is not supported, the test reports what it did not check ([`common::not_checked`]) and
+//! ends; any other probe failure fails the test. Where the kernel has them, the test runs in full.
 
 mod common;
 
@@ -28,7 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use common::nodes::*;
 use common::nsm::Ns;
-use common::{require, sh, unique};
+use common::{not_checked, require, run, sh, unique};
 use tonic::Status;
 use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
@@ -321,9 +327,73 @@ fn srv6_request(p: &Peer, payload: &str, sid: &str, mtu: u32) -> (Connection, Ip
     (conn, dst_sid)
 }
 
+/// Whether this kernel can be the SRv6 peer: `Err` with the kernel's answer where it has no
+/// seg6 lightweight tunnels. Adds, in a throwaway namespace, one route of each kind the SRv6
+/// tests use (`encap seg6` in `l2encap` and `encap` modes, `seg6local` `End.DX2` and
+/// `End.DX4`). Panics when a probe route fails for any other reason.
+fn seg6_lwtunnel() -> Result<(), String> {
+    let ns = Ns::new("s6");
+    let n = &ns.0;
+    sh(&format!("ip -n {n} link add s6a type veth peer name s6b"));
+    sh(&format!("ip -n {n} link set s6a up"));
+    sh(&format!("ip -n {n} -6 addr add fd00:5::1/64 dev s6a nodad"));
+    for route in [
+        "route add 192.0.2.1/32 encap seg6 mode l2encap segs fd00:5::2 dev s6a",
+        "route add 192.0.2.2/32 encap seg6 mode encap segs fd00:5::2 dev s6a",
+        "-6 route add fc00:5::d2/128 encap seg6local action End.DX2 oif s6a dev s6a",
+        "-6 route add fc00:5::d4/128 encap seg6local action End.DX4 nh4 192.0.2.1 dev s6a",
+    ] {
+        let cmd = format!("ip -n {n} {route}");
+        let out = run(&cmd);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if lwtunnel_missing(&err) {
+                return Err(format!("`{cmd}`: {}", err.trim()));
+            }
+            panic!("the seg6 probe `{cmd}` failed ({}): {err}", out.status);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ip route add`'s stderr says the kernel has no such lightweight tunnel type (the
+/// extack of an `encap` whose type is not built in), as opposed to any other failure.
+fn lwtunnel_missing(stderr: &str) -> bool {
+    stderr
+        .to_ascii_lowercase()
+        .contains("encapsulation type not supported")
+}
+
+/// Runs `test` when the kernel has seg6 lightweight tunnels; otherwise reports it not checked.
+fn with_seg6(test: impl FnOnce()) {
+    require(&["ip"]);
+    match seg6_lwtunnel() {
+        Ok(()) => test(),
+        Err(answer) => not_checked(&format!(
+            "kernel has no seg6 lwtunnel: SRv6 kernel-peer interop not checked on this machine \
+             ({answer})"
+        )),
+    }
+}
+
+#[test]
+fn seg6_probe_tells_a_missing_lwtunnel_from_other_errors() {
+    // iproute2's rendering of the kernel's extack when CONFIG_IPV6_SEG6_LWTUNNEL is off.
+    assert!(lwtunnel_missing(
+        "Error: lwt encapsulation type not supported.\n"
+    ));
+    assert!(!lwtunnel_missing("Error: Nexthop has invalid gateway.\n"));
+    assert!(!lwtunnel_missing("RTNETLINK answers: File exists\n"));
+    assert!(!lwtunnel_missing("Cannot find device \"s6a\"\n"));
+}
+
 /// H.Encaps.L2 / End.DX2 between node A's kernel and vwire B, ETHERNET payload.
 #[test]
 fn kernel_srv6_end_dx2() {
+    with_seg6(kernel_srv6_end_dx2_run);
+}
+
+fn kernel_srv6_end_dx2_run() {
     let mut p = Peer::start(|b| b.host_ip = None);
     p.check(|p| {
         let mtu = UNDERLAY_MTU - SRV6_ETHERNET_OVERHEAD;
@@ -364,6 +434,10 @@ fn kernel_srv6_end_dx2() {
 /// H.Encaps / End.DX4 between node A's kernel and vwire B, IP payload.
 #[test]
 fn kernel_srv6_end_dx4() {
+    with_seg6(kernel_srv6_end_dx4_run);
+}
+
+fn kernel_srv6_end_dx4_run() {
     let mut p = Peer::start(|b| b.host_ip = None);
     p.check(|p| {
         let mtu = UNDERLAY_MTU - SRV6_IP_OVERHEAD;
