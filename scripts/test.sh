@@ -11,16 +11,17 @@ need_rust
 
 # Tests that need an optional kernel feature probe for it; where it is missing they say so in
 # this file (ctrl/tests/common: not_checked) instead of failing. Listed at the end of every run.
-VWIRE_NOT_CHECKED=$(mktemp)
-export VWIRE_NOT_CHECKED
+NOT_CHECKED_REPORT=$(mktemp)
+export NOT_CHECKED_REPORT
 report_not_checked() {
-  if [ -s "$VWIRE_NOT_CHECKED" ]; then
+  local rc=$?
+  if [ -s "$NOT_CHECKED_REPORT" ]; then
     echo "== NOT CHECKED on this machine (kernel features missing):"
-    sort -u "$VWIRE_NOT_CHECKED" | sed 's/^/   - /'
-  else
+    sort -u "$NOT_CHECKED_REPORT" | sed 's/^/   - /'
+  elif [ "$rc" -eq 0 ]; then
     echo "== every kernel-dependent check ran (no optional kernel feature missing)"
   fi
-  rm -f "$VWIRE_NOT_CHECKED"
+  rm -f "$NOT_CHECKED_REPORT"
 }
 trap report_not_checked EXIT
 

@@ -36,19 +36,19 @@ pub fn require(tools: &[&str]) {
 }
 
 /// Reports a check that did not run because this machine's kernel lacks an optional feature:
-/// prints `line` and, when `VWIRE_NOT_CHECKED` names a file (scripts/test.sh sets it), appends
+/// prints `line` and, when `NOT_CHECKED_REPORT` names a file (scripts/test.sh sets it), appends
 /// it there so that the end of a green run lists what it did not cover. Only for kernel
 /// features a probe found missing; never for anything the suite must check.
 pub fn not_checked(line: &str) {
     eprintln!("NOT CHECKED: {line}");
-    if let Some(path) = std::env::var_os("VWIRE_NOT_CHECKED") {
+    if let Some(path) = std::env::var_os("NOT_CHECKED_REPORT") {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .unwrap_or_else(|e| panic!("cannot open VWIRE_NOT_CHECKED file {path:?}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot open NOT_CHECKED_REPORT file {path:?}: {e}"));
         writeln!(f, "{line}")
-            .unwrap_or_else(|e| panic!("cannot write VWIRE_NOT_CHECKED file {path:?}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot write NOT_CHECKED_REPORT file {path:?}: {e}"));
     }
 }
 
