@@ -183,3 +183,164 @@ fn unconnected_ports_are_spread_over_workers() {
     let c = p(&text, &[]).unwrap();
     assert_eq!(assign_workers(&c), vec![0, 1]);
 }
+
+#[test]
+fn an_unknown_key_is_named_in_every_section() {
+    let port = "[[port]]\nname = \"p\"\ntype = \"afxdp\"\ninterface = \"veth0\"\n";
+    let memif = "[[port]]\nname = \"m\"\ntype = \"memif\"\nsocket = \"@m\"\n";
+    for (text, key) in [
+        ("colour = 1".to_string(), "colour"),
+        ("[dataplane]\ncolour = 1".into(), "dataplane.colour"),
+        ("[metrics]\ncolour = 1".into(), "metrics.colour"),
+        ("[log]\ncolour = 1".into(), "log.colour"),
+        ("[nsm]\ncolour = 1".into(), "nsm.colour"),
+        ("[srv6]\ncolour = 1".into(), "srv6.colour"),
+        (format!("{port}colour = 1"), "port[0].colour"),
+        (format!("{port}{memif}colour = 1"), "port[1].colour"),
+        (format!("{port}socket = \"@m\""), "port[0].socket"),
+        (format!("{memif}interface = \"veth0\""), "port[0].interface"),
+        (
+            "[[xconnect]]\na = \"x\"\nb = \"y\"\ncolour = 1".into(),
+            "xconnect[0].colour",
+        ),
+        (
+            "[[endpoint]]\nname = \"e\"\nurl = \"unix:///e\"\ncolour = 1".into(),
+            "endpoint[0].colour",
+        ),
+    ] {
+        let e = err(&text, &[]);
+        assert!(
+            e.starts_with(&format!(
+                "/etc/vwire.toml: key `{key}`: unknown key (expected one of: "
+            )),
+            "{text:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    for (text, needle) in [
+        (
+            "[nsm]\nvxlan_port = \"4789\"",
+            "key `nsm.vxlan_port`: must be an integer, not string",
+        ),
+        (
+            "[dataplane]\nworkers = [1, \"2\"]",
+            "key `dataplane.workers[1]`: must be an integer, not string",
+        ),
+        (
+            "[log]\nlevel = 3",
+            "key `log.level`: must be a string, not integer",
+        ),
+        (
+            "[[xconnect]]\na = 1\nb = \"y\"",
+            "key `xconnect[0].a`: must be a string",
+        ),
+        (
+            "[[xconnect]]\na = \"x\"",
+            "key `xconnect[0].b`: is required",
+        ),
+        (
+            "[[endpoint]]\nurl = \"unix:///e\"",
+            "key `endpoint[0].name`: is required",
+        ),
+        (
+            "[[port]]\nname = \"m\"\ntype = \"memif\"\nsocket = \"@m\"\nqueues = \"2\"",
+            "key `port[0].queues`: must be an integer, not string",
+        ),
+        ("[[port]]\nname = \"m\"", "key `port[0].type`: is required"),
+        (
+            "[[port]]\nname = \"m\"\ntype = 1",
+            "key `port[0].type`: must be a string",
+        ),
+        ("port = [1]", "key `port[0]`: must be a table"),
+        ("nsm = 1", "key `nsm`: must be a table"),
+    ] {
+        let e = err(text, &[]);
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn env_overlay_sets_keys_of_array_entries() {
+    let text = format!(
+        "{GOOD}[[port]]\nname = \"m\"\ntype = \"memif\"\nsocket = \"@m\"\n\
+         [[endpoint]]\nname = \"e\"\nurl = \"unix:///e\"\n"
+    );
+    let c = p(
+        &text,
+        &[
+            ("VWIRE_PORT_2_QUEUES", "4"),
+            ("VWIRE_PORT_2_RING_SIZE", "256"),
+            ("VWIRE_PORT_2_ROLE", "client"),
+            ("VWIRE_ENDPOINT_0_SERVICE", "icmp-responder"),
+            ("VWIRE_ENDPOINT_1_NAME", "f"),
+            ("VWIRE_ENDPOINT_1_URL", "tcp://127.0.0.1:5002"),
+        ],
+    )
+    .unwrap();
+    let PortKind::Memif(m) = &c.ports[2].kind else {
+        panic!("port 2 is a memif: {:?}", c.ports[2]);
+    };
+    assert_eq!(
+        (m.queues, m.log2_ring_size, m.role),
+        (4, 8, vwire_mechanisms::memif::port::Role::Client)
+    );
+    assert_eq!(c.endpoints[0].service.as_deref(), Some("icmp-responder"));
+    assert_eq!(c.endpoints[1].name, "f");
+    // A validation error in an overlaid entry names the variable.
+    let e = err(&text, &[("VWIRE_PORT_2_RING_SIZE", "1000")]);
+    assert_eq!(
+        e,
+        "/etc/vwire.toml: key `port[2].ring_size` (from $VWIRE_PORT_2_RING_SIZE): \
+         1000 is not a power of two"
+    );
+}
+
+#[test]
+fn a_badly_typed_env_value_names_the_variable() {
+    for (var, value, expected) in [
+        (
+            "NSM_VXLAN_PORT",
+            "x",
+            "key `nsm.vxlan_port` (from $NSM_VXLAN_PORT): \"x\" is not an integer",
+        ),
+        (
+            "VWIRE_DATAPLANE_WORKERS",
+            "1,a",
+            "key `dataplane.workers` (from $VWIRE_DATAPLANE_WORKERS): \"a\" is not an integer",
+        ),
+        (
+            "VWIRE_PORT_0_ID",
+            "zero",
+            "key `port[0].id` (from $VWIRE_PORT_0_ID): \"zero\" is not an integer",
+        ),
+    ] {
+        let e = err(GOOD, &[(var, value)]);
+        assert!(e.ends_with(expected), "{var}={value}: {e}");
+    }
+    let c = p(GOOD, &[("VWIRE_DATAPLANE_WORKERS", "[1, 3]")]).unwrap();
+    assert_eq!(c.workers, vec![1, 3]);
+}
+
+#[test]
+fn every_nsm_variable_names_a_key() {
+    let env = [
+        ("NSM_PROMETHEUS_LISTEN_ON", ":9300"),
+        ("NSM_LOG_LEVEL", "warn"),
+        ("NSM_NAME", "fwd"),
+        ("NSM_LISTEN_ON", "tcp://127.0.0.1:5001"),
+        ("NSM_TUNNEL_IP", "none"),
+        ("NSM_VXLAN_PORT", "4790"),
+        ("NSM_MECHANISM_PRIORITY", "srv6,vxlan"),
+    ];
+    let c = p(GOOD, &env).unwrap();
+    assert_eq!(c.metrics_listen, "0.0.0.0:9300".parse().unwrap());
+    assert_eq!(c.log_level, "warn");
+    assert_eq!(c.nsm_name, "fwd");
+    assert!(c.nsm_listen_on.is_some());
+    assert!(c.remote.off);
+    assert_eq!(c.remote.vxlan_port, 4790);
+    assert_eq!(c.remote.priority, vec!["SRV6", "VXLAN"]);
+}
