@@ -1,0 +1,365 @@
+//! vwire's configuration: a TOML file, then environment overrides, then validation.
+//!
+//! Each section of the file is a struct declared with `section!` in its own module, and each
+//! key is a field of it, documented there (and shown in the README):
+//! `[dataplane]` (`dataplane.rs`), `[metrics]` (`metrics.rs`), `[log]` (`log.rs`), `[nsm]`
+//! (`nsm.rs`), `[srv6]` (`srv6.rs`), `[[port]]` (`port.rs`), `[[xconnect]]` (`xconnect.rs`) and
+//! `[[endpoint]]` (`endpoint.rs`).
+//!
+//! Order of work: the text is parsed into a TOML value; the environment overlay (`env.rs`:
+//! `NSM_*`, `VWIRE_<SECTION>_<KEY>`, `VWIRE_<ARRAY>_<i>_<KEY>`) sets keys in that value; serde
+//! deserialises it into the section structs (`de.rs`: unknown keys, missing keys and value types
+//! are errors there); then each section validates itself into the [`Config`] the rest of vwire
+//! uses, checking what serde cannot (ranges, addresses, CPUs and interfaces of the [`Host`],
+//! references between sections).
+//!
+//! Every error names the file, the key and the problem, and the environment variable when one
+//! set the key (see [`ConfigError`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::{Table, Value};
+use vwire_mechanisms::memif::driver::MemifConfig;
+
+mod dataplane;
+mod de;
+mod endpoint;
+mod env;
+mod log;
+mod metrics;
+mod nsm;
+mod port;
+mod srv6;
+mod xconnect;
+
+use dataplane::DataplaneSection;
+use de::Entries;
+use endpoint::EndpointSection;
+use log::LogSection;
+use metrics::MetricsSection;
+use nsm::NsmSection;
+use srv6::Srv6Section;
+use xconnect::XconnectSection;
+
+/// A configuration error: which file, which key (and the variable that set it), what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{}: key `-`: cannot read the file: {reason}", .file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The system's error.
+        reason: String,
+    },
+    /// The file is not TOML.
+    #[error("{}: key `-`: not valid TOML{}: {message}", .file.display(), at_line(*.line))]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// Where the parser stopped, if it says.
+        line: Option<usize>,
+        /// The parser's message.
+        message: String,
+    },
+    /// A `VWIRE_*` variable names no key.
+    #[error("{}: key `{var}` (from ${var}): unknown VWIRE_* variable: it matches no configuration key", .file.display())]
+    UnknownVariable {
+        /// The file.
+        file: PathBuf,
+        /// The variable.
+        var: String,
+    },
+    /// A key is unknown, missing, of the wrong type, or its value is wrong.
+    #[error("{}: key `{key}`{}: {problem}", .file.display(), from_env(.env.as_deref()))]
+    Key {
+        /// The file.
+        file: PathBuf,
+        /// The key, e.g. `port[1].interface`.
+        key: String,
+        /// The environment variable that set the key, if one did.
+        env: Option<String>,
+        /// The problem.
+        problem: String,
+    },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+}
+
+fn from_env(var: Option<&str>) -> String {
+    var.map(|v| format!(" (from ${v})")).unwrap_or_default()
+}
+
+/// Idle policy of the workers.
+pub use vwire_dataplane::worker::PollMode;
+
+/// A port definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Unique name, used by cross-connects and metrics.
+    pub name: String,
+    /// The mechanism.
+    pub kind: PortKind,
+}
+
+/// A Network Service Endpoint that requests are forwarded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Its name (`network_service_endpoint_name` in requests).
+    pub name: String,
+    /// Where it listens.
+    pub url: crate::grpc::ListenOn,
+    /// The network service it serves, for requests that name no endpoint.
+    pub service: Option<String>,
+}
+
+/// The mechanism of a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortKind {
+    /// AF_XDP on a network interface.
+    AfXdp {
+        /// The interface.
+        interface: String,
+    },
+    /// A memif interface.
+    Memif(MemifConfig),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Worker CPUs.
+    pub workers: Vec<usize>,
+    /// Idle policy.
+    pub poll: PollMode,
+    /// Where /metrics is served.
+    pub metrics_listen: SocketAddr,
+    /// Log filter (tracing syntax: `info`, `debug`, `vwire=trace`).
+    pub log_level: String,
+    /// This hop's name in NSM paths (NSM_NAME).
+    pub nsm_name: String,
+    /// Where the NSM gRPC API is served (NSM_LISTEN_ON); none: not served.
+    pub nsm_listen_on: Option<crate::grpc::ListenOn>,
+    /// The REMOTE mechanisms' settings.
+    pub remote: RemoteConfig,
+    /// Ports, in file order; a port's index is its port id.
+    pub ports: Vec<PortConfig>,
+    /// Cross-connects, as port indices.
+    pub xconnects: Vec<(usize, usize)>,
+    /// Network Service Endpoints the NSM server may connect to (a static map until registry
+    /// discovery exists).
+    pub endpoints: Vec<EndpointConfig>,
+    /// CPUs left for the control thread.
+    pub control_cpus: Vec<usize>,
+}
+
+/// Settings of the REMOTE mechanisms (VXLAN, SRV6) and of the uplink they use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// NSM_TUNNEL_IP: the uplink's tunnel address; `None`: the default route's interface.
+    pub tunnel_ip: Option<std::net::IpAddr>,
+    /// `tunnel_ip = "none"`: no uplink and no remote mechanisms.
+    pub off: bool,
+    /// NSM_VXLAN_PORT.
+    pub vxlan_port: u16,
+    /// NSM_MECHANISM_PRIORITY: mechanism types, most preferred first (upper case).
+    pub priority: Vec<String>,
+    /// `[srv6] locator`: the prefix SIDs are allocated from; `None`: no SRV6.
+    pub srv6_locator: Option<(std::net::Ipv6Addr, u8)>,
+    /// `[srv6] host_ip`: the encapsulation's IPv6 source.
+    pub srv6_host_ip: Option<std::net::Ipv6Addr>,
+}
+
+/// Default metrics address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
+
+/// What the validation needs to know about the machine.
+pub trait Host {
+    /// CPUs this process may run on.
+    fn cpus(&self) -> Vec<usize>;
+    /// True if the network interface exists.
+    fn has_interface(&self, name: &str) -> bool;
+}
+
+/// The real machine.
+#[derive(Debug, Default)]
+pub struct RealHost;
+
+impl Host for RealHost {
+    fn cpus(&self) -> Vec<usize> {
+        allowed_cpus()
+    }
+    fn has_interface(&self, name: &str) -> bool {
+        vwire_mechanisms::afxdp::socket::ifindex(name).is_some()
+    }
+}
+
+/// The CPUs in this process's affinity mask.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; `set` is a live cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: i is below CPU_SETSIZE, inside `set`.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+/// What errors need to name: the file, and which variable set which key.
+struct Ctx<'a> {
+    file: &'a Path,
+    /// Key path → the env variable that set it.
+    from_env: HashMap<String, String>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            env: self.from_env.get(key).cloned(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Deserializes `value`, the key `at` (`""`: the whole file); an error names the file, the
+    /// key inside `value` and the variable that set that key.
+    fn deserialize<T: serde::de::DeserializeOwned>(
+        &self,
+        at: &str,
+        value: Value,
+    ) -> Result<T, ConfigError> {
+        de::from_value(value).map_err(|e| match e.within(at) {
+            ConfigError::Key { key, problem, .. } => self.err(&key, problem),
+            other => other,
+        })
+    }
+}
+
+/// `n`, the value of `key`, if it is in `range` (which fits in `T`).
+fn in_range<T: TryFrom<i64>>(
+    ctx: &Ctx,
+    key: &str,
+    n: i64,
+    range: RangeInclusive<i64>,
+) -> Result<T, ConfigError> {
+    let out_of_range = || {
+        ctx.err(
+            key,
+            format!("{n} is out of range ({} to {})", range.start(), range.end()),
+        )
+    };
+    if !range.contains(&n) {
+        return Err(out_of_range());
+    }
+    T::try_from(n).map_err(|_| out_of_range())
+}
+
+/// Reads, overrides and validates the configuration.
+pub fn load(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+    host: &dyn Host,
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    parse(path, &text, env, host)
+}
+
+/// Parses `text` (the contents of `path`), applies `env` and validates.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &BTreeMap<String, String>,
+    host: &dyn Host,
+) -> Result<Config, ConfigError> {
+    let mut root: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            file: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            message: e.message().to_string(),
+        })?;
+    let mut ctx = Ctx {
+        file: path,
+        from_env: HashMap::new(),
+    };
+    env::overlay(&mut ctx, &mut root, env)?;
+    let file: ConfigFile = ctx.deserialize("", Value::Table(root))?;
+    file.validate(&ctx, host)
+}
+
+/// The file: its fields are the sections, each a struct that validates itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ConfigFile {
+    dataplane: DataplaneSection,
+    metrics: MetricsSection,
+    log: LogSection,
+    nsm: NsmSection,
+    srv6: Srv6Section,
+    /// Tables whose `type` says which section struct they are (see `port.rs`).
+    port: Entries<Table>,
+    xconnect: Entries<XconnectSection>,
+    endpoint: Entries<EndpointSection>,
+}
+
+impl ConfigFile {
+    fn validate(self, ctx: &Ctx, host: &dyn Host) -> Result<Config, ConfigError> {
+        let srv6 = self.srv6.validate(ctx)?;
+        let nsm = self.nsm.validate(ctx, srv6)?;
+        let dataplane = self.dataplane.validate(ctx, host)?;
+        let metrics_listen = self.metrics.validate(ctx)?;
+        let log_level = self.log.validate();
+        let ports = port::Ports::validate(ctx, host, self.port.0)?;
+        let endpoints = endpoint::validate(ctx, self.endpoint.0)?;
+        let xconnects = xconnect::validate(ctx, self.xconnect.0, &ports.by_name)?;
+        Ok(Config {
+            workers: dataplane.workers,
+            poll: dataplane.poll,
+            metrics_listen,
+            log_level,
+            nsm_name: nsm.name,
+            nsm_listen_on: nsm.listen_on,
+            remote: nsm.remote,
+            ports: ports.ports,
+            xconnects,
+            endpoints,
+            control_cpus: dataplane.control_cpus,
+        })
+    }
+}
+
+/// Which worker each port goes to: both ends of a cross-connect share a worker (a port is owned
+/// by one worker, which also transmits on it), and the pairs are spread round-robin.
+pub fn assign_workers(cfg: &Config) -> Vec<usize> {
+    let mut assignment = vec![usize::MAX; cfg.ports.len()];
+    let mut next = 0;
+    for &(a, b) in &cfg.xconnects {
+        assignment[a] = next % cfg.workers.len();
+        assignment[b] = next % cfg.workers.len();
+        next += 1;
+    }
+    for w in assignment.iter_mut().filter(|w| **w == usize::MAX) {
+        *w = next % cfg.workers.len();
+        next += 1;
+    }
+    assignment
+}
+
+#[cfg(test)]
+mod tests;

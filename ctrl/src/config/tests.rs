@@ -1,0 +1,346 @@
+use super::*;
+
+struct FakeHost;
+impl Host for FakeHost {
+    fn cpus(&self) -> Vec<usize> {
+        vec![0, 1, 2, 3]
+    }
+    fn has_interface(&self, name: &str) -> bool {
+        name.starts_with("veth")
+    }
+}
+
+const GOOD: &str = r#"
+[dataplane]
+workers = [1, 2]
+poll = "busy"
+[metrics]
+listen = "127.0.0.1:9200"
+[[port]]
+name = "left"
+type = "afxdp"
+interface = "veth0"
+[[port]]
+name = "right"
+type = "afxdp"
+interface = "veth1"
+[[xconnect]]
+a = "left"
+b = "right"
+"#;
+
+fn p(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    parse(Path::new("/etc/vwire.toml"), text, &env, &FakeHost)
+}
+
+fn err(text: &str, env: &[(&str, &str)]) -> String {
+    p(text, env).unwrap_err().to_string()
+}
+
+#[test]
+fn a_good_file_parses() {
+    let c = p(GOOD, &[]).unwrap();
+    assert_eq!(c.workers, vec![1, 2]);
+    assert_eq!(c.poll, PollMode::Busy);
+    assert_eq!(c.metrics_listen, "127.0.0.1:9200".parse().unwrap());
+    assert_eq!(c.ports.len(), 2);
+    assert_eq!(c.xconnects, vec![(0, 1)]);
+    assert_eq!(c.control_cpus, vec![0, 3]);
+    assert_eq!(assign_workers(&c), vec![0, 0]);
+}
+
+#[test]
+fn defaults_apply() {
+    let c = p("", &[]).unwrap();
+    assert_eq!(c.workers, vec![3]);
+    assert_eq!(c.poll, PollMode::Adaptive);
+    assert_eq!(c.metrics_listen, DEFAULT_METRICS_LISTEN.parse().unwrap());
+    assert!(c.ports.is_empty());
+}
+
+#[test]
+fn env_overrides_every_kind_of_key() {
+    let c = p(
+        GOOD,
+        &[
+            ("VWIRE_DATAPLANE_WORKERS", "3"),
+            ("VWIRE_DATAPLANE_POLL", "adaptive"),
+            ("NSM_PROMETHEUS_LISTEN_ON", ":8081"),
+            ("NSM_LOG_LEVEL", "DEBUG"),
+            ("VWIRE_PORT_1_INTERFACE", "veth9"),
+            ("VWIRE_PORT_2_NAME", "third"),
+            ("VWIRE_PORT_2_TYPE", "afxdp"),
+            ("VWIRE_PORT_2_INTERFACE", "veth7"),
+            ("VWIRE_XCONNECT_0_B", "third"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.workers, vec![3]);
+    assert_eq!(c.poll, PollMode::Adaptive);
+    assert_eq!(c.metrics_listen, "0.0.0.0:8081".parse().unwrap());
+    assert_eq!(c.log_level, "debug");
+    assert_eq!(
+        c.ports[1].kind,
+        PortKind::AfXdp {
+            interface: "veth9".into()
+        }
+    );
+    assert_eq!(c.ports[2].name, "third");
+    assert_eq!(c.xconnects, vec![(0, 2)]);
+}
+
+#[test]
+fn errors_name_file_key_and_problem() {
+    let e = err(&GOOD.replace("veth1", "nosuch0"), &[]);
+    assert_eq!(
+        e,
+        "/etc/vwire.toml: key `port[1].interface`: unknown interface \"nosuch0\""
+    );
+    let e = err(&GOOD.replace("b = \"right\"", "b = \"middle\""), &[]);
+    assert_eq!(
+        e,
+        "/etc/vwire.toml: key `xconnect[0].b`: no port is named \"middle\""
+    );
+    let e = err(&GOOD.replace("name = \"right\"", "name = \"left\""), &[]);
+    assert_eq!(
+        e,
+        "/etc/vwire.toml: key `port[1].name`: duplicate port name \"left\" (also port[0])"
+    );
+    let e = err(&GOOD.replace("[1, 2]", "[1, 9]"), &[]);
+    assert!(
+        e.starts_with("/etc/vwire.toml: key `dataplane.workers`: CPU 9 does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn env_errors_name_the_variable() {
+    let e = err(GOOD, &[("VWIRE_PORT_0_INTERFACE", "nosuch0")]);
+    assert!(
+        e.contains("key `port[0].interface` (from $VWIRE_PORT_0_INTERFACE): "),
+        "{e}"
+    );
+    assert!(e.ends_with("unknown interface \"nosuch0\""), "{e}");
+    let e = err(GOOD, &[("VWIRE_DATAPLANE_WROKERS", "1")]);
+    assert!(
+        e.contains("VWIRE_DATAPLANE_WROKERS") && e.contains("unknown VWIRE_* variable"),
+        "{e}"
+    );
+    let e = err(GOOD, &[("VWIRE_PORT_7_NAME", "x")]);
+    assert!(e.contains("no port entry 7"), "{e}");
+}
+
+#[test]
+fn other_mistakes_are_caught() {
+    for (text, needle) in [
+        ("[dataplane]\nworkers = []", "needs at least one CPU"),
+        (
+            "[dataplane]\nworkers = [0, 1, 2, 3]",
+            "leave one for the control thread",
+        ),
+        ("[dataplane]\nworkers = [1, 1]", "listed twice"),
+        ("[dataplane]\nworkers = [-1]", "non-negative"),
+        ("[dataplane]\npoll = \"lazy\"", "not a poll mode"),
+        (
+            "[dataplane]\nwrokers = [1]",
+            "key `dataplane.wrokers`: unknown key",
+        ),
+        ("[metrics]\nlisten = \"nowhere\"", "not an address:port"),
+        (
+            "[[port]]\nname = \"a\"\ntype = \"tap\"",
+            "not a supported port type",
+        ),
+        (
+            "[[port]]\nname = \"a\"\ntype = \"afxdp\"",
+            "key `port[0].interface`: is required",
+        ),
+        (
+            "[[port]]\nname = \"a b\"\ntype = \"afxdp\"\ninterface = \"veth0\"",
+            "not a valid name",
+        ),
+        ("[dataplane\n", "not valid TOML (line 1)"),
+        ("port = 3", "must be an array of tables"),
+    ] {
+        let e = err(text, &[]);
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+    let both = format!("{GOOD}\n[[port]]\nname = \"x\"\ntype = \"afxdp\"\ninterface = \"veth0\"\n");
+    assert!(err(&both, &[]).contains("already used by port[0]"));
+    let self_x = GOOD.replace("b = \"right\"", "b = \"left\"");
+    assert!(
+        err(&self_x, &[]).contains("already cross-connected")
+            || err(&self_x, &[]).contains("itself")
+    );
+}
+
+#[test]
+fn unconnected_ports_are_spread_over_workers() {
+    let text = GOOD.replace("[[xconnect]]\na = \"left\"\nb = \"right\"\n", "");
+    let c = p(&text, &[]).unwrap();
+    assert_eq!(assign_workers(&c), vec![0, 1]);
+}
+
+#[test]
+fn an_unknown_key_is_named_in_every_section() {
+    let port = "[[port]]\nname = \"p\"\ntype = \"afxdp\"\ninterface = \"veth0\"\n";
+    let memif = "[[port]]\nname = \"m\"\ntype = \"memif\"\nsocket = \"@m\"\n";
+    for (text, key) in [
+        ("colour = 1".to_string(), "colour"),
+        ("[dataplane]\ncolour = 1".into(), "dataplane.colour"),
+        ("[metrics]\ncolour = 1".into(), "metrics.colour"),
+        ("[log]\ncolour = 1".into(), "log.colour"),
+        ("[nsm]\ncolour = 1".into(), "nsm.colour"),
+        ("[srv6]\ncolour = 1".into(), "srv6.colour"),
+        (format!("{port}colour = 1"), "port[0].colour"),
+        (format!("{port}{memif}colour = 1"), "port[1].colour"),
+        (format!("{port}socket = \"@m\""), "port[0].socket"),
+        (format!("{memif}interface = \"veth0\""), "port[0].interface"),
+        (
+            "[[xconnect]]\na = \"x\"\nb = \"y\"\ncolour = 1".into(),
+            "xconnect[0].colour",
+        ),
+        (
+            "[[endpoint]]\nname = \"e\"\nurl = \"unix:///e\"\ncolour = 1".into(),
+            "endpoint[0].colour",
+        ),
+    ] {
+        let e = err(&text, &[]);
+        assert!(
+            e.starts_with(&format!(
+                "/etc/vwire.toml: key `{key}`: unknown key (expected one of: "
+            )),
+            "{text:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    for (text, needle) in [
+        (
+            "[nsm]\nvxlan_port = \"4789\"",
+            "key `nsm.vxlan_port`: must be an integer, not string",
+        ),
+        (
+            "[dataplane]\nworkers = [1, \"2\"]",
+            "key `dataplane.workers[1]`: must be an integer, not string",
+        ),
+        (
+            "[log]\nlevel = 3",
+            "key `log.level`: must be a string, not integer",
+        ),
+        (
+            "[[xconnect]]\na = 1\nb = \"y\"",
+            "key `xconnect[0].a`: must be a string",
+        ),
+        (
+            "[[xconnect]]\na = \"x\"",
+            "key `xconnect[0].b`: is required",
+        ),
+        (
+            "[[endpoint]]\nurl = \"unix:///e\"",
+            "key `endpoint[0].name`: is required",
+        ),
+        (
+            "[[port]]\nname = \"m\"\ntype = \"memif\"\nsocket = \"@m\"\nqueues = \"2\"",
+            "key `port[0].queues`: must be an integer, not string",
+        ),
+        ("[[port]]\nname = \"m\"", "key `port[0].type`: is required"),
+        (
+            "[[port]]\nname = \"m\"\ntype = 1",
+            "key `port[0].type`: must be a string",
+        ),
+        ("port = [1]", "key `port[0]`: must be a table"),
+        ("nsm = 1", "key `nsm`: must be a table"),
+    ] {
+        let e = err(text, &[]);
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn env_overlay_sets_keys_of_array_entries() {
+    let text = format!(
+        "{GOOD}[[port]]\nname = \"m\"\ntype = \"memif\"\nsocket = \"@m\"\n\
+         [[endpoint]]\nname = \"e\"\nurl = \"unix:///e\"\n"
+    );
+    let c = p(
+        &text,
+        &[
+            ("VWIRE_PORT_2_QUEUES", "4"),
+            ("VWIRE_PORT_2_RING_SIZE", "256"),
+            ("VWIRE_PORT_2_ROLE", "client"),
+            ("VWIRE_ENDPOINT_0_SERVICE", "icmp-responder"),
+            ("VWIRE_ENDPOINT_1_NAME", "f"),
+            ("VWIRE_ENDPOINT_1_URL", "tcp://127.0.0.1:5002"),
+        ],
+    )
+    .unwrap();
+    let PortKind::Memif(m) = &c.ports[2].kind else {
+        panic!("port 2 is a memif: {:?}", c.ports[2]);
+    };
+    assert_eq!(
+        (m.queues, m.log2_ring_size, m.role),
+        (4, 8, vwire_mechanisms::memif::port::Role::Client)
+    );
+    assert_eq!(c.endpoints[0].service.as_deref(), Some("icmp-responder"));
+    assert_eq!(c.endpoints[1].name, "f");
+    // A validation error in an overlaid entry names the variable.
+    let e = err(&text, &[("VWIRE_PORT_2_RING_SIZE", "1000")]);
+    assert_eq!(
+        e,
+        "/etc/vwire.toml: key `port[2].ring_size` (from $VWIRE_PORT_2_RING_SIZE): \
+         1000 is not a power of two"
+    );
+}
+
+#[test]
+fn a_badly_typed_env_value_names_the_variable() {
+    for (var, value, expected) in [
+        (
+            "NSM_VXLAN_PORT",
+            "x",
+            "key `nsm.vxlan_port` (from $NSM_VXLAN_PORT): \"x\" is not an integer",
+        ),
+        (
+            "VWIRE_DATAPLANE_WORKERS",
+            "1,a",
+            "key `dataplane.workers` (from $VWIRE_DATAPLANE_WORKERS): \"a\" is not an integer",
+        ),
+        (
+            "VWIRE_PORT_0_ID",
+            "zero",
+            "key `port[0].id` (from $VWIRE_PORT_0_ID): \"zero\" is not an integer",
+        ),
+    ] {
+        let e = err(GOOD, &[(var, value)]);
+        assert!(e.ends_with(expected), "{var}={value}: {e}");
+    }
+    let c = p(GOOD, &[("VWIRE_DATAPLANE_WORKERS", "[1, 3]")]).unwrap();
+    assert_eq!(c.workers, vec![1, 3]);
+}
+
+#[test]
+fn every_nsm_variable_names_a_key() {
+    let env = [
+        ("NSM_PROMETHEUS_LISTEN_ON", ":9300"),
+        ("NSM_LOG_LEVEL", "warn"),
+        ("NSM_NAME", "fwd"),
+        ("NSM_LISTEN_ON", "tcp://127.0.0.1:5001"),
+        ("NSM_TUNNEL_IP", "none"),
+        ("NSM_VXLAN_PORT", "4790"),
+        ("NSM_MECHANISM_PRIORITY", "srv6,vxlan"),
+    ];
+    let c = p(GOOD, &env).unwrap();
+    assert_eq!(c.metrics_listen, "0.0.0.0:9300".parse().unwrap());
+    assert_eq!(c.log_level, "warn");
+    assert_eq!(c.nsm_name, "fwd");
+    assert!(c.nsm_listen_on.is_some());
+    assert!(c.remote.off);
+    assert_eq!(c.remote.vxlan_port, 4790);
+    assert_eq!(c.remote.priority, vec!["SRV6", "VXLAN"]);
+}
