@@ -118,7 +118,7 @@ impl EngineBuilder {
             b.workers.push(Worker::new(WorkerParts {
                 pool,
                 table: b.table.clone(),
-                reader: qsbr.register(),
+                reader: qsbr.register_named(format!("worker {i}")),
                 counters: counters.clone(),
                 cmds: rx,
                 doorbell: doorbell.clone(),

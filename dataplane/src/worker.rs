@@ -428,8 +428,8 @@ impl Worker {
     ///
     /// Packet path: no allocation, lock, log or per-packet system call.
     pub fn poll_once(&mut self) -> usize {
-        self.reader.quiescent();
-        let table = self.table.load(&self.reader);
+        let online = self.reader.online();
+        let table = self.table.load(&online);
         let mut total = 0;
         for i in 0..self.ports.len() {
             let rx_id = self.ports[i].id;

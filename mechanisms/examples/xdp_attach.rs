@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use vwire_dataplane::BufferPool;
-use vwire_mechanisms::afxdp::bpf::XdpAttachment;
+use vwire_mechanisms::afxdp::programs::XdpAttachment;
 use vwire_mechanisms::afxdp::{socket, AfXdpPort, PortOptions, SharedProgram, Umem, XdpProgram};
 
 fn sh(cmd: &str) -> Result<(), String> {

@@ -1,4 +1,5 @@
-//! The AF_XDP port driver: the hot path.
+//! The AF_XDP port: [`open`] (cold: attaches the program, opens a socket per queue, steers each
+//! queue to its socket) and the [`vwire_dataplane::Port`] driver (the hot path).
 //!
 //! A port has one socket ([`XskQueue`]) per receive queue of its interface. Per receive burst:
 //! for each queue in turn until the burst is full, refill its fill ring from the pool (keeping
@@ -19,9 +20,11 @@ use vwire_dataplane::counters::{DropReason, PortCounters};
 use vwire_dataplane::port::{Burst, Port, PortStats};
 
 use super::abi::XdpDesc;
-use super::bpf::{XdpAttachment, XdpMode};
+use super::error::AfXdpError;
+use super::programs::{SlotRange, XdpAttachment, XdpProgram};
 use super::ring::MmapRing;
-use super::socket::{XskStats, FILL_TARGET};
+use super::sys::{ifindex, rx_queue_count, XdpMode};
+use super::xsk::{open_queue, QueueParts, Umem, XskStats, FILL_TARGET};
 
 /// Frames posted to the fill ring per refill step: refilling in batches keeps the index store
 /// (a cache line the kernel reads) off the per-packet path.
@@ -78,17 +81,6 @@ impl KernelFrames {
             }
         }
     }
-}
-
-/// What an [`XskQueue`] is built from (see `socket::open`).
-pub(crate) struct QueueParts {
-    pub(crate) queue: u32,
-    pub(crate) rx: MmapRing<XdpDesc>,
-    pub(crate) tx: MmapRing<XdpDesc>,
-    pub(crate) fill: MmapRing<u64>,
-    pub(crate) comp: MmapRing<u64>,
-    pub(crate) socket: Arc<OwnedFd>,
-    pub(crate) zero_copy: bool,
 }
 
 /// The socket and rings of one interface queue.
@@ -267,7 +259,70 @@ impl XskQueue {
     }
 }
 
-/// What [`AfXdpPort::new`] is built from (see `socket::open`).
+/// How to open a port.
+#[derive(Clone, Copy, Debug)]
+pub struct PortOptions {
+    /// Try native XDP before generic.
+    pub allow_native: bool,
+    /// Complete partial TCP/UDP checksums on receive (see `vwire_dataplane::checksum`).
+    pub complete_checksums: bool,
+    /// The XDP program to attach: by default every frame of a served queue goes to the port,
+    /// through the program all ports of the namespace share ([`XdpProgram::SharedRedirect`]);
+    /// the same from a program of the interface's own ([`XdpProgram::QueueRedirect`]); on an
+    /// uplink shared with the host, only vwire's tunnel traffic ([`XdpProgram::Steer`]).
+    pub program: XdpProgram,
+}
+
+impl Default for PortOptions {
+    fn default() -> Self {
+        Self {
+            allow_native: true,
+            complete_checksums: true,
+            program: XdpProgram::SharedRedirect,
+        }
+    }
+}
+
+/// Opens an AF_XDP port named `name` on `ifname`: attaches the XDP program chosen in `opts`
+/// (loading it first, unless it is the namespace's shared program and another port holds it),
+/// then opens one socket per receive queue, all sharing (and if needed registering) `umem`, and
+/// steers each queue to its socket. `ifname` is looked up, and the shared program chosen, in the
+/// calling thread's network namespace. On failure nothing is left behind: the program detaches
+/// and the port's map entries are removed.
+pub fn open(
+    name: &str,
+    ifname: &str,
+    umem: &Umem,
+    opts: PortOptions,
+) -> Result<AfXdpPort, AfXdpError> {
+    let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
+    let nqueues = rx_queue_count(ifname);
+    let attachment =
+        XdpAttachment::attach_program(ifname, ifindex, nqueues, opts.allow_native, &opts.program)?;
+    let native = attachment.mode() == XdpMode::Native;
+    let queues = (0..nqueues)
+        .map(|q| {
+            let parts = open_queue(ifname, ifindex, q, umem, native)?;
+            attachment
+                .insert(q, parts.socket.as_raw_fd())
+                .map_err(|source| AfXdpError::Bpf {
+                    ifname: ifname.to_string(),
+                    what: "inserting the socket into the XSKMAP",
+                    source,
+                })?;
+            Ok(XskQueue::new(parts))
+        })
+        .collect::<Result<Vec<_>, AfXdpError>>()?;
+    Ok(AfXdpPort::new(Parts {
+        name: name.to_string(),
+        ifname: ifname.to_string(),
+        queues,
+        attachment,
+        complete_checksums: opts.complete_checksums,
+    }))
+}
+
+/// What [`AfXdpPort::new`] is built from (see [`open`]).
 pub(crate) struct Parts {
     pub(crate) name: String,
     pub(crate) ifname: String,
@@ -276,7 +331,7 @@ pub(crate) struct Parts {
     pub(crate) complete_checksums: bool,
 }
 
-/// An AF_XDP port. Create it with [`super::socket::open`].
+/// An AF_XDP port. Create it with [`open`].
 pub struct AfXdpPort {
     // hot: accessed by the worker every burst
     queues: Vec<XskQueue>,
@@ -318,8 +373,8 @@ impl AfXdpPort {
     }
 
     /// The interface's slots in the shared program's XSKMAP, if the port uses the shared
-    /// program ([`super::XdpProgram::SharedRedirect`]).
-    pub fn shared_slots(&self) -> Option<super::SlotRange> {
+    /// program ([`XdpProgram::SharedRedirect`]).
+    pub fn shared_slots(&self) -> Option<SlotRange> {
         self.attachment.shared_slots()
     }
 

@@ -74,7 +74,6 @@
 //! overflows. Property tests (below) and the fuzz target `srv6_decap` check it.
 
 pub mod decap;
-pub mod driver;
 pub mod encap;
 #[cfg(test)]
 mod tests;

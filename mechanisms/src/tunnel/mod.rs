@@ -1,8 +1,10 @@
 //! Tunnels as dataplane stages: the drivers that turn the pure VXLAN and SRv6 cores into the
 //! dataplane's [`vwire_dataplane::tunnel::Encap`] and [`vwire_dataplane::tunnel::Decap`].
 //!
-//! - [`VxlanEncap`] (in [`crate::vxlan::driver`]) and [`Srv6Encap`] (in [`crate::srv6::driver`]):
-//!   one per tunnel, on the tunnel's local port.
+//! - [`VxlanEncap`] (in [`vxlan`]) and [`Srv6Encap`] (in [`srv6`]): one per tunnel, on the
+//!   tunnel's local port. Both are the one generic stage [`TunnelEncap`] (in [`encap`]) over the
+//!   format's header template ([`EncapFormat`]); the format modules also map the cores' errors
+//!   to drop reasons.
 //! - [`UplinkDecap`] (in [`uplink`]): one per uplink port, shared by every tunnel over it. It
 //!   classifies each packet (VXLAN over IPv4 or IPv6, or SRv6 to a local SID), finds the tunnel
 //!   in lookup maps built by the control thread, strips the outer headers and gives the packet
@@ -72,56 +74,19 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use vwire_dataplane::counters::DropReason;
-use vwire_dataplane::{BufIdx, BufferPool};
+use crate::vxlan::Vni;
 
-use crate::vxlan::strip_inner_ethernet;
-
+pub mod encap;
+pub mod srv6;
 #[cfg(test)]
 mod tests;
 pub mod uplink;
+pub mod vxlan;
 
-pub use crate::srv6::driver::Srv6Encap;
-pub use crate::vxlan::driver::VxlanEncap;
+pub use encap::{EncapFn, EncapFormat, TunnelEncap};
+pub use srv6::Srv6Encap;
 pub use uplink::UplinkDecap;
-
-use crate::vxlan::Vni;
-
-/// Encapsulates buffer `b` of a tunnel whose local port delivers `framing`: refuses it as
-/// `too_big` beyond `max_len`, then wraps the whole frame (`Ethernet`, with `whole`) or only its
-/// IP packet (`EthernetIp`: the Ethernet header checked and dropped, `not_ip` otherwise; `Ip`:
-/// the buffer as is, with `ip`), and sets the buffer to the outer frame. The two tunnel drivers
-/// share it; each passes its core's encapsulations and maps the core's errors with `reason`.
-#[inline]
-pub(crate) fn encap_framed<E>(
-    pool: &mut BufferPool,
-    b: BufIdx,
-    framing: Framing,
-    max_len: usize,
-    whole: impl FnOnce(&mut [u8], usize, usize) -> Result<(usize, usize), E>,
-    ip: impl FnOnce(&mut [u8], usize, usize) -> Result<(usize, usize), E>,
-    reason: impl FnOnce(E) -> DropReason,
-) -> Result<(), DropReason> {
-    let m = pool.meta(b);
-    let (offset, len) = (usize::from(m.offset), usize::from(m.len));
-    if len > max_len {
-        return Err(DropReason::TooBig);
-    }
-    let frame = pool.frame_mut(b);
-    let done = match framing {
-        Framing::Ethernet => whole(frame, offset, len),
-        Framing::EthernetIp => {
-            // Only the EtherType is checked here; the core then checks the version nibble.
-            let (ip_at, ip_len) =
-                strip_inner_ethernet(frame, offset, len).map_err(|_| DropReason::NotIp)?;
-            ip(frame, ip_at, ip_len)
-        }
-        Framing::Ip => ip(frame, offset, len),
-    };
-    let (offset, len) = done.map_err(reason)?;
-    pool.set_meta(b, offset, len);
-    Ok(())
-}
+pub use vxlan::VxlanEncap;
 
 /// What a tunnel's local port delivers to the encapsulation. See the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -68,6 +68,24 @@ struct Cache<'a> {
     sid: Option<(u128, &'a SidTarget)>,
 }
 
+/// `map[key]` through the one-entry cache `last` (see [`Cache`]): a hit skips the map, a key
+/// found in it replaces the entry.
+#[inline]
+fn cached<'a, K: Copy + Eq + std::hash::Hash, T>(
+    map: &'a HashMap<K, T>,
+    last: &mut Option<(K, &'a T)>,
+    key: K,
+) -> Option<&'a T> {
+    if let Some((k, t)) = *last {
+        if k == key {
+            return Some(t);
+        }
+    }
+    let t = map.get(&key)?;
+    *last = Some((key, t));
+    Some(t)
+}
+
 /// The decapsulation of one uplink port. See the module docs.
 #[derive(Clone, Debug)]
 pub struct UplinkDecap {
@@ -164,26 +182,12 @@ impl UplinkDecap {
 
     #[inline]
     fn vxlan_target<'a>(&'a self, key: VxlanKey, cache: &mut Cache<'a>) -> Option<&'a VxlanTarget> {
-        if let Some((k, t)) = cache.vxlan {
-            if k == key {
-                return Some(t);
-            }
-        }
-        let t = self.vxlan.get(&key)?;
-        cache.vxlan = Some((key, t));
-        Some(t)
+        cached(&self.vxlan, &mut cache.vxlan, key)
     }
 
     #[inline]
     fn sid_target<'a>(&'a self, sid: u128, cache: &mut Cache<'a>) -> Option<&'a SidTarget> {
-        if let Some((k, t)) = cache.sid {
-            if k == sid {
-                return Some(t);
-            }
-        }
-        let t = self.sids.get(&sid)?;
-        cache.sid = Some((sid, t));
-        Some(t)
+        cached(&self.sids, &mut cache.sid, sid)
     }
 
     #[inline]

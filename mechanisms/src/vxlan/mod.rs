@@ -91,7 +91,6 @@
 
 mod csum;
 pub mod decap;
-pub mod driver;
 pub mod encap;
 pub mod flow;
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Creating an AF_XDP socket: UMEM registration or sharing, ring sizing and mapping, bind, and
-//! steering. Cold path: runs on the control thread when a port is created.
+//! The socket layer: creating the AF_XDP socket of one interface queue (UMEM registration or
+//! sharing, ring sizing and mapping, bind), the ring sizes, and the sockets' kernel statistics.
+//! Cold path: runs on the control thread when a port is created. It knows nothing of XDP
+//! programs: the port layer above steers the queue to the socket once it is bound.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Weak};
@@ -8,10 +10,9 @@ use vwire_dataplane::buffer::{PoolRegion, FRAME_SIZE};
 use vwire_dataplane::port::PortStats;
 
 use super::abi::*;
-use super::bpf::{XdpAttachment, XdpMode, XdpProgram};
-use super::port::AfXdpPort;
+use super::error::AfXdpError;
 use super::ring::MmapRing;
-use super::AfXdpError;
+use super::sys::ifindex;
 
 /// Fill ring entries. Twice [`FILL_TARGET`]: the kernel publishes its consumer index lazily, so
 /// a ring only as large as what we post would often look full.
@@ -130,38 +131,6 @@ fn register(fd: i32, region: &PoolRegion) -> std::io::Result<()> {
     setsockopt(fd, XDP_UMEM_REG, &reg)
 }
 
-/// How to open a port.
-#[derive(Clone, Copy, Debug)]
-pub struct PortOptions {
-    /// Try native XDP before generic.
-    pub allow_native: bool,
-    /// Complete partial TCP/UDP checksums on receive (see `vwire_dataplane::checksum`).
-    pub complete_checksums: bool,
-    /// The XDP program to attach: by default every frame of a served queue goes to the port,
-    /// through the program all ports of the namespace share ([`XdpProgram::SharedRedirect`]);
-    /// the same from a program of the interface's own ([`XdpProgram::QueueRedirect`]); on an
-    /// uplink shared with the host, only vwire's tunnel traffic ([`XdpProgram::Steer`]).
-    pub program: XdpProgram,
-}
-
-impl Default for PortOptions {
-    fn default() -> Self {
-        Self {
-            allow_native: true,
-            complete_checksums: true,
-            program: XdpProgram::SharedRedirect,
-        }
-    }
-}
-
-/// Index of a network interface by name.
-pub fn ifindex(ifname: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(ifname).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (idx != 0).then_some(idx)
-}
-
 /// The size of `T` as a `socklen_t`; the kernel structures passed here are tens of bytes.
 fn socklen<T>() -> libc::socklen_t {
     libc::socklen_t::try_from(std::mem::size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
@@ -226,55 +195,27 @@ impl PortStats for XskStats {
     }
 }
 
-/// Number of receive queues the interface uses (`/sys/class/net/<if>/queues/rx-*`), at least 1.
-pub fn rx_queue_count(ifname: &str) -> u32 {
-    let dir = format!("/sys/class/net/{ifname}/queues");
-    let n = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .unwrap_or(0);
-    u32::try_from(n).unwrap_or(u32::MAX).max(1)
+/// What one queue's socket is, once bound: the port layer's `XskQueue` is built from it.
+pub(crate) struct QueueParts {
+    pub(crate) queue: u32,
+    pub(crate) rx: MmapRing<XdpDesc>,
+    pub(crate) tx: MmapRing<XdpDesc>,
+    pub(crate) fill: MmapRing<u64>,
+    pub(crate) comp: MmapRing<u64>,
+    pub(crate) socket: Arc<OwnedFd>,
+    pub(crate) zero_copy: bool,
 }
 
-/// Opens an AF_XDP port named `name` on `ifname`: attaches the XDP program chosen in `opts`
-/// (loading it first, unless it is the namespace's shared program and another port holds it),
-/// then opens one socket per receive queue, all sharing (and if needed registering) `umem`, and
-/// steers each queue to its socket. `ifname` is looked up, and the shared program chosen, in the
-/// calling thread's network namespace. On failure nothing is left behind: the program detaches
-/// and the port's map entries are removed.
-pub fn open(
-    name: &str,
-    ifname: &str,
-    umem: &Umem,
-    opts: PortOptions,
-) -> Result<AfXdpPort, AfXdpError> {
-    let ifindex = ifindex(ifname).ok_or_else(|| AfXdpError::NoSuchInterface(ifname.to_string()))?;
-    let nqueues = rx_queue_count(ifname);
-    let attachment =
-        XdpAttachment::attach_program(ifname, ifindex, nqueues, opts.allow_native, &opts.program)?;
-    let queues = (0..nqueues)
-        .map(|q| open_queue(ifname, ifindex, q, umem, &attachment))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(AfXdpPort::new(port::Parts {
-        name: name.to_string(),
-        ifname: ifname.to_string(),
-        queues,
-        attachment,
-        complete_checksums: opts.complete_checksums,
-    }))
-}
-
-/// Opens the socket of one queue and steers the queue to it.
-fn open_queue(
+/// Opens and binds the socket of queue `queue` of interface `ifindex` (named `ifname`), sharing
+/// or registering `umem`; in zero-copy mode if `try_zero_copy` (the program runs in the driver),
+/// the UMEM is not shared, and the driver accepts it, in copy mode otherwise.
+pub(crate) fn open_queue(
     ifname: &str,
     ifindex: u32,
     queue: u32,
     umem: &Umem,
-    attachment: &XdpAttachment,
-) -> Result<port::XskQueue, AfXdpError> {
+    try_zero_copy: bool,
+) -> Result<QueueParts, AfXdpError> {
     let err = |what: &'static str| {
         move |source| AfXdpError::Socket {
             ifname: format!("{ifname} queue {queue}"),
@@ -357,8 +298,7 @@ fn open_queue(
             false
         }
         None => {
-            let zc = attachment.mode() == XdpMode::Native
-                && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
+            let zc = try_zero_copy && bind(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP, 0).is_ok();
             if !zc {
                 bind(XDP_COPY | XDP_USE_NEED_WAKEUP, 0).map_err(err("binding"))?;
             }
@@ -367,14 +307,7 @@ fn open_queue(
     };
     // Larger copy-mode TX batches (kernel ≥ 6.17); older kernels refuse the option and keep 32.
     let _ = setsockopt(fd, XDP_MAX_TX_SKB_BUDGET, &256u32);
-    attachment
-        .insert(queue, fd)
-        .map_err(|source| AfXdpError::Bpf {
-            ifname: ifname.to_string(),
-            what: "inserting the socket into the XSKMAP",
-            source,
-        })?;
-    Ok(port::XskQueue::new(port::QueueParts {
+    Ok(QueueParts {
         queue,
         rx,
         tx,
@@ -382,7 +315,5 @@ fn open_queue(
         comp,
         socket,
         zero_copy,
-    }))
+    })
 }
-
-use super::port;

@@ -5,8 +5,8 @@
 //! Pure: nothing here talks to the kernel. Jump offsets are resolved from labels by
 //! [`Asm::finish`], never counted by hand; misuse is reported as [`AfXdpError::Assemble`].
 
-use super::abi::BpfInsn;
-use super::AfXdpError;
+use crate::afxdp::abi::BpfInsn;
+use crate::afxdp::error::AfXdpError;
 
 // Instruction classes, sizes, modes and operations of eBPF (linux/bpf_common.h, linux/bpf.h).
 pub(crate) const BPF_LD: u8 = 0x00;

@@ -15,9 +15,8 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::bpf::link_create;
-use super::socket::ifindex;
-use super::AfXdpError;
+use crate::afxdp::error::AfXdpError;
+use crate::afxdp::sys::{ifindex, link_create};
 
 /// The anchor veth's name, inside its private namespace (its peer is named by the kernel).
 const ANCHOR_IF: &str = "vwire-anchor";

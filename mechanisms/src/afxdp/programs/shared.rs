@@ -1,6 +1,6 @@
 //! The shared queue-redirect XDP program: one program, with its two maps, per network namespace
-//! of the process, attached to every interface vwire owns there ([`XdpProgram::SharedRedirect`],
-//! the default of [`super::PortOptions`]).
+//! of the process, attached to every interface vwire owns there
+//! ([`super::XdpProgram::SharedRedirect`], the default of [`crate::afxdp::PortOptions`]).
 //!
 //! # Why one program
 //!
@@ -86,15 +86,20 @@
 //!   updates take microseconds); attaching, the slow part, happens outside it.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
-use super::abi::*;
 use super::anchor::Anchor;
 use super::asm::*;
-use super::bpf::{self, map_create, name16, XdpProgram, MAX_QUEUES};
-use super::AfXdpError;
+use super::queue::MAX_QUEUES;
+use crate::afxdp::abi::*;
+use crate::afxdp::error::AfXdpError;
+use crate::afxdp::sys::maps::{Map, Plain};
+use crate::afxdp::sys::prog_load;
+
+/// The program's name in the kernel (`bpftool prog`, `ip link`).
+pub(crate) const NAME: &str = "vwire_shared";
 
 /// Interfaces one namespace's shared program can serve (entries of `vwire_ifaces`): as many as
 /// vwire's control plane has port ids (1024; NSM makes up to two AF_XDP ports per connection).
@@ -122,6 +127,9 @@ pub struct SlotRange {
 const _: () = assert!(std::mem::size_of::<SlotRange>() == 8);
 const _: () = assert!(std::mem::offset_of!(SlotRange, base) == VALUE_BASE as usize);
 const _: () = assert!(std::mem::offset_of!(SlotRange, queues) == VALUE_QUEUES as usize);
+
+// SAFETY: two u32s, no padding (asserted above), every bit pattern valid.
+unsafe impl Plain for SlotRange {}
 
 /// The instructions of the shared program (see the listing in the module docs), with the
 /// interface map `ifaces_fd` and the XSKMAP `xsks_fd` patched in. Pure: the kernel is not
@@ -245,8 +253,10 @@ pub struct SharedProgram {
     // maps), then the maps.
     anchor: OnceLock<Anchor>,
     prog: OwnedFd,
-    ifaces: OwnedFd,
-    xsks: OwnedFd,
+    /// `vwire_ifaces`: interface index → its slots.
+    ifaces: Map<u32, SlotRange>,
+    /// `vwire_xsks`: slot → socket fd.
+    xsks: Map<u32, u32>,
     state: Mutex<State>,
 }
 
@@ -322,33 +332,24 @@ impl SharedProgram {
     }
 
     fn load(ifname: &str) -> Result<Self, AfXdpError> {
-        let ifaces = map_create(
+        let ifaces = Map::create(
             ifname,
-            &MapCreateAttr {
-                map_type: BPF_MAP_TYPE_HASH,
-                key_size: 4,
-                value_size: 8,
-                max_entries: MAX_IFACES,
-                map_flags: BPF_F_NO_PREALLOC,
-                map_name: name16("vwire_ifaces"),
-                ..Default::default()
-            },
+            BPF_MAP_TYPE_HASH,
+            MAX_IFACES,
+            BPF_F_NO_PREALLOC,
+            "vwire_ifaces",
             "creating the shared interface map",
         )?;
-        let xsks = map_create(
+        let xsks = Map::create(
             ifname,
-            &MapCreateAttr {
-                map_type: BPF_MAP_TYPE_XSKMAP,
-                key_size: 4,
-                value_size: 4,
-                max_entries: SLOTS,
-                map_name: name16("vwire_xsks"),
-                ..Default::default()
-            },
+            BPF_MAP_TYPE_XSKMAP,
+            SLOTS,
+            0,
+            "vwire_xsks",
             "creating the shared XSKMAP",
         )?;
-        let insns = program(ifaces.as_raw_fd(), xsks.as_raw_fd())?;
-        let prog = bpf::load(ifname, &insns, XdpProgram::SharedRedirect.name())?;
+        let insns = program(ifaces.fd(), xsks.fd())?;
+        let prog = prog_load(ifname, &insns, NAME)?;
         Ok(Self {
             anchor: OnceLock::new(),
             prog,
@@ -392,8 +393,7 @@ impl SharedProgram {
             return Err(no_room());
         }
         let range = st.slots.alloc(queues).ok_or_else(no_room)?;
-        // SAFETY: the interface map has 4-byte keys and 8-byte values: u32 and SlotRange.
-        if let Err(source) = unsafe { bpf::map_update(&self.ifaces, &ifindex, &range) } {
+        if let Err(source) = self.ifaces.update(&ifindex, &range) {
             st.slots.free(range);
             return Err(AfXdpError::Bpf {
                 ifname: ifname.to_string(),
@@ -425,12 +425,10 @@ impl SharedProgram {
         // Bounded: the map never holds more than MAX_IFACES entries. A key deleted while we
         // walk restarts the walk from the first key in the kernel, hence the bound.
         for _ in 0..=MAX_IFACES * 2 {
-            // SAFETY: the interface map has 4-byte keys (u32, any bit pattern valid).
-            let next = unsafe { bpf::map_next_key::<u32>(&self.ifaces, key.as_ref()) };
-            let Some(k) = next.map_err(err)? else { break };
-            // SAFETY: 4-byte keys and 8-byte values: u32 and SlotRange (plain u32s).
-            let value = unsafe { bpf::map_lookup::<u32, SlotRange>(&self.ifaces, &k) };
-            if let Some(v) = value.map_err(err)? {
+            let Some(k) = self.ifaces.next_key(key.as_ref()).map_err(err)? else {
+                break;
+            };
+            if let Some(v) = self.ifaces.lookup(&k).map_err(err)? {
                 if !out.iter().any(|&(i, _)| i == k) {
                     out.push((k, v));
                 }
@@ -468,8 +466,7 @@ impl SlotLease {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
         let slot = self.range.base + queue;
-        // SAFETY: the XSKMAP has 4-byte keys and values: u32 and u32.
-        unsafe { bpf::map_update(&self.program.xsks, &slot, &xsk_fd) }
+        self.program.xsks.update(&slot, &xsk_fd)
     }
 }
 
@@ -479,8 +476,7 @@ impl Drop for SlotLease {
         let mut st = p.state();
         if st.owners.get(&self.ifindex) == Some(&self.id) {
             st.owners.remove(&self.ifindex);
-            // SAFETY: the interface map has 4-byte keys: u32.
-            match unsafe { bpf::map_delete(&p.ifaces, &self.ifindex) } {
+            match p.ifaces.delete(&self.ifindex) {
                 Err(e) if e.raw_os_error() != Some(libc::ENOENT) => tracing::warn!(
                     ifindex = self.ifindex,
                     "removing the interface from the shared XDP map: {e}"
@@ -489,8 +485,8 @@ impl Drop for SlotLease {
             }
         }
         for slot in self.range.base..self.range.base.saturating_add(self.range.queues) {
-            // SAFETY: the XSKMAP has 4-byte keys: u32. Deleting an empty slot succeeds.
-            if let Err(e) = unsafe { bpf::map_delete(&p.xsks, &slot) } {
+            // Deleting an empty slot succeeds.
+            if let Err(e) = p.xsks.delete(&slot) {
                 tracing::warn!(slot, "emptying a shared XSKMAP slot: {e}");
             }
         }

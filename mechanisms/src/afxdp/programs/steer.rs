@@ -1,7 +1,7 @@
 //! The uplink's steering XDP program: only vwire's tunnel traffic goes to the AF_XDP socket.
 //!
 //! On the node's uplink, vwire shares the interface with the host network stack. The
-//! queue-redirect programs ([`super::shared`], [`super::bpf::program`]) would take every frame
+//! queue-redirect programs ([`super::shared`], [`super::queue`]) would take every frame
 //! of a served queue; this one takes only what vwire terminates and returns `XDP_PASS` for
 //! everything else (ARP, ND, ICMP, the host's own TCP and UDP, other tunnels), untouched. It is
 //! loaded per interface, with an XSKMAP of its own.
@@ -113,9 +113,12 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::abi::BpfInsn;
 use super::asm::*;
-use super::AfXdpError;
+use crate::afxdp::abi::BpfInsn;
+use crate::afxdp::error::AfXdpError;
+
+/// The program's name in the kernel (`bpftool prog`, `ip link`).
+pub(crate) const NAME: &str = "vwire_steer";
 
 /// Which frames of the uplink the steering program hands to vwire. See the module docs for the
 /// exact contract. `Default` is the VXLAN port 4789 and no rule: nothing is steered.
