@@ -83,7 +83,7 @@ enum CtrlError {
     },
     /// the NSM API server failed
     #[error("NSM API: {0}")]
-    Nsm(vwire::grpc::GrpcError),
+    Nsm(vwire::transport::TransportError),
     /// a memif port failed to start
     #[error("port {name:?}: {source}")]
     Memif {
@@ -445,7 +445,7 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
     let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
     let nsm_server = cfg.nsm_listen_on.as_ref().map(|_| {
-        vwire::grpc::NsmServer::new(
+        vwire::server::NsmServer::new(
             &cfg.nsm_name,
             cfg.endpoints.clone(),
             dp.core.clone(),
@@ -466,7 +466,7 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), CtrlError> {
                 let shutdown = async {
                     let _ = nsm_stopped.await;
                 };
-                vwire::grpc::serve(server, &listen, shutdown).await
+                vwire::grpc::serve(server.service(), &listen, shutdown).await
             })
         });
     let mut memif = Driver::new();
