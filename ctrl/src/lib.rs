@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod elements;
 pub mod grpc;
 pub mod metrics;
+pub mod node;
 pub mod remote;
 pub mod server;
 pub mod transport;
