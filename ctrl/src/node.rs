@@ -12,15 +12,11 @@ use std::time::Duration;
 use tracing::{info, warn};
 use vwire_dataplane::buffer::{FRAME_SIZE, JUMBO_FRAME_SIZE};
 use vwire_dataplane::engine::{EngineBuilder, EngineConfig};
-use vwire_dataplane::port::{Port, PortId};
-use vwire_dataplane::table::ForwardingTable;
-use vwire_mechanisms::afxdp::{self, socket, PortOptions, Umem, FRAMES_PER_QUEUE};
+use vwire_mechanisms::afxdp::{self, PortOptions, Umem, FRAMES_PER_QUEUE};
 use vwire_mechanisms::kernel::neigh::{NeighEvent, NeighWatcher};
-use vwire_mechanisms::memif::driver::{Driver, MemifConfig};
-use vwire_mechanisms::memif::port::{Link, MemifPort};
 
 use crate::config::{self, Config, PortKind};
-use crate::dataplane::{DataplaneCore, SharedDataplane};
+use crate::dataplane::{DataplaneCore, DataplaneError, SharedDataplane, UplinkPort};
 use crate::metrics;
 use crate::remote::{Remote, Uplink};
 
@@ -65,6 +61,9 @@ pub enum NodeError {
     /// the uplink of the remote mechanisms could not be found
     #[error("uplink: {0}")]
     Uplink(#[from] crate::remote::RemoteError),
+    /// the dataplane refused a port or a cross-connect
+    #[error(transparent)]
+    Dataplane(DataplaneError),
     /// a system call failed
     #[error("{what}: {source}")]
     Io {
@@ -73,6 +72,34 @@ pub enum NodeError {
         /// the system error
         source: std::io::Error,
     },
+}
+
+impl NodeError {
+    /// The error of port `name` failing in the dataplane: an AF_XDP or memif failure names the
+    /// port, as the configuration does.
+    fn port(name: &str, e: DataplaneError) -> Self {
+        match e {
+            DataplaneError::Port { source, .. } => NodeError::Port {
+                name: name.into(),
+                source,
+            },
+            DataplaneError::Memif { source, .. } => NodeError::Memif {
+                name: name.into(),
+                source,
+            },
+            e => e.into(),
+        }
+    }
+}
+
+impl From<DataplaneError> for NodeError {
+    fn from(e: DataplaneError) -> Self {
+        match e {
+            DataplaneError::Engine(e) => NodeError::Engine(e),
+            DataplaneError::Table(e) => NodeError::Table(e),
+            e => NodeError::Dataplane(e),
+        }
+    }
 }
 
 /// Pins the calling thread (and so every thread it spawns later) to `cpus`.
@@ -98,8 +125,6 @@ struct Dataplane {
     /// The engine, UMEMs and cross-connects, shared with the NSM server.
     core: SharedDataplane,
     registry: Arc<metrics::Registry>,
-    /// memif ports, for the control driver started in the runtime.
-    memifs: Vec<(MemifConfig, Arc<Link>)>,
     /// The REMOTE mechanisms, when NSM is served and an uplink was found.
     remote: Option<Arc<Remote>>,
 }
@@ -158,7 +183,7 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
     if cfg.nsm_listen_on.is_some() {
         frame_sizes.fill(FRAME_SIZE);
     }
-    let mut builder = EngineBuilder::new(&EngineConfig {
+    let builder = EngineBuilder::new(&EngineConfig {
         cpus: cfg.workers.iter().map(|&c| Some(c)).collect(),
         poll_mode: cfg.poll,
         pool_frames,
@@ -183,91 +208,9 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
     let umems: Vec<Umem> = (0..cfg.workers.len())
         .map(|w| builder.pool_region(w).map(umem_for))
         .collect::<Result<_, _>>()?;
-    let mut entries = Vec::new();
-    let mut memifs = Vec::new();
-    for (i, (p, &w)) in cfg.ports.iter().zip(&assignment).enumerate() {
-        let id = PortId::try_from(i).map_err(|_| {
-            NodeError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
-                u16::MAX,
-                MAX_PORTS,
-            ))
-        })?;
-        let port: Box<dyn Port> = match &p.kind {
-            PortKind::AfXdp { interface } => {
-                let port = socket::open(&p.name, interface, &umems[w], PortOptions::default())
-                    .map_err(|source| NodeError::Port {
-                        name: p.name.clone(),
-                        source,
-                    })?;
-                info!(
-                    port = %p.name, interface = %interface, worker = w, cpu = cfg.workers[w],
-                    xdp = ?port.xdp_mode(), zero_copy = port.zero_copy(), queues = ?port.queue_ids(),
-                    "AF_XDP port open"
-                );
-                Box::new(port)
-            }
-            PortKind::Memif(m) => {
-                let link = Link::new(builder.qsbr());
-                memifs.push((m.clone(), link.clone()));
-                info!(port = %p.name, socket = %m.socket, role = ?m.role, id = m.id, worker = w, "memif port");
-                Box::new(MemifPort::new(&p.name, link))
-            }
-        };
-        entries.push(metrics::PortEntry {
-            id,
-            name: p.name.clone(),
-            stats: port.stats(),
-            baseline: Default::default(),
-        });
-        builder.add_port(w, id, port)?;
-    }
-    let uplink_port = match &uplink {
-        Some(u) => {
-            let umem = umems.first().ok_or(NodeError::Io {
-                what: "the uplink".into(),
-                source: std::io::Error::other("no worker"),
-            })?;
-            match open_uplink(cfg, u, umem)? {
-                Some(port) => {
-                    let id = PortId::try_from(cfg.ports.len()).map_err(|_| {
-                        NodeError::Table(vwire_dataplane::table::TableError::PortOutOfRange(
-                            u16::MAX,
-                            MAX_PORTS,
-                        ))
-                    })?;
-                    entries.push(metrics::PortEntry {
-                        id,
-                        name: "uplink".into(),
-                        stats: port.stats(),
-                        baseline: Default::default(),
-                    });
-                    builder.add_port(0, id, Box::new(port))?;
-                    Some(crate::dataplane::UplinkPort {
-                        id,
-                        worker: 0,
-                        mtu: u.mtu,
-                        vxlan_port: cfg.remote.vxlan_port,
-                    })
-                }
-                None => None,
-            }
-        }
-        None => None,
-    };
-    let uplink = uplink.filter(|_| uplink_port.is_some());
-    let mut table = ForwardingTable::new(MAX_PORTS);
-    let mut pairs = Vec::new();
-    for &(a, b) in &cfg.xconnects {
-        #[allow(clippy::cast_possible_truncation)] // port indices were checked against MAX_PORTS
-        let (a_id, b_id) = (a as PortId, b as PortId);
-        table.add_xconnect(a_id, b_id)?;
-        pairs.push((a_id, b_id));
-        info!(a = %cfg.ports[a].name, b = %cfg.ports[b].name, "cross-connect");
-    }
-    builder.table().publish(table);
     let engine = builder.start()?;
     let registry = Arc::new(metrics::Registry {
-        ports: std::sync::Mutex::new(entries),
+        ports: std::sync::Mutex::new(Vec::new()),
         workers: engine
             .worker_cpus()
             .iter()
@@ -275,34 +218,62 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
             .zip(engine.worker_counters().iter().cloned())
             .collect(),
     });
-    let mut core = DataplaneCore::new(
-        engine,
-        umems,
-        MAX_PORTS,
-        cfg.ports.len() + usize::from(uplink_port.is_some()),
-        pairs,
-        registry.clone(),
-    );
-    if let Some(u) = uplink_port {
-        core.set_uplink(u);
+    // Every port goes through the core, which gives out the ids (from 0, in the order of the
+    // configuration, the uplink last), keeps the metrics entries and runs the memif driver.
+    let mut core = DataplaneCore::new(engine, umems, MAX_PORTS, registry.clone());
+    let mut ids = Vec::with_capacity(cfg.ports.len());
+    for (p, &w) in cfg.ports.iter().zip(&assignment) {
+        let id = match &p.kind {
+            PortKind::AfXdp { interface } => {
+                let port = core
+                    .open_afxdp(w, &p.name, interface, PortOptions::default())
+                    .map_err(|e| NodeError::port(&p.name, e))?;
+                info!(
+                    port = %p.name, interface = %interface, worker = w, cpu = cfg.workers[w],
+                    xdp = ?port.xdp_mode(), zero_copy = port.zero_copy(), queues = ?port.queue_ids(),
+                    "AF_XDP port open"
+                );
+                core.add_static_port(w, &p.name, Box::new(port))
+            }
+            PortKind::Memif(m) => {
+                info!(port = %p.name, socket = %m.socket, role = ?m.role, id = m.id, worker = w, "memif port");
+                core.add_static_memif(w, &p.name, m)
+            }
+        };
+        ids.push(id.map_err(|e| NodeError::port(&p.name, e))?);
     }
+    let mut pairs = Vec::new();
+    for &(a, b) in &cfg.xconnects {
+        pairs.push((ids[a], ids[b]));
+        info!(a = %cfg.ports[a].name, b = %cfg.ports[b].name, "cross-connect");
+    }
+    core.set_static_xconnects(pairs)?;
+    let uplink = match uplink {
+        Some(u) => open_uplink(cfg, &u, &mut core)?.map(|port| (u, port)),
+        None => None,
+    };
+    let remote = uplink.map(|(u, port)| {
+        core.set_uplink(port);
+        Arc::new(Remote::new(u, &cfg.remote))
+    });
     Ok(Dataplane {
         core: Arc::new(std::sync::Mutex::new(Some(core))),
         registry,
-        memifs,
-        remote: uplink.map(|u| Arc::new(Remote::new(u, &cfg.remote))),
+        remote,
     })
 }
 
 /// Opens the uplink's AF_XDP port with the steering program. An uplink found from the default
 /// route is only a guess: if it cannot take vwire's XDP program (no XDP support, or a program of
 /// somebody else's), vwire runs without remote mechanisms (`Ok(None)`, with a warning). A
-/// configured NSM_TUNNEL_IP is an order: then that is an error.
+/// configured NSM_TUNNEL_IP is an order: then that is an error. The port goes to the first
+/// worker, where every tunnel's local port goes too.
 fn open_uplink(
     cfg: &Config,
     u: &Uplink,
-    umem: &Umem,
-) -> Result<Option<afxdp::AfXdpPort>, NodeError> {
+    core: &mut DataplaneCore,
+) -> Result<Option<UplinkPort>, NodeError> {
+    const WORKER: usize = 0;
     let (ipv4, ipv6) = match u.tunnel_ip {
         std::net::IpAddr::V4(v) => (Some(v), None),
         std::net::IpAddr::V6(v) => (None, Some(v)),
@@ -316,25 +287,30 @@ fn open_uplink(
         }),
         ..PortOptions::default()
     };
-    match socket::open("uplink", &u.ifname, umem, opts) {
+    match core.open_afxdp(WORKER, "uplink", &u.ifname, opts) {
         Ok(port) => {
             info!(
                 interface = %u.ifname, tunnel_ip = %u.tunnel_ip, srv6_host_ip = ?u.srv6_host_ip,
                 mtu = u.mtu, xdp = ?port.xdp_mode(), queues = ?port.queue_ids(), "uplink open"
             );
-            Ok(Some(port))
+            let id = core
+                .add_static_port(WORKER, "uplink", Box::new(port))
+                .map_err(|e| NodeError::port("uplink", e))?;
+            Ok(Some(UplinkPort {
+                id,
+                worker: WORKER,
+                mtu: u.mtu,
+                vxlan_port: cfg.remote.vxlan_port,
+            }))
         }
-        Err(e) if cfg.remote.tunnel_ip.is_none() => {
+        Err(DataplaneError::Port { source: e, .. }) if cfg.remote.tunnel_ip.is_none() => {
             warn!(
                 interface = %u.ifname,
                 "remote mechanisms (VXLAN, SRV6) are off: the default route's interface cannot be the uplink ({e}); set NSM_TUNNEL_IP, or tunnel_ip = \"none\" to silence this"
             );
             Ok(None)
         }
-        Err(source) => Err(NodeError::Port {
-            name: "uplink".into(),
-            source,
-        }),
+        Err(e) => Err(NodeError::port("uplink", e)),
     }
 }
 
@@ -348,8 +324,12 @@ pub fn run(cfg: &Config) -> Result<(), NodeError> {
             what: "starting the control runtime".into(),
             source,
         })?;
-    // Build the dataplane inside the runtime's context but not inside a task: nothing async yet.
-    let dp = build(cfg)?;
+    // Build the dataplane inside the runtime's context (the memif driver spawns its tasks on it)
+    // but not inside a task: nothing async yet.
+    let dp = {
+        let _context = rt.enter();
+        build(cfg)?
+    };
     let result = rt.block_on(control_loop(cfg, &dp));
     info!("stopping workers");
     dp.stop();
@@ -398,15 +378,6 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
                 crate::grpc::serve(server.service(), &listen, shutdown).await
             })
         });
-    let mut memif = Driver::new();
-    for (m, link) in &dp.memifs {
-        memif
-            .add(m.clone(), link.clone())
-            .map_err(|e| NodeError::Memif {
-                name: m.name.clone(),
-                source: e,
-            })?;
-    }
     info!(metrics = %cfg.metrics_listen, workers = ?cfg.workers, "vwire running");
     let mut health = tokio::time::interval(Duration::from_millis(500));
     let mut nsm = nsm;
@@ -443,7 +414,6 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
     if let Some(s) = nsm_server {
         s.close_all().await;
     }
-    memif.shutdown();
     if let Some(t) = next_hops {
         t.abort();
     }
