@@ -745,3 +745,80 @@ pub fn unwire(dp: &SharedDataplane, key: &str) -> Retiring {
         .map(|core| core.remove_xconnect(key))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vwire_dataplane::buffer::FRAME_SIZE;
+    use vwire_dataplane::engine::{EngineBuilder, EngineConfig};
+    use vwire_dataplane::mem_port::mem_loop;
+    use vwire_dataplane::worker::PollMode;
+
+    /// A core over one unpinned worker with room for `max_ports` ports.
+    fn core(max_ports: usize) -> (DataplaneCore, Arc<crate::metrics::Registry>) {
+        let builder = EngineBuilder::new(&EngineConfig {
+            cpus: vec![None],
+            poll_mode: PollMode::Adaptive,
+            pool_frames: vec![256],
+            frame_sizes: vec![FRAME_SIZE],
+            max_ports,
+        })
+        .unwrap();
+        let umem = Umem::new(builder.pool_region(0).unwrap());
+        let engine = builder.start().unwrap();
+        let registry = Arc::new(crate::metrics::Registry {
+            ports: Mutex::new(Vec::new()),
+            workers: Vec::new(),
+        });
+        let core = DataplaneCore::new(engine, vec![umem], max_ports, registry.clone());
+        (core, registry)
+    }
+
+    fn entries(registry: &crate::metrics::Registry) -> Vec<(PortId, String)> {
+        let ports = registry.ports.lock().unwrap();
+        ports.iter().map(|p| (p.id, p.name.clone())).collect()
+    }
+
+    #[test]
+    fn static_ports_take_ids_from_zero_in_order_with_their_metrics_entries() {
+        let (mut core, registry) = core(3);
+        for (name, want) in [("left", 0), ("right", 1), ("uplink", 2)] {
+            let id = core
+                .add_static_port(0, name, Box::new(mem_loop(name, 8)))
+                .unwrap();
+            assert_eq!(id, want, "{name}");
+        }
+        assert_eq!(
+            entries(&registry),
+            [
+                (0, "left".into()),
+                (1, "right".into()),
+                (2, "uplink".into())
+            ]
+        );
+        core.set_static_xconnects(vec![(0, 1)]).unwrap();
+        // No ids left: refused before anything changes.
+        assert!(matches!(
+            core.add_static_port(0, "extra", Box::new(mem_loop("extra", 8))),
+            Err(DataplaneError::NoPortIds(3))
+        ));
+        assert_eq!(entries(&registry).len(), 3);
+        assert!(core.stop().is_empty());
+    }
+
+    #[test]
+    fn a_refused_static_port_gives_its_id_back() {
+        let (mut core, registry) = core(2);
+        // Worker 1 does not exist: the engine refuses, the id and the entry go back.
+        assert!(matches!(
+            core.add_static_port(1, "nowhere", Box::new(mem_loop("nowhere", 8))),
+            Err(DataplaneError::Engine(_))
+        ));
+        assert!(entries(&registry).is_empty());
+        let id = core
+            .add_static_port(0, "left", Box::new(mem_loop("left", 8)))
+            .unwrap();
+        assert_eq!(id, 0);
+        assert!(core.stop().is_empty());
+    }
+}
