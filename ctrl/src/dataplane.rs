@@ -1,6 +1,11 @@
 //! The running dataplane as the control thread sees it: the engine, the workers' UMEMs, and the
 //! cross-connects, static (from the config) and dynamic (one per NSM connection).
 //!
+//! [`DataplaneCore`] is the one owner of port ids, of the ports' metrics entries and of the memif
+//! driver, for every port: the static ones of the configuration and the uplink, added once at
+//! startup ([`DataplaneCore::open_afxdp`], [`DataplaneCore::add_static_port`],
+//! [`DataplaneCore::add_static_memif`]), and those of NSM connections, which come and go.
+//!
 //! Dynamic cross-connects join two ports, each an AF_XDP socket on a host interface or a memif
 //! interface (either role) whose control channel the core's memif [`Driver`] runs. Both ports go
 //! to one worker, the forwarding table is republished with the new pair (with an L3 [`Rewrite`]
@@ -15,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use std::net::{IpAddr, Ipv6Addr};
 use vwire_dataplane::counters::PortTotals;
-use vwire_dataplane::engine::{Engine, Retirer};
+use vwire_dataplane::engine::{Engine, EngineError, Retirer};
 use vwire_dataplane::port::Port;
 use vwire_dataplane::port::PortId;
 use vwire_dataplane::table::{ForwardingTable, Rewrite};
@@ -221,16 +226,15 @@ pub struct DataplaneCore {
 pub type SharedDataplane = Arc<Mutex<Option<DataplaneCore>>>;
 
 impl DataplaneCore {
-    /// Wraps a started engine whose static ports use ids `0..used_ids`.
+    /// Wraps a started engine that has no ports yet: add the static ones next, then their
+    /// cross-connects ([`DataplaneCore::set_static_xconnects`]). Ids are handed out from 0 up.
     pub fn new(
         engine: Engine,
         umems: Vec<Umem>,
         max_ports: usize,
-        used_ids: usize,
-        static_pairs: Vec<(PortId, PortId)>,
         registry: Arc<crate::metrics::Registry>,
     ) -> Self {
-        let free_ids = (used_ids..max_ports)
+        let free_ids = (0..max_ports)
             .rev()
             .filter_map(|i| PortId::try_from(i).ok())
             .collect();
@@ -239,13 +243,133 @@ impl DataplaneCore {
             registry,
             umems: umems.into_iter().map(Arc::new).collect(),
             max_ports,
-            static_pairs,
+            static_pairs: Vec::new(),
             dynamic: HashMap::new(),
             free_ids,
             next_worker: 0,
             memif: Driver::new(),
             uplink: None,
         }
+    }
+
+    /// Opens an AF_XDP port named `name` on `ifname` with `opts`, in worker `worker`'s UMEM
+    /// (without changing the core: add it with [`DataplaneCore::add_static_port`]).
+    pub fn open_afxdp(
+        &self,
+        worker: usize,
+        name: &str,
+        ifname: &str,
+        opts: PortOptions,
+    ) -> Result<AfXdpPort, DataplaneError> {
+        let umem = self.umems.get(worker).ok_or(DataplaneError::Stopped)?;
+        open_afxdp(umem, name, ifname, opts)
+    }
+
+    /// Adds a port for the life of the process (a configured port, or the uplink) to worker
+    /// `worker`: the next free id, a metrics entry named `name`. Returns its id.
+    pub fn add_static_port(
+        &mut self,
+        worker: usize,
+        name: &str,
+        port: Box<dyn Port>,
+    ) -> Result<PortId, DataplaneError> {
+        let (ids, _, added) = self.attach(worker, vec![(name, port)])?;
+        if let Err(e) = added {
+            self.detach_ids(&ids);
+            return Err(e.into());
+        }
+        ids.first().copied().ok_or(DataplaneError::NotOpened)
+    }
+
+    /// Adds a configured memif port named `name` to worker `worker`, served by the core's memif
+    /// driver for the life of the process. Returns its id. Must run inside the control runtime's
+    /// context.
+    pub fn add_static_memif(
+        &mut self,
+        worker: usize,
+        name: &str,
+        cfg: &MemifConfig,
+    ) -> Result<PortId, DataplaneError> {
+        let (port, handle) = self.start_memif(name, cfg)?;
+        self.add_static_port(worker, name, port)
+            .inspect_err(|_| self.memif.remove(&handle))
+    }
+
+    /// Sets the configured cross-connects between static ports and publishes the table.
+    pub fn set_static_xconnects(
+        &mut self,
+        pairs: Vec<(PortId, PortId)>,
+    ) -> Result<(), DataplaneError> {
+        self.static_pairs = pairs;
+        self.publish()
+    }
+
+    /// Starts serving memif `cfg` on the core's driver: its port (named `name`) and its driver
+    /// handle.
+    fn start_memif(
+        &mut self,
+        name: &str,
+        cfg: &MemifConfig,
+    ) -> Result<(Box<dyn Port>, MemifHandle), DataplaneError> {
+        let link = Link::new(self.engine.qsbr());
+        let handle = self
+            .memif
+            .add(cfg.clone(), link.clone())
+            .map_err(|source| DataplaneError::Memif {
+                socket: cfg.socket.clone(),
+                source,
+            })?;
+        Ok((Box::new(MemifPort::new(name, link)), handle))
+    }
+
+    /// Gives each of `ports` a free id and a metrics entry under its name, and hands them to
+    /// worker `worker`. Fails before any change if there are not enough ids. Returns the ids,
+    /// the ids' counts when the ports took them (ids are reused), and whether the engine took
+    /// every port (after a refusal the remaining ports are dropped; the ids stay taken).
+    #[allow(clippy::type_complexity)] // three results of one step, named in the doc
+    fn attach(
+        &mut self,
+        worker: usize,
+        ports: Vec<(&str, Box<dyn Port>)>,
+    ) -> Result<(Vec<PortId>, Vec<PortTotals>, Result<(), EngineError>), DataplaneError> {
+        if self.free_ids.len() < ports.len() {
+            return Err(DataplaneError::NoPortIds(self.max_ports));
+        }
+        let ids: Vec<PortId> = ports.iter().filter_map(|_| self.free_ids.pop()).collect();
+        let baselines: Vec<PortTotals> =
+            ids.iter().map(|&id| self.engine.port_totals(id)).collect();
+        {
+            let mut entries = self
+                .registry
+                .ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for ((&id, (name, port)), base) in ids.iter().zip(&ports).zip(&baselines) {
+                entries.push(crate::metrics::PortEntry {
+                    id,
+                    name: name.to_string(),
+                    stats: port.stats(),
+                    baseline: *base,
+                });
+            }
+        }
+        let mut added = Ok(());
+        for (&id, (_, port)) in ids.iter().zip(ports) {
+            if added.is_ok() {
+                added = self.engine.add_port(worker, id, port);
+            }
+        }
+        Ok((ids, baselines, added))
+    }
+
+    /// Gives `ids` back: their metrics entries go, the ids become free.
+    fn detach_ids(&mut self, ids: &[PortId]) {
+        self.registry
+            .ports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| !ids.contains(&p.id));
+        self.free_ids.extend(ids.iter().rev());
     }
 
     /// Declares the uplink (a static port) that tunnels use.
@@ -363,7 +487,7 @@ impl DataplaneCore {
         }
         let w = opened.worker;
         let mut memifs = Vec::new();
-        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        let mut ports: Vec<(&str, Box<dyn Port>)> = Vec::new();
         let unwind = |core: &mut Self, memifs: &[MemifHandle]| {
             for h in memifs {
                 core.memif.remove(h);
@@ -372,57 +496,30 @@ impl DataplaneCore {
         for (spec, afxdp) in specs.iter().zip(opened.afxdp) {
             let port: Box<dyn Port> = match (spec, afxdp) {
                 (PortSpec::Afxdp { .. }, Some(port)) => Box::new(port),
-                (PortSpec::Memif(cfg), _) => {
-                    let link = Link::new(self.engine.qsbr());
-                    match self.memif.add(cfg.clone(), link.clone()) {
-                        Ok(handle) => memifs.push(handle),
-                        Err(source) => {
-                            unwind(self, &memifs);
-                            return Err(DataplaneError::Memif {
-                                socket: cfg.socket.clone(),
-                                source,
-                            });
-                        }
+                (PortSpec::Memif(cfg), _) => match self.start_memif(&cfg.name, cfg) {
+                    Ok((port, handle)) => {
+                        memifs.push(handle);
+                        port
                     }
-                    Box::new(MemifPort::new(&cfg.name, link))
-                }
+                    Err(e) => {
+                        unwind(self, &memifs);
+                        return Err(e);
+                    }
+                },
                 (PortSpec::Afxdp { .. }, None) => {
                     unwind(self, &memifs);
                     return Err(DataplaneError::NotOpened);
                 }
             };
-            ports.push(port);
+            ports.push((spec.name(), port));
         }
-        if self.free_ids.len() < ports.len() {
-            unwind(self, &memifs);
-            return Err(DataplaneError::NoPortIds(self.max_ports));
-        }
-        let ids: Vec<PortId> = ports.iter().filter_map(|_| self.free_ids.pop()).collect();
-        let baselines: Vec<PortTotals> =
-            ids.iter().map(|&id| self.engine.port_totals(id)).collect();
-        {
-            let mut entries = self
-                .registry
-                .ports
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for ((&id, spec), (port, base)) in
-                ids.iter().zip(specs).zip(ports.iter().zip(&baselines))
-            {
-                entries.push(crate::metrics::PortEntry {
-                    id,
-                    name: spec.name().to_string(),
-                    stats: port.stats(),
-                    baseline: *base,
-                });
+        let (ids, baselines, added) = match self.attach(w, ports) {
+            Ok(r) => r,
+            Err(e) => {
+                unwind(self, &memifs);
+                return Err(e);
             }
-        }
-        let mut added = Ok(());
-        for (&id, port) in ids.iter().zip(ports) {
-            if added.is_ok() {
-                added = self.engine.add_port(w, id, port);
-            }
-        }
+        };
         self.dynamic.insert(
             key.to_string(),
             Dynamic {
@@ -454,22 +551,17 @@ impl DataplaneCore {
         if let Err(e) = self.publish() {
             tracing::warn!("republishing the table: {e}");
         }
-        self.registry
-            .ports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| !d.ports.contains(&p.id));
         let mut retiring = Retiring {
             retirer: self.engine.retirer(d.worker).ok(),
             ports: Vec::new(),
         };
-        for id in d.ports {
+        for &id in &d.ports {
             match self.engine.take_port(d.worker, id) {
                 Ok(port) => retiring.ports.extend(port),
                 Err(e) => tracing::warn!("removing port {id}: {e}"),
             }
-            self.free_ids.push(id);
         }
+        self.detach_ids(&d.ports);
         for h in &d.memifs {
             self.memif.remove(h);
         }
@@ -519,6 +611,20 @@ impl DataplaneCore {
     }
 }
 
+/// Opens an AF_XDP port named `name` on `ifname` in `umem`: the one place the core opens AF_XDP
+/// sockets, for static and NSM ports alike.
+fn open_afxdp(
+    umem: &Umem,
+    name: &str,
+    ifname: &str,
+    opts: PortOptions,
+) -> Result<AfXdpPort, DataplaneError> {
+    socket::open(name, ifname, umem, opts).map_err(|source| DataplaneError::Port {
+        ifname: ifname.to_string(),
+        source,
+    })
+}
+
 /// Where a new cross-connect's ports go: step 1 of [`wire`].
 pub struct Placement {
     worker: usize,
@@ -535,12 +641,7 @@ impl Placement {
         let umem = &*self.umem;
         let open = |spec: &PortSpec| match spec {
             PortSpec::Afxdp { ifname } => {
-                socket::open(ifname, ifname, umem, PortOptions::default())
-                    .map(Some)
-                    .map_err(|source| DataplaneError::Port {
-                        ifname: ifname.clone(),
-                        source,
-                    })
+                open_afxdp(umem, ifname, ifname, PortOptions::default()).map(Some)
             }
             PortSpec::Memif(_) => Ok(None),
         };
@@ -643,4 +744,81 @@ pub fn unwire(dp: &SharedDataplane, key: &str) -> Retiring {
         .as_mut()
         .map(|core| core.remove_xconnect(key))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vwire_dataplane::buffer::FRAME_SIZE;
+    use vwire_dataplane::engine::{EngineBuilder, EngineConfig};
+    use vwire_dataplane::mem_port::mem_loop;
+    use vwire_dataplane::worker::PollMode;
+
+    /// A core over one unpinned worker with room for `max_ports` ports.
+    fn core(max_ports: usize) -> (DataplaneCore, Arc<crate::metrics::Registry>) {
+        let builder = EngineBuilder::new(&EngineConfig {
+            cpus: vec![None],
+            poll_mode: PollMode::Adaptive,
+            pool_frames: vec![256],
+            frame_sizes: vec![FRAME_SIZE],
+            max_ports,
+        })
+        .unwrap();
+        let umem = Umem::new(builder.pool_region(0).unwrap());
+        let engine = builder.start().unwrap();
+        let registry = Arc::new(crate::metrics::Registry {
+            ports: Mutex::new(Vec::new()),
+            workers: Vec::new(),
+        });
+        let core = DataplaneCore::new(engine, vec![umem], max_ports, registry.clone());
+        (core, registry)
+    }
+
+    fn entries(registry: &crate::metrics::Registry) -> Vec<(PortId, String)> {
+        let ports = registry.ports.lock().unwrap();
+        ports.iter().map(|p| (p.id, p.name.clone())).collect()
+    }
+
+    #[test]
+    fn static_ports_take_ids_from_zero_in_order_with_their_metrics_entries() {
+        let (mut core, registry) = core(3);
+        for (name, want) in [("left", 0), ("right", 1), ("uplink", 2)] {
+            let id = core
+                .add_static_port(0, name, Box::new(mem_loop(name, 8)))
+                .unwrap();
+            assert_eq!(id, want, "{name}");
+        }
+        assert_eq!(
+            entries(&registry),
+            [
+                (0, "left".into()),
+                (1, "right".into()),
+                (2, "uplink".into())
+            ]
+        );
+        core.set_static_xconnects(vec![(0, 1)]).unwrap();
+        // No ids left: refused before anything changes.
+        assert!(matches!(
+            core.add_static_port(0, "extra", Box::new(mem_loop("extra", 8))),
+            Err(DataplaneError::NoPortIds(3))
+        ));
+        assert_eq!(entries(&registry).len(), 3);
+        assert!(core.stop().is_empty());
+    }
+
+    #[test]
+    fn a_refused_static_port_gives_its_id_back() {
+        let (mut core, registry) = core(2);
+        // Worker 1 does not exist: the engine refuses, the id and the entry go back.
+        assert!(matches!(
+            core.add_static_port(1, "nowhere", Box::new(mem_loop("nowhere", 8))),
+            Err(DataplaneError::Engine(_))
+        ));
+        assert!(entries(&registry).is_empty());
+        let id = core
+            .add_static_port(0, "left", Box::new(mem_loop("left", 8)))
+            .unwrap();
+        assert_eq!(id, 0);
+        assert!(core.stop().is_empty());
+    }
 }

@@ -1,5 +1,6 @@
 //! The control side of vwire, used by the `vwire` binary (`src/main.rs`): configuration,
-//! metrics, and the NSM gRPC server ([`grpc`]) with its chain ([`chain`], [`elements`]).
+//! metrics, and the NSM server ([`server`]: the chain order, [`chain`], [`elements`]) with its
+//! gRPC services ([`grpc`]) on the sockets of [`transport`].
 
 pub mod chain;
 pub mod config;
@@ -7,4 +8,7 @@ pub mod dataplane;
 pub mod elements;
 pub mod grpc;
 pub mod metrics;
+pub mod node;
 pub mod remote;
+pub mod server;
+pub mod transport;

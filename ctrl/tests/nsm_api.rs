@@ -12,6 +12,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use vwire::transport::{dial, Url, DIAL_TIMEOUT};
 use vwire_proto::connection::monitor_connection_client::MonitorConnectionClient;
 use vwire_proto::connection::{Connection, ConnectionEventType, Mechanism, MonitorScopeSelector};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
@@ -167,7 +168,7 @@ async fn health_monitor_and_bad_requests_over_tcp() {
 async fn the_api_is_served_on_a_unix_socket() {
     let path: PathBuf = temp_file("x", "").with_file_name("nsm.sock");
     let vw = start(&format!("unix://{}", path.display()));
-    let channel = vwire::grpc::channel(&vwire::grpc::ListenOn::Unix(path.clone()))
+    let channel = dial(&Url::Unix(path.clone()), DIAL_TIMEOUT)
         .await
         .expect("connect over the unix socket");
     let mut health = HealthClient::new(channel.clone());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::nsm::*;
 use common::*;
+use vwire::transport::{dial, Url, DIAL_TIMEOUT};
 use vwire_proto::connection::monitor_connection_client::MonitorConnectionClient;
 use vwire_proto::connection::{
     Connection, ConnectionEventType, Mechanism, MonitorScopeSelector, Path, PathSegment,
@@ -147,8 +148,8 @@ fn request(s: &Setup, expires_in: Duration) -> NetworkServiceRequest {
 }
 
 async fn channel(s: &Setup) -> tonic::transport::Channel {
-    let url = vwire::grpc::ListenOn::Unix(s.dir.join("fwd.sock"));
-    vwire::grpc::channel(&url).await.expect("connect to vwire")
+    let url = Url::Unix(s.dir.join("fwd.sock"));
+    dial(&url, DIAL_TIMEOUT).await.expect("connect to vwire")
 }
 
 fn fd_count(pid: u32) -> usize {

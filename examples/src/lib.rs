@@ -13,7 +13,7 @@
 //! larger IPv4 datagrams and reassembles the fragments it receives ([`ipv4frag`]).
 //!
 //! Both speak the NSM `networkservice` API from `vwire-proto` over `unix://` or `tcp://`
-//! ([`transport`]).
+//! ([`vwire::transport`]; [`transport`] adds what only the examples need).
 
 pub mod ipam;
 pub mod ipv4frag;

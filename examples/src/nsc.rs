@@ -13,8 +13,8 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 use crate::memif_app::{
     first_ip, mac_from_seed, mode_from_payload, AppConfig, MemifAppError, PingArgs,
 };
-use crate::transport::GrpcUrl;
 use crate::MechanismKind;
+use vwire::transport::Url;
 use vwire_mechanisms::memif::port::Role;
 
 /// `Connection.payload`.
@@ -60,7 +60,7 @@ impl Payload {
 pub struct NscArgs {
     /// The forwarder's (or NSE's) NSM API: unix:///path or tcp://host:port.
     #[arg(long)]
-    pub connect: GrpcUrl,
+    pub connect: Url,
     /// The network service to request.
     #[arg(long, default_value = "icmp-responder")]
     pub service: String,
@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn args_defaults_and_overrides() {
         let a = NscArgs::try_parse_from(["vwire-nsc", "--connect", "unix:///tmp/f.sock"]).unwrap();
-        assert_eq!(a.connect, GrpcUrl::Unix("/tmp/f.sock".into()));
+        assert_eq!(a.connect, Url::Unix("/tmp/f.sock".into()));
         assert_eq!(
             (a.service.as_str(), a.name.as_str(), a.iface.as_str()),
             ("icmp-responder", "nsc-1", "nsm-1")

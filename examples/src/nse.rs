@@ -32,8 +32,8 @@ use crate::memif_app::{
 };
 use crate::path::{restore, update_path};
 use crate::pinger::{PingReport, PingSpec};
-use crate::transport::{GrpcUrl, TransportError};
 use crate::MechanismKind;
+use vwire::transport::{TransportError, Url};
 
 /// `vwire-nse` command line.
 #[derive(Debug, Clone, Parser)]
@@ -57,7 +57,7 @@ use crate::MechanismKind;
 pub struct NseArgs {
     /// Where to serve the NSM API: unix:///path or tcp://host:port.
     #[arg(long)]
-    pub listen: GrpcUrl,
+    pub listen: Url,
     /// This endpoint's name (its path segment name and network_service_endpoint_name).
     #[arg(long, default_value = "nse-1")]
     pub name: String,
@@ -536,7 +536,7 @@ impl NetworkService for Nse {
 /// what its mechanisms hold ([`Nse::shutdown`]).
 pub async fn run(
     nse: Nse,
-    url: &GrpcUrl,
+    url: &Url,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), TransportError> {
     let (health, health_service) = tonic_health::server::health_reporter();

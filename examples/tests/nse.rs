@@ -10,7 +10,7 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use vwire_examples::transport::{connect, GrpcUrl};
+use vwire::transport::{dial, Url, DIAL_TIMEOUT};
 use vwire_proto::connection::{Connection, Mechanism, Path as NsmPath, PathSegment, State};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
@@ -157,7 +157,9 @@ fn check_reply(c: &Connection, nsc_id: &str, src: &str, dst: &str, pid: u32) {
 async fn nse_requests_refreshes_ipam_health_and_sigterm() {
     let mut nse = Nse::start();
     let pid = nse.child.id();
-    let channel = connect(&GrpcUrl::Unix(nse.sock.clone())).await.unwrap();
+    let channel = dial(&Url::Unix(nse.sock.clone()), DIAL_TIMEOUT)
+        .await
+        .unwrap();
     let mut ns = NetworkServiceClient::new(channel.clone());
 
     // Health.

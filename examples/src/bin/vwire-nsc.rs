@@ -94,7 +94,8 @@ async fn main() -> ExitCode {
     let shutdown = vwire_examples::shutdown_signal();
     tokio::pin!(shutdown);
 
-    let channel = match vwire_examples::transport::connect(&args.connect).await {
+    let channel = match vwire::transport::dial(&args.connect, vwire::transport::DIAL_TIMEOUT).await
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vwire-nsc: {}", vwire_examples::transport::error_chain(&e));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use tokio::sync::Semaphore;
-use vwire_examples::transport::{connect, GrpcUrl};
+use vwire::transport::{dial, Url, DIAL_TIMEOUT};
 use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
@@ -91,8 +91,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let url = GrpcUrl::parse(&args.connect)?;
-    let client = NetworkServiceClient::new(connect(&url).await?);
+    let url = Url::parse(&args.connect)?;
+    let client = NetworkServiceClient::new(dial(&url, DIAL_TIMEOUT).await?);
     let rss_before = rss_kib(args.pid);
     let peak = Arc::new(std::sync::Mutex::new(rss_before.unwrap_or(0)));
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
