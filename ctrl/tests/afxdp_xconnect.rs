@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -146,8 +146,17 @@ fn every_queue_of_a_multi_queue_interface_is_served() {
     std::thread::sleep(Duration::from_millis(300));
     let out = b.exec(&format!("timeout 30 iperf3 -c {} -t 2 -P 8 -J", a.ip));
     assert!(out.status.success(), "iperf3 -P 8 failed:\n{}", vw.logs());
-    let rx_b = vw.scrape().port("rx_packets", "right");
-    let tx_b = b.stat("tx_packets");
+    // b's stack may still send a frame (a last ACK, an IPv6 solicitation) while the counters
+    // are read: read b's counter first, then vwire's, until both reads agree (at most 2 s).
+    let settle = Instant::now();
+    let (rx_b, tx_b) = loop {
+        let tx_b = b.stat("tx_packets");
+        let rx_b = vw.scrape().port("rx_packets", "right");
+        if rx_b == tx_b || settle.elapsed() > Duration::from_secs(2) {
+            break (rx_b, tx_b);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(rx_b > 1000, "right received only {rx_b} frames");
     assert_eq!(
         rx_b, tx_b,
