@@ -1,0 +1,285 @@
+//! mechanisms: selects the mechanism of the client-facing link, checks its parameters, and hands
+//! the request to the element of its type.
+//!
+//! If the connection already names a mechanism (a refresh), its type must be supported. Otherwise
+//! the first preference whose type vwire supports wins (nsm-forwarder.md "Mechanism selection":
+//! the forwarder decides toward the NSC). As in the NSM sdk's `common/mechanisms`, each type has
+//! its own element, and this one is a map from [`MechanismType`] to them: [`kernel`] and
+//! [`memif`] always, and, when vwire has an uplink, [`vxlan`] and [`srv6`] from a remote
+//! forwarder: those fill in this side's parameters, pick the VNI or allocate the SID, and lower
+//! the connection's MTU to what the tunnel allows (see [`crate::remote`]). What a connection
+//! allocated is released here on Close, and when a later element fails the first Request.
+//!
+//! Checks, with the field named in the error:
+//! - an unknown or unsupported mechanism type, or no supported preference: InvalidArgument;
+//! - the checks of the selected type's element ([`kernel::check`], [`memif::check`]);
+//! - an `inodeURL` (of any type) naming a namespace file that does not exist: NotFound;
+//! - `payload` other than "", "ETHERNET" or "IP": InvalidArgument.
+//!
+//! Place it before the elements that build interfaces.
+
+pub mod kernel;
+pub mod memif;
+pub mod srv6;
+pub mod vxlan;
+
+use std::sync::Arc;
+
+use tonic::Status;
+use vwire_proto::connection::{Connection, Mechanism};
+use vwire_proto::mechanism::{keys, netns_path, MechanismType, Payload};
+use vwire_proto::networkservice::NetworkServiceRequest;
+
+use crate::chain::{connection_of, BoxFut, Element, Next};
+use crate::remote::Remote;
+
+/// The element of one mechanism type, to which [`Mechanisms`] hands the requests and closes of
+/// connections of that type (with the connection's mechanism already set). It passes the
+/// request on with `next`; what it allocated is released by [`Mechanisms`].
+pub trait MechanismElement: Element {
+    /// The type it serves.
+    fn mechanism_type(&self) -> MechanismType;
+
+    /// Checks the parameters a client sent, when the mechanism is selected (before any element
+    /// acts on it).
+    fn check(&self, m: &Mechanism) -> Result<(), Status>;
+}
+
+/// The mechanisms element.
+pub struct Mechanisms {
+    remote: Option<Arc<Remote>>,
+    /// The elements of the served types, in the order of [`MechanismType`].
+    elements: Vec<Arc<dyn MechanismElement>>,
+}
+
+impl Default for Mechanisms {
+    /// Serving the LOCAL mechanisms only.
+    fn default() -> Self {
+        Self::with_remote(None)
+    }
+}
+
+impl Mechanisms {
+    /// Serving the REMOTE mechanisms of `remote` too.
+    pub fn with_remote(remote: Option<Arc<Remote>>) -> Self {
+        let mut elements: Vec<Arc<dyn MechanismElement>> =
+            vec![Arc::new(kernel::Kernel), Arc::new(memif::Memif)];
+        if let Some(r) = &remote {
+            if r.supports(MechanismType::Vxlan) {
+                elements.push(Arc::new(vxlan::Vxlan::new(r.clone())));
+            }
+            if r.supports(MechanismType::Srv6) {
+                elements.push(Arc::new(srv6::Srv6::new(r.clone())));
+            }
+        }
+        Self { remote, elements }
+    }
+
+    /// The element of the type named `t`, if vwire serves it.
+    fn element(&self, t: &str) -> Option<&Arc<dyn MechanismElement>> {
+        let t: MechanismType = t.parse().ok()?;
+        self.elements.iter().find(|e| e.mechanism_type() == t)
+    }
+
+    fn served(&self) -> Vec<&'static str> {
+        self.elements
+            .iter()
+            .map(|e| e.mechanism_type().as_str())
+            .collect()
+    }
+
+    /// Picks the mechanism for `conn` from the request.
+    pub fn select(&self, conn: &Connection, prefs: &[Mechanism]) -> Result<Mechanism, Status> {
+        self.pick(conn, prefs).map(|(_, m)| m.clone())
+    }
+
+    /// The mechanism for `conn` and its element, its parameters checked.
+    fn pick<'m>(
+        &self,
+        conn: &'m Connection,
+        prefs: &'m [Mechanism],
+    ) -> Result<(&Arc<dyn MechanismElement>, &'m Mechanism), Status> {
+        let served = self.served();
+        let (e, m) = if let Some(m) = conn.mechanism.as_ref().filter(|m| !m.r#type.is_empty()) {
+            let e = self.element(&m.r#type).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "connection.mechanism.type: {:?} is not supported (vwire serves {served:?})",
+                    m.r#type
+                ))
+            })?;
+            (e, m)
+        } else {
+            prefs
+                .iter()
+                .find_map(|m| self.element(&m.r#type).map(|e| (e, m)))
+                .ok_or_else(|| {
+                    let offered: Vec<&str> = prefs.iter().map(|m| m.r#type.as_str()).collect();
+                    Status::invalid_argument(format!(
+                        "mechanism_preferences: none of {offered:?} is supported (vwire serves {served:?})"
+                    ))
+                })?
+        };
+        e.check(m)?;
+        check_netns(m)?;
+        Ok((e, m))
+    }
+}
+
+/// An `inodeURL` that names a namespace file must name one that exists (`inode://` URLs name
+/// a namespace by device and inode, and are resolved when it is opened).
+fn check_netns(m: &Mechanism) -> Result<(), Status> {
+    match m.parameters.get(keys::INODE_URL).filter(|u| !u.is_empty()) {
+        Some(url)
+            if !url.starts_with("inode://") && !std::path::Path::new(netns_path(url)).exists() =>
+        {
+            Err(Status::not_found(format!(
+                "connection.mechanism.parameters[inodeURL]: namespace {url:?} does not exist"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Picks the mechanism for `conn` from the request, among the local ones.
+pub fn select(conn: &Connection, prefs: &[Mechanism]) -> Result<Mechanism, Status> {
+    Mechanisms::default().select(conn, prefs)
+}
+
+impl Element for Mechanisms {
+    fn request<'a>(
+        &'a self,
+        mut req: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> BoxFut<'a, Result<Connection, Status>> {
+        Box::pin(async move {
+            let conn = connection_of(&req)?;
+            if conn.payload_type().is_err() {
+                return Err(Status::invalid_argument(format!(
+                    "connection.payload: {:?} is neither {:?} nor {:?}",
+                    conn.payload,
+                    Payload::Ethernet.as_str(),
+                    Payload::Ip.as_str(),
+                )));
+            }
+            let (element, chosen) = self.pick(conn, &req.mechanism_preferences)?;
+            let (element, chosen) = (element.clone(), chosen.clone());
+            let id = conn.id.clone();
+            // A connection that held nothing before this Request (not a refresh) gives back
+            // whatever the Request allocated (in the mechanism's element, in connect or in
+            // xconnect) if it fails.
+            let new = self.remote.as_ref().filter(|r| !r.holds(&id));
+            if let Some(c) = req.connection.as_mut() {
+                c.mechanism = Some(chosen);
+            }
+            let result = element.request(req, next).await;
+            if let (Err(_), Some(r)) = (&result, new) {
+                r.release(&id);
+            }
+            result
+        })
+    }
+
+    fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
+        Box::pin(async move {
+            let id = conn.id.clone();
+            let element = conn
+                .mechanism
+                .as_ref()
+                .and_then(|m| self.element(&m.r#type))
+                .cloned();
+            let result = match element {
+                Some(e) => e.close(conn, next).await,
+                None => next.close(conn).await,
+            };
+            if let Some(r) = &self.remote {
+                r.release(&id);
+            }
+            result
+        })
+    }
+}
+
+/// The part of a REMOTE mechanism's element that VXLAN and SRV6 share: `remote` checks the
+/// client's half of the request's mechanism and fills in this side's, and lowers the
+/// connection's MTU to what the tunnel allows.
+fn accept_remote(remote: &Remote, req: &mut NetworkServiceRequest) -> Result<(), Status> {
+    let Some(c) = req.connection.as_mut() else {
+        return Err(Status::invalid_argument("request.connection: missing"));
+    };
+    let payload_ip = c.is_ip_payload();
+    let Connection {
+        id,
+        mechanism,
+        context,
+        ..
+    } = c;
+    let m = mechanism
+        .as_mut()
+        .ok_or_else(|| Status::internal("no mechanism selected"))?;
+    let ctx = context.get_or_insert_with(Default::default);
+    remote.accept(id, m, payload_ip, &mut ctx.mtu).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mech(t: &str, params: &[(&str, &str)]) -> Mechanism {
+        Mechanism {
+            cls: "LOCAL".into(),
+            r#type: t.into(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_first_supported_preference_wins() {
+        let c = Connection::default();
+        let m = select(
+            &c,
+            &[
+                mech("VFIO", &[]),
+                mech("MEMIF", &[("inodeURL", "file:///proc/self/ns/net")]),
+                mech("KERNEL", &[]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(m.r#type, "MEMIF");
+        let e = select(&c, &[mech("MEMIF", &[])]).unwrap_err();
+        assert!(e
+            .message()
+            .starts_with("connection.mechanism.parameters[inodeURL]"));
+        let e = select(&c, &[mech("VFIO", &[])]).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("mechanism_preferences"));
+    }
+
+    #[test]
+    fn bad_parameters_name_the_field() {
+        let c = Connection::default();
+        let e = select(&c, &[mech("KERNEL", &[("name", "a-very-long-interface")])]).unwrap_err();
+        assert!(e
+            .message()
+            .starts_with("connection.mechanism.parameters[name]"));
+        let e = select(
+            &c,
+            &[mech(
+                "KERNEL",
+                &[("inodeURL", "file:///proc/999999999/ns/net")],
+            )],
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let c = Connection {
+            mechanism: Some(mech("WIREGUARD", &[])),
+            ..Default::default()
+        };
+        assert!(select(&c, &[])
+            .unwrap_err()
+            .message()
+            .starts_with("connection.mechanism.type"));
+    }
+}
