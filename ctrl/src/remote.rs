@@ -33,10 +33,11 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, OnceLock};
 
 use vwire_mechanisms::kernel::neigh::NeighWatcher;
-use vwire_mechanisms::kernel::{format_mac, parse_mac};
+use vwire_mechanisms::kernel::parse_mac;
 
 use tonic::Status;
 use vwire_proto::connection::Mechanism;
+use vwire_proto::mechanism::{End, MechanismType, ParamError};
 
 use crate::config::RemoteConfig;
 
@@ -302,37 +303,15 @@ pub struct Remote {
     watcher: OnceLock<NeighWatcher>,
 }
 
+/// A bad parameter of a mechanism a peer forwarder sent: InvalidArgument naming the key.
+pub fn bad_param(e: ParamError) -> Status {
+    Status::invalid_argument(format!("connection.mechanism.{e}"))
+}
+
+/// A parameter's raw value, "" when absent (tests read offers with it).
+#[cfg(test)]
 fn param<'a>(m: &'a Mechanism, k: &str) -> &'a str {
     m.parameters.get(k).map(String::as_str).unwrap_or("")
-}
-
-fn ip_param(m: &Mechanism, k: &str) -> Result<IpAddr, Status> {
-    let v = param(m, k);
-    v.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "connection.mechanism.parameters[{k}]: {v:?} is not an IP address"
-        ))
-    })
-}
-
-fn ipv6_param(m: &Mechanism, k: &str) -> Result<Ipv6Addr, Status> {
-    match ip_param(m, k)? {
-        IpAddr::V6(v) => Ok(v),
-        IpAddr::V4(v) => Err(Status::invalid_argument(format!(
-            "connection.mechanism.parameters[{k}]: {v} is not an IPv6 address"
-        ))),
-    }
-}
-
-fn port_param(m: &Mechanism, k: &str) -> Result<u16, Status> {
-    match param(m, k) {
-        "" => Ok(vwire_mechanisms::vxlan::VXLAN_PORT),
-        v => v.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "connection.mechanism.parameters[{k}]: {v:?} is not a UDP port"
-            ))
-        }),
-    }
 }
 
 fn octets(ip: IpAddr) -> Vec<u8> {
@@ -391,8 +370,12 @@ impl Remote {
     }
 
     /// The mechanism types this side serves as a server.
-    pub fn supports(&self, t: &str) -> bool {
-        t == "VXLAN" || (t == "SRV6" && self.locator.is_some())
+    pub fn supports(&self, t: MechanismType) -> bool {
+        match t {
+            MechanismType::Vxlan => true,
+            MechanismType::Srv6 => self.locator.is_some(),
+            MechanismType::Kernel | MechanismType::Memif => false,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Allocations> {
@@ -429,17 +412,18 @@ impl Remote {
         ))
     }
 
-    fn overhead(&self, t: &str, payload_ip: bool) -> u32 {
+    /// The overhead of a tunnel of type `t`; a type other than SRV6 is held to VXLAN's.
+    fn overhead(&self, t: MechanismType, payload_ip: bool) -> u32 {
         match (t, self.uplink.tunnel_ip) {
-            ("SRV6", _) if payload_ip => SRV6_OVERHEAD_IP,
-            ("SRV6", _) => SRV6_OVERHEAD_ETHERNET,
+            (MechanismType::Srv6, _) if payload_ip => SRV6_OVERHEAD_IP,
+            (MechanismType::Srv6, _) => SRV6_OVERHEAD_ETHERNET,
             (_, IpAddr::V4(_)) => VXLAN_OVERHEAD_V4,
             (_, IpAddr::V6(_)) => VXLAN_OVERHEAD_V6,
         }
     }
 
     /// The largest connection MTU a tunnel of type `t` allows over this uplink.
-    pub fn max_mtu(&self, t: &str, payload_ip: bool) -> u32 {
+    pub fn max_mtu(&self, t: MechanismType, payload_ip: bool) -> u32 {
         self.uplink.mtu.saturating_sub(self.overhead(t, payload_ip))
     }
 
@@ -447,34 +431,36 @@ impl Remote {
     /// in priority order, each with this side's parameters (SRV6 allocates SIDs, released by
     /// [`Remote::settle`] or [`Remote::release`]).
     pub fn offers(&self, id: &str, payload_ip: bool) -> Result<Vec<Mechanism>, Status> {
-        let mut types: Vec<&str> = vec!["VXLAN"];
+        let mut types = vec![MechanismType::Vxlan];
         if self.locator.is_some() && self.uplink.srv6_host_ip.is_some() {
-            types.push("SRV6");
+            types.push(MechanismType::Srv6);
         }
         // NSM_MECHANISM_PRIORITY: listed types first, in its order; the rest keep theirs.
         types.sort_by_key(|t| {
             self.priority
                 .iter()
-                .position(|p| p == t)
+                .position(|p| p == t.as_str())
                 .unwrap_or(usize::MAX)
         });
         let mut out = Vec::new();
         for t in types {
-            let mut m = Mechanism {
-                cls: "REMOTE".into(),
-                r#type: t.into(),
-                ..Default::default()
-            };
-            let p = &mut m.parameters;
-            p.insert("MTU".into(), self.max_mtu(t, payload_ip).to_string());
-            if t == "VXLAN" {
-                p.insert("src_ip".into(), self.uplink.tunnel_ip.to_string());
-                p.insert("src_port".into(), self.vxlan_port.to_string());
-            } else if let Some(host) = self.uplink.srv6_host_ip {
-                p.insert("src_host_ip".into(), host.to_string());
-                p.insert("src_localsid".into(), self.alloc_sid(id)?.to_string());
-                p.insert("src_bsid".into(), self.alloc_sid(id)?.to_string());
-                p.insert("src_hw_addr".into(), format_mac(&self.uplink.mac));
+            let mut m = t.mechanism();
+            let mtu = self.max_mtu(t, payload_ip);
+            if t == MechanismType::Vxlan {
+                m.vxlan_mut()
+                    .set_mtu(mtu)
+                    .set_ip(End::Src, self.uplink.tunnel_ip)
+                    .set_port(End::Src, self.vxlan_port);
+            } else {
+                m.srv6_mut().set_mtu(mtu);
+                if let Some(host) = self.uplink.srv6_host_ip {
+                    let (sid, bsid) = (self.alloc_sid(id)?, self.alloc_sid(id)?);
+                    m.srv6_mut()
+                        .set_host_ip(End::Src, host)
+                        .set_localsid(End::Src, sid)
+                        .set_bsid(End::Src, bsid)
+                        .set_hw_addr(End::Src, self.uplink.mac);
+                }
             }
             out.push(m);
         }
@@ -486,9 +472,10 @@ impl Remote {
     /// ours takes the same (peer, VNI)).
     pub fn settle(&self, id: &str, chosen: &Mechanism) {
         let mut st = self.lock();
-        let keep: Vec<Ipv6Addr> = ["src_localsid", "src_bsid"]
-            .iter()
-            .filter_map(|k| param(chosen, k).parse().ok())
+        let s = chosen.srv6();
+        let keep: Vec<Ipv6Addr> = [s.localsid(End::Src), s.bsid(End::Src)]
+            .into_iter()
+            .filter_map(Result::ok)
             .collect();
         let Allocations { by_conn, used, .. } = &mut *st;
         if let Some(list) = by_conn.get_mut(id) {
@@ -513,87 +500,105 @@ impl Remote {
         payload_ip: bool,
         mtu: &mut u32,
     ) -> Result<bool, Status> {
-        let t = m.r#type.clone();
-        let max = self.max_mtu(&t, payload_ip);
-        let asked: u32 = param(m, "MTU").parse().unwrap_or(0);
+        let t = match m.mechanism_type() {
+            Ok(t @ (MechanismType::Vxlan | MechanismType::Srv6)) => t,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "connection.mechanism.type: {:?} is not a remote mechanism vwire serves",
+                    m.r#type
+                )))
+            }
+        };
+        let max = self.max_mtu(t, payload_ip);
+        let asked = match t {
+            MechanismType::Vxlan => m.vxlan().mtu(),
+            _ => m.srv6().mtu(),
+        };
+        // A malformed MTU from the client counts as none.
+        let asked = asked.ok().flatten().unwrap_or(0);
         let clamp = |v: u32| if v == 0 { max } else { v.min(max) };
         *mtu = clamp(*mtu);
         let mech_mtu = clamp(asked).min(*mtu);
         *mtu = mech_mtu;
-        match t.as_str() {
-            "VXLAN" => {
-                let src = ip_param(m, "src_ip")?;
-                port_param(m, "src_port")?;
-                let local = self.uplink.tunnel_ip;
-                if src.is_ipv4() != local.is_ipv4() {
-                    return Err(Status::failed_precondition(format!(
-                        "connection.mechanism.parameters[src_ip]: {src} and this forwarder's tunnel IP {local} are not of the same family"
-                    )));
-                }
-                let mut fresh = false;
-                let vni = match param(m, "vni").parse::<u32>() {
-                    Ok(v)
-                        if self
-                            .lock()
-                            .by_conn
-                            .get(id)
-                            .is_some_and(|l| l.contains(&Alloc::Vni(src, v))) =>
-                    {
-                        v
-                    }
-                    _ => {
-                        fresh = true;
-                        self.pick_vni(id, m, src, local)?
-                    }
-                };
-                let p = &mut m.parameters;
-                p.insert("dst_ip".into(), local.to_string());
-                p.insert("dst_port".into(), self.vxlan_port.to_string());
-                p.insert("vni".into(), vni.to_string());
-                p.insert("MTU".into(), mech_mtu.to_string());
-                Ok(fresh)
-            }
-            "SRV6" => {
-                let mut fresh = false;
-                ipv6_param(m, "src_host_ip")?;
-                ipv6_param(m, "src_localsid")?;
-                let host = self.uplink.srv6_host_ip.ok_or_else(|| {
-                    Status::failed_precondition("SRV6: this forwarder has no IPv6 host address")
-                })?;
-                let mine = |k: &str| -> Option<Ipv6Addr> {
-                    let v: Ipv6Addr = param(m, k).parse().ok()?;
-                    self.lock()
-                        .by_conn
-                        .get(id)
-                        .is_some_and(|l| l.contains(&Alloc::Sid(v)))
-                        .then_some(v)
-                };
-                let (sid, bsid) = match (mine("dst_localsid"), mine("dst_bsid")) {
-                    (Some(s), Some(b)) => (s, b),
-                    _ => {
-                        fresh = true;
-                        (self.alloc_sid(id)?, self.alloc_sid(id)?)
-                    }
-                };
-                let p = &mut m.parameters;
-                p.insert("dst_host_ip".into(), host.to_string());
-                p.insert("dst_localsid".into(), sid.to_string());
-                p.insert("dst_bsid".into(), bsid.to_string());
-                p.insert("dst_hw_addr".into(), format_mac(&self.uplink.mac));
-                p.insert("MTU".into(), mech_mtu.to_string());
-                Ok(fresh)
-            }
-            other => Err(Status::invalid_argument(format!(
-                "connection.mechanism.type: {other:?} is not a remote mechanism vwire serves"
-            ))),
+        if t == MechanismType::Vxlan {
+            self.accept_vxlan(id, m, mech_mtu)
+        } else {
+            self.accept_srv6(id, m, mech_mtu)
         }
+    }
+
+    fn accept_vxlan(&self, id: &str, m: &mut Mechanism, mtu: u32) -> Result<bool, Status> {
+        let v = m.vxlan();
+        let src = v.ip(End::Src).map_err(bad_param)?;
+        v.port(End::Src).map_err(bad_param)?;
+        let local = self.uplink.tunnel_ip;
+        if src.is_ipv4() != local.is_ipv4() {
+            return Err(Status::failed_precondition(format!(
+                "connection.mechanism.parameters[src_ip]: {src} and this forwarder's tunnel IP {local} are not of the same family"
+            )));
+        }
+        let mut fresh = false;
+        let vni = match v.vni() {
+            Ok(v)
+                if self
+                    .lock()
+                    .by_conn
+                    .get(id)
+                    .is_some_and(|l| l.contains(&Alloc::Vni(src, v))) =>
+            {
+                v
+            }
+            _ => {
+                fresh = true;
+                self.pick_vni(id, m, src, local)?
+            }
+        };
+        m.vxlan_mut()
+            .set_ip(End::Dst, local)
+            .set_port(End::Dst, self.vxlan_port)
+            .set_vni(vni)
+            .set_mtu(mtu);
+        Ok(fresh)
+    }
+
+    fn accept_srv6(&self, id: &str, m: &mut Mechanism, mtu: u32) -> Result<bool, Status> {
+        let mut fresh = false;
+        let s = m.srv6();
+        s.host_ip(End::Src).map_err(bad_param)?;
+        s.localsid(End::Src).map_err(bad_param)?;
+        let host = self.uplink.srv6_host_ip.ok_or_else(|| {
+            Status::failed_precondition("SRV6: this forwarder has no IPv6 host address")
+        })?;
+        let mine = |v: Result<Ipv6Addr, ParamError>| -> Option<Ipv6Addr> {
+            let v = v.ok()?;
+            self.lock()
+                .by_conn
+                .get(id)
+                .is_some_and(|l| l.contains(&Alloc::Sid(v)))
+                .then_some(v)
+        };
+        let (sid, bsid) = match (mine(s.localsid(End::Dst)), mine(s.bsid(End::Dst))) {
+            (Some(s), Some(b)) => (s, b),
+            _ => {
+                fresh = true;
+                (self.alloc_sid(id)?, self.alloc_sid(id)?)
+            }
+        };
+        m.srv6_mut()
+            .set_host_ip(End::Dst, host)
+            .set_localsid(End::Dst, sid)
+            .set_bsid(End::Dst, bsid)
+            .set_hw_addr(End::Dst, self.uplink.mac)
+            .set_mtu(mtu);
+        Ok(fresh)
     }
 
     /// The NSM rule: a random 24-bit VNI, even if the client's address ≤ the server's (byte
     /// compare, `orig_*` preferred), else odd; not in use with this peer.
     fn pick_vni(&self, id: &str, m: &Mechanism, src: IpAddr, dst: IpAddr) -> Result<u32, Status> {
-        let a = param(m, "orig_src_ip").parse().unwrap_or(src);
-        let b = param(m, "orig_dst_ip").parse().unwrap_or(dst);
+        let orig = |end| m.vxlan().orig_ip(end).ok().flatten();
+        let a = orig(End::Src).unwrap_or(src);
+        let b = orig(End::Dst).unwrap_or(dst);
         let even = octets(a) <= octets(b);
         let mut st = self.lock();
         for _ in 0..1024 {
@@ -635,32 +640,23 @@ impl Remote {
     /// The tunnel a complete mechanism describes. `server`: this side accepted it (its half is
     /// `dst_*`), else it offered it (its half is `src_*`).
     pub fn tunnel_of(&self, m: &Mechanism, server: bool) -> Result<TunnelPlan, Status> {
-        let (me, peer) = if server {
-            ("dst", "src")
-        } else {
-            ("src", "dst")
-        };
-        let k = |side: &str, key: &str| format!("{side}_{key}");
-        match m.r#type.as_str() {
-            "VXLAN" => {
-                let local = ip_param(m, &k(me, "ip"))?;
-                let remote = ip_param(m, &k(peer, "ip"))?;
+        let me = if server { End::Dst } else { End::Src };
+        let peer = me.other();
+        match m.mechanism_type() {
+            Ok(MechanismType::Vxlan) => {
+                let v = m.vxlan();
+                let local = v.ip(me).map_err(bad_param)?;
+                let remote = v.ip(peer).map_err(bad_param)?;
                 if local.is_ipv4() != remote.is_ipv4() {
                     return Err(Status::failed_precondition(format!(
                         "VXLAN: tunnel IPs {local} and {remote} are not of the same family"
                     )));
                 }
-                let port = port_param(m, &k(peer, "port"))?;
-                let v = param(m, "vni");
-                let vni = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|&v| v < (1 << 24))
-                    .ok_or_else(|| {
-                        Status::invalid_argument(format!(
-                            "connection.mechanism.parameters[vni]: {v:?} is not a 24-bit VNI"
-                        ))
-                    })?;
+                let port = v
+                    .port(peer)
+                    .map_err(bad_param)?
+                    .unwrap_or(vwire_mechanisms::vxlan::VXLAN_PORT);
+                let vni = v.vni().map_err(bad_param)?;
                 Ok(TunnelPlan::Vxlan {
                     local,
                     remote,
@@ -668,14 +664,18 @@ impl Remote {
                     vni,
                 })
             }
-            "SRV6" => Ok(TunnelPlan::Srv6 {
-                local_host: ipv6_param(m, &k(me, "host_ip"))?,
-                local_sid: ipv6_param(m, &k(me, "localsid"))?,
-                remote_host: ipv6_param(m, &k(peer, "host_ip"))?,
-                remote_sid: ipv6_param(m, &k(peer, "localsid"))?,
-            }),
-            other => Err(Status::invalid_argument(format!(
-                "connection.mechanism.type: {other:?} is not a remote mechanism"
+            Ok(MechanismType::Srv6) => {
+                let s = m.srv6();
+                Ok(TunnelPlan::Srv6 {
+                    local_host: s.host_ip(me).map_err(bad_param)?,
+                    local_sid: s.localsid(me).map_err(bad_param)?,
+                    remote_host: s.host_ip(peer).map_err(bad_param)?,
+                    remote_sid: s.localsid(peer).map_err(bad_param)?,
+                })
+            }
+            _ => Err(Status::invalid_argument(format!(
+                "connection.mechanism.type: {:?} is not a remote mechanism",
+                m.r#type
             ))),
         }
     }

@@ -48,12 +48,13 @@ use vwire_mechanisms::memif::driver::MemifConfig;
 use vwire_mechanisms::memif::msg::Mode;
 use vwire_mechanisms::memif::port::Role;
 use vwire_proto::connection::{Connection, Mechanism};
+use vwire_proto::mechanism::{keys, netns_path, MechanismType};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
 use crate::dataplane::{PortSpec, SharedDataplane};
 use crate::elements::connect::Downstream;
-use crate::elements::mechanisms::netns_path;
+use crate::elements::mechanisms::{srv6, vxlan};
 use crate::elements::metadata::Metadata;
 use crate::remote::{Remote, TunnelPlan};
 use vwire_mechanisms::kernel::neigh;
@@ -64,12 +65,11 @@ use vwire_mechanisms::vxlan::{TunnelParams, Underlay, Vni};
 /// How long the kernel may take to resolve a tunnel's next hop.
 const NEIGHBOUR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// `VXLAN/vni=N` or `SRV6/<peer sid>`, for logs and metrics.
+/// `VXLAN/vni=N` or `SRV6/<src sid>-<dst sid>`, for logs and metrics.
 fn describe_tunnel(m: &Mechanism) -> String {
-    let p = |k: &str| m.parameters.get(k).map(String::as_str).unwrap_or("");
-    match m.r#type.as_str() {
-        "VXLAN" => format!("VXLAN/vni={}", p("vni")),
-        t => format!("{t}/{}-{}", p("src_localsid"), p("dst_localsid")),
+    match m.mechanism_type() {
+        Ok(MechanismType::Vxlan) => vxlan::describe(m),
+        _ => srv6::describe(m),
     }
 }
 
@@ -90,8 +90,8 @@ enum Built {
 impl Built {
     fn describe(&self) -> String {
         match self {
-            Built::Kernel { iface, .. } => format!("KERNEL/{iface}"),
-            Built::Memif { socket } => format!("MEMIF/{socket}"),
+            Built::Kernel { iface, .. } => format!("{}/{iface}", MechanismType::Kernel),
+            Built::Memif { socket } => format!("{}/{socket}", MechanismType::Memif),
             Built::Tunnel { what } => what.clone(),
         }
     }
@@ -164,37 +164,46 @@ enum Plan {
 fn plan(m: Option<&Mechanism>, side: Side, tag: &str) -> Result<Plan, Status> {
     let what = side.what();
     let m = m.ok_or_else(|| Status::internal(format!("{what}: no mechanism")))?;
-    let p = |k: &str| m.parameters.get(k).map(String::as_str).unwrap_or("");
-    match (m.r#type.as_str(), side) {
-        ("KERNEL", _) => Ok(Plan::Kernel {
-            url: p("inodeURL").to_string(),
-            name: match (p("name"), side) {
-                ("", Side::Client) => format!("nsm-{}", &tag[..4]),
-                (n, _) => n.to_string(),
-            },
-        }),
-        ("MEMIF", Side::Client) => {
-            let url = p("inodeURL");
-            if url.is_empty() {
+    let unimplemented = || {
+        Status::unimplemented(format!(
+            "{what}: cross-connecting a {} mechanism is not implemented (KERNEL and MEMIF are)",
+            m.r#type
+        ))
+    };
+    match (m.mechanism_type().map_err(|_| unimplemented())?, side) {
+        (MechanismType::Kernel, _) => {
+            // The name as it comes: the client's was checked by mechanisms, and the kernel
+            // refuses an invalid one from the endpoint (InvalidArgument, see `kerr`).
+            let name = m.parameters.get(keys::NAME).map_or("", String::as_str);
+            Ok(Plan::Kernel {
+                url: m.kernel().inode_url().unwrap_or_default().to_string(),
+                name: match (name, side) {
+                    ("", Side::Client) => format!("nsm-{}", &tag[..4]),
+                    (n, _) => n.to_string(),
+                },
+            })
+        }
+        (MechanismType::Memif, Side::Client) => {
+            let Some(url) = m.memif().inode_url() else {
                 return Err(Status::invalid_argument(
                     "connection.mechanism.parameters[inodeURL]: MEMIF needs the client's network namespace",
                 ));
-            }
+            };
             Ok(Plan::Memif {
                 socket: format!("@/run/vwire/memif/{tag}/memif.socket"),
                 role: Role::Server,
                 netns: Some(netns_path(url).into()),
             })
         }
-        ("MEMIF", Side::Endpoint) => {
-            let socket = p("socketfile");
-            if socket.is_empty() {
+        (MechanismType::Memif, Side::Endpoint) => {
+            let p = m.memif();
+            let Some(socket) = p.socketfile() else {
                 return Err(Status::failed_precondition(
                     "the endpoint's MEMIF mechanism has no parameters[socketfile]",
                 ));
-            }
-            let url = p("inodeURL");
-            if !url.is_empty() && !std::path::Path::new(netns_path(url)).exists() {
+            };
+            let url = p.inode_url();
+            if let Some(url) = url.filter(|u| !std::path::Path::new(netns_path(u)).exists()) {
                 return Err(Status::failed_precondition(format!(
                     "the endpoint's MEMIF parameters[inodeURL]: namespace {url:?} does not exist"
                 )));
@@ -202,16 +211,13 @@ fn plan(m: Option<&Mechanism>, side: Side, tag: &str) -> Result<Plan, Status> {
             Ok(Plan::Memif {
                 socket: socket.to_string(),
                 role: Role::Client,
-                netns: (!url.is_empty()).then(|| netns_path(url).into()),
+                netns: url.map(|u| netns_path(u).into()),
             })
         }
-        ("VXLAN" | "SRV6", side) => Ok(Plan::Tunnel {
+        (MechanismType::Vxlan | MechanismType::Srv6, side) => Ok(Plan::Tunnel {
             mechanism: m.clone(),
             server: side == Side::Client,
         }),
-        (other, _) => Err(Status::unimplemented(format!(
-            "{what}: cross-connecting a {other} mechanism is not implemented (KERNEL and MEMIF are)"
-        ))),
     }
 }
 
@@ -315,7 +321,7 @@ impl Xconnect {
             .ok_or_else(|| Status::internal("no endpoint connection recorded"))?
             .0;
         let tag = short_tag(id);
-        let ip_payload = up.payload == "IP";
+        let ip_payload = up.is_ip_payload();
         let ip = up
             .context
             .as_ref()
@@ -724,7 +730,7 @@ impl Xconnect {
     /// client-facing (server-side) interface, `client_*` for the endpoint-facing one.
     fn annotate(&self, id: &str, w: &Wired, c: &mut Connection) {
         if let (Built::Memif { socket }, Some(m)) = (&w.sides[0], c.mechanism.as_mut()) {
-            m.parameters.insert("socketfile".into(), socket.clone());
+            m.memif_mut().set_socketfile(socket);
         }
         let totals = self
             .dataplane

@@ -33,23 +33,32 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 use crate::chain::{connection_of, BoxFut, Element, Next};
 use crate::remote::Remote;
 
-/// The element of one mechanism type, to which [`Mechanisms`] hands the requests and closes of
-/// connections of that type (with the connection's mechanism already set). It passes the
-/// request on with `next`; what it allocated is released by [`Mechanisms`].
-pub trait MechanismElement: Element {
+/// The element of one mechanism type. [`Mechanisms`] runs it on the requests of connections
+/// of that type: `check` when it selects the mechanism, then `accept` on the request (with the
+/// connection's mechanism set) before passing it to `next`. An element allocates only through
+/// [`Remote`], and [`Mechanisms`] releases what it allocated, so it needs no work on the way
+/// back up nor on Close.
+pub trait MechanismElement: Send + Sync {
     /// The type it serves.
     fn mechanism_type(&self) -> MechanismType;
 
     /// Checks the parameters a client sent, when the mechanism is selected (before any element
     /// acts on it).
-    fn check(&self, m: &Mechanism) -> Result<(), Status>;
+    fn check(&self, _m: &Mechanism) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// Completes the request's mechanism with this side's parameters, on the way down.
+    fn accept(&self, _req: &mut NetworkServiceRequest) -> Result<(), Status> {
+        Ok(())
+    }
 }
 
 /// The mechanisms element.
 pub struct Mechanisms {
     remote: Option<Arc<Remote>>,
     /// The elements of the served types, in the order of [`MechanismType`].
-    elements: Vec<Arc<dyn MechanismElement>>,
+    elements: Vec<Box<dyn MechanismElement>>,
 }
 
 impl Default for Mechanisms {
@@ -62,23 +71,26 @@ impl Default for Mechanisms {
 impl Mechanisms {
     /// Serving the REMOTE mechanisms of `remote` too.
     pub fn with_remote(remote: Option<Arc<Remote>>) -> Self {
-        let mut elements: Vec<Arc<dyn MechanismElement>> =
-            vec![Arc::new(kernel::Kernel), Arc::new(memif::Memif)];
+        let mut elements: Vec<Box<dyn MechanismElement>> =
+            vec![Box::new(kernel::Kernel), Box::new(memif::Memif)];
         if let Some(r) = &remote {
             if r.supports(MechanismType::Vxlan) {
-                elements.push(Arc::new(vxlan::Vxlan::new(r.clone())));
+                elements.push(Box::new(vxlan::Vxlan::new(r.clone())));
             }
             if r.supports(MechanismType::Srv6) {
-                elements.push(Arc::new(srv6::Srv6::new(r.clone())));
+                elements.push(Box::new(srv6::Srv6::new(r.clone())));
             }
         }
         Self { remote, elements }
     }
 
     /// The element of the type named `t`, if vwire serves it.
-    fn element(&self, t: &str) -> Option<&Arc<dyn MechanismElement>> {
+    fn element(&self, t: &str) -> Option<&dyn MechanismElement> {
         let t: MechanismType = t.parse().ok()?;
-        self.elements.iter().find(|e| e.mechanism_type() == t)
+        self.elements
+            .iter()
+            .find(|e| e.mechanism_type() == t)
+            .map(|e| &**e)
     }
 
     fn served(&self) -> Vec<&'static str> {
@@ -98,7 +110,7 @@ impl Mechanisms {
         &self,
         conn: &'m Connection,
         prefs: &'m [Mechanism],
-    ) -> Result<(&Arc<dyn MechanismElement>, &'m Mechanism), Status> {
+    ) -> Result<(&dyn MechanismElement, &'m Mechanism), Status> {
         let served = self.served();
         let (e, m) = if let Some(m) = conn.mechanism.as_ref().filter(|m| !m.r#type.is_empty()) {
             let e = self.element(&m.r#type).ok_or_else(|| {
@@ -162,7 +174,7 @@ impl Element for Mechanisms {
                 )));
             }
             let (element, chosen) = self.pick(conn, &req.mechanism_preferences)?;
-            let (element, chosen) = (element.clone(), chosen.clone());
+            let chosen = chosen.clone();
             let id = conn.id.clone();
             // A connection that held nothing before this Request (not a refresh) gives back
             // whatever the Request allocated (in the mechanism's element, in connect or in
@@ -171,7 +183,10 @@ impl Element for Mechanisms {
             if let Some(c) = req.connection.as_mut() {
                 c.mechanism = Some(chosen);
             }
-            let result = element.request(req, next).await;
+            let result = match element.accept(&mut req) {
+                Ok(()) => next.request(req).await,
+                Err(e) => Err(e),
+            };
             if let (Err(_), Some(r)) = (&result, new) {
                 r.release(&id);
             }
@@ -182,15 +197,7 @@ impl Element for Mechanisms {
     fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
         Box::pin(async move {
             let id = conn.id.clone();
-            let element = conn
-                .mechanism
-                .as_ref()
-                .and_then(|m| self.element(&m.r#type))
-                .cloned();
-            let result = match element {
-                Some(e) => e.close(conn, next).await,
-                None => next.close(conn).await,
-            };
+            let result = next.close(conn).await;
             if let Some(r) = &self.remote {
                 r.release(&id);
             }
@@ -199,7 +206,7 @@ impl Element for Mechanisms {
     }
 }
 
-/// The part of a REMOTE mechanism's element that VXLAN and SRV6 share: `remote` checks the
+/// [`MechanismElement::accept`] of the REMOTE mechanisms, VXLAN and SRV6: `remote` checks the
 /// client's half of the request's mechanism and fills in this side's, and lowers the
 /// connection's MTU to what the tunnel allows.
 fn accept_remote(remote: &Remote, req: &mut NetworkServiceRequest) -> Result<(), Status> {
