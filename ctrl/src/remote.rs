@@ -40,6 +40,7 @@ use vwire_proto::connection::Mechanism;
 use vwire_proto::mechanism::{End, MechanismType, ParamError};
 
 use crate::config::RemoteConfig;
+use crate::elements::mechanisms::invalid_param;
 
 /// MTU overheads (nsm-forwarder.md §5, and `vwire_mechanisms::srv6`).
 const VXLAN_OVERHEAD_V4: u32 = vwire_mechanisms::vxlan::MTU_OVERHEAD_V4;
@@ -303,11 +304,6 @@ pub struct Remote {
     watcher: OnceLock<NeighWatcher>,
 }
 
-/// A bad parameter of a mechanism a peer forwarder sent: InvalidArgument naming the key.
-pub fn bad_param(e: ParamError) -> Status {
-    Status::invalid_argument(format!("connection.mechanism.{e}"))
-}
-
 /// A parameter's raw value, "" when absent (tests read offers with it).
 #[cfg(test)]
 fn param<'a>(m: &'a Mechanism, k: &str) -> &'a str {
@@ -529,8 +525,8 @@ impl Remote {
 
     fn accept_vxlan(&self, id: &str, m: &mut Mechanism, mtu: u32) -> Result<bool, Status> {
         let v = m.vxlan();
-        let src = v.ip(End::Src).map_err(bad_param)?;
-        v.port(End::Src).map_err(bad_param)?;
+        let src = v.ip(End::Src).map_err(invalid_param)?;
+        v.port(End::Src).map_err(invalid_param)?;
         let local = self.uplink.tunnel_ip;
         if src.is_ipv4() != local.is_ipv4() {
             return Err(Status::failed_precondition(format!(
@@ -564,8 +560,8 @@ impl Remote {
     fn accept_srv6(&self, id: &str, m: &mut Mechanism, mtu: u32) -> Result<bool, Status> {
         let mut fresh = false;
         let s = m.srv6();
-        s.host_ip(End::Src).map_err(bad_param)?;
-        s.localsid(End::Src).map_err(bad_param)?;
+        s.host_ip(End::Src).map_err(invalid_param)?;
+        s.localsid(End::Src).map_err(invalid_param)?;
         let host = self.uplink.srv6_host_ip.ok_or_else(|| {
             Status::failed_precondition("SRV6: this forwarder has no IPv6 host address")
         })?;
@@ -645,8 +641,8 @@ impl Remote {
         match m.mechanism_type() {
             Ok(MechanismType::Vxlan) => {
                 let v = m.vxlan();
-                let local = v.ip(me).map_err(bad_param)?;
-                let remote = v.ip(peer).map_err(bad_param)?;
+                let local = v.ip(me).map_err(invalid_param)?;
+                let remote = v.ip(peer).map_err(invalid_param)?;
                 if local.is_ipv4() != remote.is_ipv4() {
                     return Err(Status::failed_precondition(format!(
                         "VXLAN: tunnel IPs {local} and {remote} are not of the same family"
@@ -654,9 +650,9 @@ impl Remote {
                 }
                 let port = v
                     .port(peer)
-                    .map_err(bad_param)?
+                    .map_err(invalid_param)?
                     .unwrap_or(vwire_mechanisms::vxlan::VXLAN_PORT);
-                let vni = v.vni().map_err(bad_param)?;
+                let vni = v.vni().map_err(invalid_param)?;
                 Ok(TunnelPlan::Vxlan {
                     local,
                     remote,
@@ -667,10 +663,10 @@ impl Remote {
             Ok(MechanismType::Srv6) => {
                 let s = m.srv6();
                 Ok(TunnelPlan::Srv6 {
-                    local_host: s.host_ip(me).map_err(bad_param)?,
-                    local_sid: s.localsid(me).map_err(bad_param)?,
-                    remote_host: s.host_ip(peer).map_err(bad_param)?,
-                    remote_sid: s.localsid(peer).map_err(bad_param)?,
+                    local_host: s.host_ip(me).map_err(invalid_param)?,
+                    local_sid: s.localsid(me).map_err(invalid_param)?,
+                    remote_host: s.host_ip(peer).map_err(invalid_param)?,
+                    remote_sid: s.localsid(peer).map_err(invalid_param)?,
                 })
             }
             _ => Err(Status::invalid_argument(format!(

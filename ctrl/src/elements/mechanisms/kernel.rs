@@ -9,17 +9,14 @@ use tonic::Status;
 use vwire_proto::connection::Mechanism;
 use vwire_proto::mechanism::MechanismType;
 
-use super::MechanismElement;
+use super::{invalid_param, MechanismElement};
 
 /// The KERNEL element.
 pub struct Kernel;
 
 /// Checks a client's KERNEL parameters.
 pub fn check(m: &Mechanism) -> Result<(), Status> {
-    m.kernel()
-        .name()
-        .map(|_| ())
-        .map_err(|e| Status::invalid_argument(format!("connection.mechanism.{e}")))
+    m.kernel().name().map(|_| ()).map_err(invalid_param)
 }
 
 impl MechanismElement for Kernel {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use tonic::Status;
 use vwire_proto::connection::{Connection, Mechanism};
-use vwire_proto::mechanism::{keys, netns_path, MechanismType, Payload};
+use vwire_proto::mechanism::{keys, netns_path, MechanismType, ParamError, Payload};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
@@ -135,6 +135,12 @@ impl Mechanisms {
         check_netns(m)?;
         Ok((e, m))
     }
+}
+
+/// A bad parameter in a request's mechanism: InvalidArgument naming it
+/// (`connection.mechanism.parameters[<key>]: …`).
+pub fn invalid_param(e: ParamError) -> Status {
+    Status::invalid_argument(format!("connection.mechanism.{e}"))
 }
 
 /// An `inodeURL` that names a namespace file must name one that exists (`inode://` URLs name
@@ -288,5 +294,85 @@ mod tests {
             .unwrap_err()
             .message()
             .starts_with("connection.mechanism.type"));
+    }
+
+    fn remote(srv6: bool) -> Arc<Remote> {
+        let cfg = crate::config::RemoteConfig {
+            tunnel_ip: Some("10.97.0.2".parse().unwrap()),
+            off: false,
+            vxlan_port: 4789,
+            priority: Vec::new(),
+            srv6_locator: srv6.then(|| ("fc00:b::".parse().unwrap(), 48)),
+            srv6_host_ip: Some("fd97::2".parse().unwrap()),
+        };
+        let uplink = crate::remote::Uplink {
+            ifname: "up0".into(),
+            ifindex: 2,
+            tunnel_ip: cfg.tunnel_ip.unwrap(),
+            srv6_host_ip: cfg.srv6_host_ip,
+            mac: [2, 0, 0, 0, 0, 2],
+            mtu: 1500,
+        };
+        Arc::new(Remote::new(uplink, &cfg))
+    }
+
+    #[test]
+    fn each_served_type_has_its_element_and_remote_ones_fill_in_their_half() {
+        let served = |m: &Mechanisms| m.served().join(",");
+        assert_eq!(served(&Mechanisms::default()), "KERNEL,MEMIF");
+        assert_eq!(
+            served(&Mechanisms::with_remote(Some(remote(false)))),
+            "KERNEL,MEMIF,VXLAN"
+        );
+        let r = remote(true);
+        let ms = Mechanisms::with_remote(Some(r.clone()));
+        assert_eq!(served(&ms), "KERNEL,MEMIF,VXLAN,SRV6");
+
+        let mut offer = MechanismType::Vxlan.mechanism();
+        offer.parameters.insert("src_ip".into(), "10.97.0.1".into());
+        let conn = Connection {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        let prefs = [mech("VFIO", &[]), offer];
+        let (element, chosen) = ms.pick(&conn, &prefs).expect("VXLAN is served");
+        assert_eq!(element.mechanism_type(), MechanismType::Vxlan);
+        let mut req = NetworkServiceRequest {
+            connection: Some(Connection {
+                mechanism: Some(chosen.clone()),
+                ..conn.clone()
+            }),
+            ..Default::default()
+        };
+        element.accept(&mut req).unwrap();
+        let c = req.connection.unwrap();
+        let m = c.mechanism.unwrap();
+        assert_eq!(
+            m.vxlan().ip(vwire_proto::mechanism::End::Dst),
+            Ok("10.97.0.2".parse().unwrap())
+        );
+        assert!(m.vxlan().vni().is_ok());
+        assert_eq!(c.context.unwrap().mtu, 1446);
+        assert!(r.holds("c1"));
+
+        // A malformed client half is InvalidArgument naming the key, from the element.
+        let mut bad = MechanismType::Srv6.mechanism();
+        bad.parameters
+            .insert("src_host_ip".into(), "10.0.0.1".into());
+        let (element, chosen) = ms.pick(&conn, std::slice::from_ref(&bad)).unwrap();
+        let mut req = NetworkServiceRequest {
+            connection: Some(Connection {
+                mechanism: Some(chosen.clone()),
+                ..conn.clone()
+            }),
+            ..Default::default()
+        };
+        let e = element.accept(&mut req).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message()
+                .starts_with("connection.mechanism.parameters[src_host_ip]"),
+            "{e}"
+        );
     }
 }
