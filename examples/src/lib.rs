@@ -76,12 +76,18 @@ pub enum MechanismKind {
 }
 
 impl MechanismKind {
+    /// The NSM mechanism type.
+    pub fn mechanism_type(self) -> vwire_proto::mechanism::MechanismType {
+        use vwire_proto::mechanism::MechanismType;
+        match self {
+            Self::Kernel => MechanismType::Kernel,
+            Self::Memif => MechanismType::Memif,
+        }
+    }
+
     /// The NSM mechanism type string.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kernel => "KERNEL",
-            Self::Memif => "MEMIF",
-        }
+        self.mechanism_type().as_str()
     }
 }
 

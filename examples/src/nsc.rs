@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, ValueEnum};
 use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
+use vwire_proto::mechanism::MechanismType;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::memif_app::{
@@ -31,9 +32,10 @@ pub enum Payload {
 impl Payload {
     /// The wire string.
     pub fn as_str(self) -> &'static str {
+        use vwire_proto::mechanism::Payload as Wire;
         match self {
-            Self::Ethernet => "ETHERNET",
-            Self::Ip => "IP",
+            Self::Ethernet => Wire::Ethernet.as_str(),
+            Self::Ip => Wire::Ip.as_str(),
         }
     }
 }
@@ -134,15 +136,17 @@ impl NscArgs {
     /// The mechanism preference for this client's namespace: KERNEL with `inodeURL` and
     /// `name`, or MEMIF with `inodeURL` only.
     pub fn mechanism_preferences(&self) -> Vec<Mechanism> {
-        let mut parameters = HashMap::from([("inodeURL".to_string(), crate::own_netns_url())]);
-        if self.mechanism == MechanismKind::Kernel {
-            parameters.insert("name".to_string(), self.iface.clone());
+        let mut m = self.mechanism.mechanism_type().mechanism();
+        let url = crate::own_netns_url();
+        match self.mechanism {
+            MechanismKind::Kernel => {
+                m.kernel_mut().set_inode_url(&url).set_name(&self.iface);
+            }
+            MechanismKind::Memif => {
+                m.memif_mut().set_inode_url(&url);
+            }
         }
-        vec![Mechanism {
-            cls: "LOCAL".into(),
-            r#type: self.mechanism.as_str().into(),
-            parameters,
-        }]
+        vec![m]
     }
 
     /// The memif interface for connection `conn` as the forwarder returned it: the client of
@@ -152,12 +156,11 @@ impl NscArgs {
     pub fn memif_app_config(&self, conn: &Connection) -> Result<AppConfig, MemifAppError> {
         let m = conn.mechanism.as_ref();
         let ty = m.map_or("", |m| m.r#type.as_str());
-        if ty != "MEMIF" {
+        if ty.parse() != Ok(MechanismType::Memif) {
             return Err(MemifAppError::NotMemif(ty.to_string()));
         }
         let socket = m
-            .and_then(|m| m.parameters.get("socketfile"))
-            .filter(|s| !s.is_empty())
+            .and_then(|m| m.memif().socketfile())
             .ok_or(MemifAppError::NoSocket)?;
         let payload = if conn.payload.is_empty() {
             self.payload.as_str()
@@ -180,7 +183,7 @@ impl NscArgs {
         )?;
         Ok(AppConfig {
             name: self.iface.clone(),
-            socket: socket.clone(),
+            socket: socket.to_string(),
             role: Role::Client,
             mode: mode_from_payload(payload)?,
             own,

@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 use vwire_mechanisms::memif::port::Role;
 use vwire_proto::connection::{Connection, Mechanism, State};
 use vwire_proto::connectioncontext::{ConnectionContext, IpContext, Route};
+use vwire_proto::mechanism::{keys, MechanismType};
 use vwire_proto::networkservice::network_service_server::{NetworkService, NetworkServiceServer};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
@@ -135,17 +136,14 @@ pub fn kernel_iface_name(conn_id: &str) -> String {
 
 impl MechanismHandler for Kernel {
     fn mechanism_type(&self) -> &'static str {
-        "KERNEL"
+        MechanismType::Kernel.as_str()
     }
 
     fn accept(&self, conn: &Connection, offered: &Mechanism) -> Result<Mechanism, Status> {
-        let mut m = offered.clone();
-        m.cls = "LOCAL".into();
-        m.r#type = "KERNEL".into();
-        m.parameters
-            .insert("inodeURL".into(), crate::own_netns_url());
-        m.parameters
-            .insert("name".into(), kernel_iface_name(&conn.id));
+        let mut m = answer(offered, MechanismType::Kernel);
+        m.kernel_mut()
+            .set_inode_url(&crate::own_netns_url())
+            .set_name(&kernel_iface_name(&conn.id));
         Ok(m)
     }
 }
@@ -205,19 +203,25 @@ impl Memif {
     }
 }
 
+/// The mechanism answered for `offered`: its parameters, with the class and type of `t`.
+fn answer(offered: &Mechanism, t: MechanismType) -> Mechanism {
+    Mechanism {
+        parameters: offered.parameters.clone(),
+        ..t.mechanism()
+    }
+}
+
 fn memif_mechanism(offered: &Mechanism, socket: &str) -> Mechanism {
-    let mut m = offered.clone();
-    m.cls = "LOCAL".into();
-    m.r#type = "MEMIF".into();
-    m.parameters.insert("socketfile".into(), socket.to_string());
-    m.parameters
-        .insert("inodeURL".into(), crate::own_netns_url());
+    let mut m = answer(offered, MechanismType::Memif);
+    m.memif_mut()
+        .set_socketfile(socket)
+        .set_inode_url(&crate::own_netns_url());
     m
 }
 
 impl MechanismHandler for Memif {
     fn mechanism_type(&self) -> &'static str {
-        "MEMIF"
+        MechanismType::Memif.as_str()
     }
 
     fn accept(&self, conn: &Connection, offered: &Mechanism) -> Result<Mechanism, Status> {
@@ -483,7 +487,11 @@ impl Nse {
         let iface = conn
             .mechanism
             .as_ref()
-            .and_then(|m| m.parameters.get("name").or(m.parameters.get("socketfile")))
+            .and_then(|m| {
+                m.parameters
+                    .get(keys::NAME)
+                    .or(m.parameters.get(keys::SOCKETFILE))
+            })
             .map_or("", String::as_str);
         if refresh {
             tracing::debug!(id = %conn.id, iface, "refresh: nse {nse} nsc {nsc}");

@@ -25,12 +25,18 @@
 //! `set_state()`). Maps are `HashMap`s, so encoding order of several map entries is not fixed.
 //!
 //! The IPAM package is left out: nothing here imports it and a forwarder does not use it.
+//!
+//! Besides the generated code, [`mechanism`] gives the strings NSM carries in `Mechanism.cls`,
+//! `Mechanism.type`, `Connection.payload` and the mechanism parameters their types, with typed
+//! views over a mechanism's parameters.
 
 /// The encoded `google.protobuf.FileDescriptorSet` of the NSM files, with the well-known
 /// `google/protobuf/*.proto` files they import: what a gRPC reflection service serves, and what the
 /// tests check the file names, packages and imports against.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/nsm_descriptor_set.bin"));
+
+pub mod mechanism;
 
 pub use prost;
 pub use prost_types;

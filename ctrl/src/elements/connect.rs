@@ -26,6 +26,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use vwire_proto::connection::{Connection, Mechanism};
+use vwire_proto::mechanism::MechanismType;
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
@@ -134,7 +135,7 @@ impl Element for Connect {
             down.mechanism = None;
             down.network_service_endpoint_name = ep.name.clone();
             let remote_hop = matches!(ep.url, ListenOn::Tcp(_));
-            let payload_ip = conn.payload == "IP";
+            let payload_ip = conn.is_ip_payload();
             // A refresh re-offers what the endpoint chose before.
             let previous = self
                 .metadata
@@ -143,14 +144,9 @@ impl Element for Connect {
             let fresh = previous.is_none();
             let prefs = match (previous, remote_hop) {
                 (Some(m), _) => vec![m],
-                (None, false) => ["MEMIF", "KERNEL"]
-                    .into_iter()
-                    .map(|t| Mechanism {
-                        cls: "LOCAL".into(),
-                        r#type: t.into(),
-                        ..Default::default()
-                    })
-                    .collect(),
+                (None, false) => [MechanismType::Memif, MechanismType::Kernel]
+                    .map(MechanismType::mechanism)
+                    .into(),
                 (None, true) => {
                     let remote = self.remote.as_ref().ok_or_else(|| {
                         Status::failed_precondition(format!(
@@ -162,12 +158,13 @@ impl Element for Connect {
                 }
             };
             let remote = self.remote.as_ref().filter(|_| remote_hop);
+            // The MTU a tunnel of `m`'s type allows; a type that is not SRV6 is held to VXLAN's.
+            let max_mtu = |r: &Remote, m: &Mechanism| {
+                let t = m.mechanism_type().unwrap_or(MechanismType::Vxlan);
+                r.max_mtu(t, payload_ip)
+            };
             if let Some(r) = remote {
-                let allowed = prefs
-                    .iter()
-                    .map(|m| r.max_mtu(&m.r#type, payload_ip))
-                    .max()
-                    .unwrap_or(0);
+                let allowed = prefs.iter().map(|m| max_mtu(r, m)).max().unwrap_or(0);
                 let ctx = down.context.get_or_insert_with(Default::default);
                 if ctx.mtu == 0 || ctx.mtu > allowed {
                     ctx.mtu = allowed;
@@ -207,7 +204,7 @@ impl Element for Connect {
             if let Some(r) = remote {
                 let chosen = got.mechanism.clone().unwrap_or_default();
                 r.settle(&conn.id, &chosen);
-                let allowed = r.max_mtu(&chosen.r#type, payload_ip);
+                let allowed = max_mtu(r, &chosen);
                 let ctx = got.context.get_or_insert_with(Default::default);
                 if ctx.mtu == 0 || ctx.mtu > allowed {
                     ctx.mtu = allowed;

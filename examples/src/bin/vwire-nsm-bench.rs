@@ -12,7 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Parser;
 use tokio::sync::Semaphore;
 use vwire::transport::{dial, Url, DIAL_TIMEOUT};
-use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
+use vwire_proto::connection::{Connection, Path, PathSegment};
+use vwire_proto::mechanism::MechanismType;
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
@@ -67,14 +68,12 @@ fn request(i: usize, service: &str) -> NetworkServiceRequest {
             }),
             ..Default::default()
         }),
-        mechanism_preferences: vec![Mechanism {
-            cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters: [
-                ("inodeURL".to_string(), vwire_examples::own_netns_url()),
-                ("name".to_string(), format!("bn{i}")),
-            ]
-            .into(),
+        mechanism_preferences: vec![{
+            let mut m = MechanismType::Kernel.mechanism();
+            m.kernel_mut()
+                .set_inode_url(&vwire_examples::own_netns_url())
+                .set_name(&format!("bn{i}"));
+            m
         }],
     }
 }

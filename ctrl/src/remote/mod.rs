@@ -27,218 +27,33 @@
 //! Allocations (VNIs seen from a peer, SIDs) are recorded per connection and released by
 //! [`Remote::release`] on Close or failure; [`Remote::settle`] releases what an offer allocated
 //! for mechanisms the peer did not pick.
+//!
+//! This is the state the VXLAN and SRV6 elements (`crate::elements::mechanisms`), connect and
+//! xconnect share, and the uplink that `main` finds at startup ([`Uplink::discover`], in the
+//! `uplink` file); it is not a chain element itself, so it stays outside `elements`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, OnceLock};
 
 use vwire_mechanisms::kernel::neigh::NeighWatcher;
-use vwire_mechanisms::kernel::{format_mac, parse_mac};
 
 use tonic::Status;
 use vwire_proto::connection::Mechanism;
+use vwire_proto::mechanism::{End, MechanismType, ParamError};
 
 use crate::config::RemoteConfig;
+use crate::elements::mechanisms::invalid_param;
+
+mod uplink;
+
+pub use uplink::{RemoteError, Uplink};
 
 /// MTU overheads (nsm-forwarder.md §5, and `vwire_mechanisms::srv6`).
 const VXLAN_OVERHEAD_V4: u32 = vwire_mechanisms::vxlan::MTU_OVERHEAD_V4;
 const VXLAN_OVERHEAD_V6: u32 = vwire_mechanisms::vxlan::MTU_OVERHEAD_V6;
 const SRV6_OVERHEAD_ETHERNET: u32 = vwire_mechanisms::srv6::MTU_OVERHEAD_ETHERNET;
 const SRV6_OVERHEAD_IP: u32 = vwire_mechanisms::srv6::MTU_OVERHEAD_IP;
-
-/// Errors finding the uplink.
-#[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
-    /// no interface has the configured tunnel IP
-    #[error("nsm.tunnel_ip: no interface has the address {0}")]
-    NoSuchAddress(IpAddr),
-    /// reading the interfaces failed
-    #[error("listing the network interfaces: {0}")]
-    Interfaces(std::io::Error),
-    /// a sysfs attribute of the uplink could not be read
-    #[error("reading {what} of the uplink {ifname}: {problem}")]
-    Attribute {
-        /// the interface
-        ifname: String,
-        /// the attribute
-        what: &'static str,
-        /// why
-        problem: String,
-    },
-    /// SRv6 needs an IPv6 source address
-    #[error("[srv6]: the uplink {0} has no global IPv6 address; set srv6.host_ip")]
-    NoIpv6(String),
-}
-
-/// The interface tunnels leave through, as found at startup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Uplink {
-    /// Its name.
-    pub ifname: String,
-    /// Its index.
-    pub ifindex: u32,
-    /// NSM_TUNNEL_IP: the VXLAN source address.
-    pub tunnel_ip: IpAddr,
-    /// The SRv6 encapsulation source, when SRv6 is configured.
-    pub srv6_host_ip: Option<Ipv6Addr>,
-    /// Its MAC.
-    pub mac: [u8; 6],
-    /// Its MTU.
-    pub mtu: u32,
-}
-
-/// One address of one interface.
-struct IfAddr {
-    ifname: String,
-    addr: IpAddr,
-}
-
-/// Every address of every interface of this namespace (getifaddrs(3)).
-fn if_addrs() -> Result<Vec<IfAddr>, RemoteError> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head into `head` on success; we free it below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(RemoteError::Interfaces(std::io::Error::last_os_error()));
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: `ifa_name` is a NUL-terminated string owned by the list.
-        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: `ifa_addr` is non-null and points to a sockaddr whose family says which
-        // sockaddr_* it is; each arm reads only that type.
-        let addr = unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::from(sin6.sin6_addr.s6_addr)
-                }
-                _ => continue,
-            }
-        };
-        out.push(IfAddr { ifname, addr });
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once; no reference into it survives.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
-}
-
-/// The interface of the IPv4 default route (`/proc/net/route`), else of the IPv6 one.
-fn default_route_interface() -> Option<String> {
-    let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    for line in v4.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
-        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" {
-            return Some(f[0].to_string());
-        }
-    }
-    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
-    for line in v6.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // dst dst_len src src_len next_hop metric refcnt use flags iface
-        if f.len() > 9 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo" {
-            return Some(f[9].to_string());
-        }
-    }
-    None
-}
-
-fn is_global_v6(a: &Ipv6Addr) -> bool {
-    let s = a.segments()[0];
-    !a.is_loopback() && !a.is_unspecified() && (s & 0xffc0) != 0xfe80 && (s & 0xff00) != 0xff00
-}
-
-fn sysfs(ifname: &str, what: &'static str) -> Result<String, RemoteError> {
-    std::fs::read_to_string(format!("/sys/class/net/{ifname}/{what}"))
-        .map(|s| s.trim().to_string())
-        .map_err(|e| RemoteError::Attribute {
-            ifname: ifname.to_string(),
-            what,
-            problem: e.to_string(),
-        })
-}
-
-impl Uplink {
-    /// Finds the uplink: the interface that owns `cfg.tunnel_ip`, or else the default route's
-    /// interface and its first address (IPv4 preferred). `Ok(None)`: no tunnel IP is configured
-    /// and there is no default route (remote mechanisms are then unavailable).
-    /// `tunnel_ip = "none"` also gives `Ok(None)`.
-    pub fn discover(cfg: &RemoteConfig) -> Result<Option<Uplink>, RemoteError> {
-        if cfg.off {
-            return Ok(None);
-        }
-        let addrs = if_addrs()?;
-        let (ifname, tunnel_ip) = match cfg.tunnel_ip {
-            Some(ip) => match addrs.iter().find(|a| a.addr == ip) {
-                Some(a) => (a.ifname.clone(), ip),
-                None => return Err(RemoteError::NoSuchAddress(ip)),
-            },
-            None => {
-                let Some(ifname) = default_route_interface() else {
-                    return Ok(None);
-                };
-                let mine = addrs.iter().filter(|a| a.ifname == ifname);
-                let first = mine.clone().find(|a| a.addr.is_ipv4()).or_else(|| {
-                    mine.clone()
-                        .find(|a| matches!(a.addr, IpAddr::V6(v) if is_global_v6(&v)))
-                });
-                match first {
-                    Some(a) => (ifname, a.addr),
-                    None => return Ok(None),
-                }
-            }
-        };
-        let srv6_host_ip = match (cfg.srv6_locator, cfg.srv6_host_ip) {
-            (None, _) => None,
-            (Some(_), Some(ip)) => Some(ip),
-            (Some(_), None) => Some(
-                addrs
-                    .iter()
-                    .filter(|a| a.ifname == ifname)
-                    .find_map(|a| match a.addr {
-                        IpAddr::V6(v) if is_global_v6(&v) => Some(v),
-                        _ => None,
-                    })
-                    .ok_or_else(|| RemoteError::NoIpv6(ifname.clone()))?,
-            ),
-        };
-        let mac = parse_mac(&sysfs(&ifname, "address")?).map_err(|e| RemoteError::Attribute {
-            ifname: ifname.clone(),
-            what: "address",
-            problem: e.to_string(),
-        })?;
-        let num = |what| -> Result<u32, RemoteError> {
-            sysfs(&ifname, what)?
-                .parse()
-                .map_err(|e: std::num::ParseIntError| RemoteError::Attribute {
-                    ifname: ifname.clone(),
-                    what,
-                    problem: e.to_string(),
-                })
-        };
-        Ok(Some(Uplink {
-            ifindex: num("ifindex")?,
-            mtu: num("mtu")?,
-            ifname,
-            tunnel_ip,
-            srv6_host_ip,
-            mac,
-        }))
-    }
-}
 
 /// A tunnel's parameters, from this side's point of view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -302,37 +117,10 @@ pub struct Remote {
     watcher: OnceLock<NeighWatcher>,
 }
 
+/// A parameter's raw value, "" when absent (tests read offers with it).
+#[cfg(test)]
 fn param<'a>(m: &'a Mechanism, k: &str) -> &'a str {
     m.parameters.get(k).map(String::as_str).unwrap_or("")
-}
-
-fn ip_param(m: &Mechanism, k: &str) -> Result<IpAddr, Status> {
-    let v = param(m, k);
-    v.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "connection.mechanism.parameters[{k}]: {v:?} is not an IP address"
-        ))
-    })
-}
-
-fn ipv6_param(m: &Mechanism, k: &str) -> Result<Ipv6Addr, Status> {
-    match ip_param(m, k)? {
-        IpAddr::V6(v) => Ok(v),
-        IpAddr::V4(v) => Err(Status::invalid_argument(format!(
-            "connection.mechanism.parameters[{k}]: {v} is not an IPv6 address"
-        ))),
-    }
-}
-
-fn port_param(m: &Mechanism, k: &str) -> Result<u16, Status> {
-    match param(m, k) {
-        "" => Ok(vwire_mechanisms::vxlan::VXLAN_PORT),
-        v => v.parse().ok().filter(|&p| p != 0).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "connection.mechanism.parameters[{k}]: {v:?} is not a UDP port"
-            ))
-        }),
-    }
 }
 
 fn octets(ip: IpAddr) -> Vec<u8> {
@@ -391,8 +179,12 @@ impl Remote {
     }
 
     /// The mechanism types this side serves as a server.
-    pub fn supports(&self, t: &str) -> bool {
-        t == "VXLAN" || (t == "SRV6" && self.locator.is_some())
+    pub fn supports(&self, t: MechanismType) -> bool {
+        match t {
+            MechanismType::Vxlan => true,
+            MechanismType::Srv6 => self.locator.is_some(),
+            MechanismType::Kernel | MechanismType::Memif => false,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Allocations> {
@@ -429,17 +221,18 @@ impl Remote {
         ))
     }
 
-    fn overhead(&self, t: &str, payload_ip: bool) -> u32 {
+    /// The overhead of a tunnel of type `t`; a type other than SRV6 is held to VXLAN's.
+    fn overhead(&self, t: MechanismType, payload_ip: bool) -> u32 {
         match (t, self.uplink.tunnel_ip) {
-            ("SRV6", _) if payload_ip => SRV6_OVERHEAD_IP,
-            ("SRV6", _) => SRV6_OVERHEAD_ETHERNET,
+            (MechanismType::Srv6, _) if payload_ip => SRV6_OVERHEAD_IP,
+            (MechanismType::Srv6, _) => SRV6_OVERHEAD_ETHERNET,
             (_, IpAddr::V4(_)) => VXLAN_OVERHEAD_V4,
             (_, IpAddr::V6(_)) => VXLAN_OVERHEAD_V6,
         }
     }
 
     /// The largest connection MTU a tunnel of type `t` allows over this uplink.
-    pub fn max_mtu(&self, t: &str, payload_ip: bool) -> u32 {
+    pub fn max_mtu(&self, t: MechanismType, payload_ip: bool) -> u32 {
         self.uplink.mtu.saturating_sub(self.overhead(t, payload_ip))
     }
 
@@ -447,34 +240,36 @@ impl Remote {
     /// in priority order, each with this side's parameters (SRV6 allocates SIDs, released by
     /// [`Remote::settle`] or [`Remote::release`]).
     pub fn offers(&self, id: &str, payload_ip: bool) -> Result<Vec<Mechanism>, Status> {
-        let mut types: Vec<&str> = vec!["VXLAN"];
+        let mut types = vec![MechanismType::Vxlan];
         if self.locator.is_some() && self.uplink.srv6_host_ip.is_some() {
-            types.push("SRV6");
+            types.push(MechanismType::Srv6);
         }
         // NSM_MECHANISM_PRIORITY: listed types first, in its order; the rest keep theirs.
         types.sort_by_key(|t| {
             self.priority
                 .iter()
-                .position(|p| p == t)
+                .position(|p| p == t.as_str())
                 .unwrap_or(usize::MAX)
         });
         let mut out = Vec::new();
         for t in types {
-            let mut m = Mechanism {
-                cls: "REMOTE".into(),
-                r#type: t.into(),
-                ..Default::default()
-            };
-            let p = &mut m.parameters;
-            p.insert("MTU".into(), self.max_mtu(t, payload_ip).to_string());
-            if t == "VXLAN" {
-                p.insert("src_ip".into(), self.uplink.tunnel_ip.to_string());
-                p.insert("src_port".into(), self.vxlan_port.to_string());
-            } else if let Some(host) = self.uplink.srv6_host_ip {
-                p.insert("src_host_ip".into(), host.to_string());
-                p.insert("src_localsid".into(), self.alloc_sid(id)?.to_string());
-                p.insert("src_bsid".into(), self.alloc_sid(id)?.to_string());
-                p.insert("src_hw_addr".into(), format_mac(&self.uplink.mac));
+            let mut m = t.mechanism();
+            let mtu = self.max_mtu(t, payload_ip);
+            if t == MechanismType::Vxlan {
+                m.vxlan_mut()
+                    .set_mtu(mtu)
+                    .set_ip(End::Src, self.uplink.tunnel_ip)
+                    .set_port(End::Src, self.vxlan_port);
+            } else {
+                m.srv6_mut().set_mtu(mtu);
+                if let Some(host) = self.uplink.srv6_host_ip {
+                    let (sid, bsid) = (self.alloc_sid(id)?, self.alloc_sid(id)?);
+                    m.srv6_mut()
+                        .set_host_ip(End::Src, host)
+                        .set_localsid(End::Src, sid)
+                        .set_bsid(End::Src, bsid)
+                        .set_hw_addr(End::Src, self.uplink.mac);
+                }
             }
             out.push(m);
         }
@@ -486,9 +281,10 @@ impl Remote {
     /// ours takes the same (peer, VNI)).
     pub fn settle(&self, id: &str, chosen: &Mechanism) {
         let mut st = self.lock();
-        let keep: Vec<Ipv6Addr> = ["src_localsid", "src_bsid"]
-            .iter()
-            .filter_map(|k| param(chosen, k).parse().ok())
+        let s = chosen.srv6();
+        let keep: Vec<Ipv6Addr> = [s.localsid(End::Src), s.bsid(End::Src)]
+            .into_iter()
+            .filter_map(Result::ok)
             .collect();
         let Allocations { by_conn, used, .. } = &mut *st;
         if let Some(list) = by_conn.get_mut(id) {
@@ -513,87 +309,105 @@ impl Remote {
         payload_ip: bool,
         mtu: &mut u32,
     ) -> Result<bool, Status> {
-        let t = m.r#type.clone();
-        let max = self.max_mtu(&t, payload_ip);
-        let asked: u32 = param(m, "MTU").parse().unwrap_or(0);
+        let t = match m.mechanism_type() {
+            Ok(t @ (MechanismType::Vxlan | MechanismType::Srv6)) => t,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "connection.mechanism.type: {:?} is not a remote mechanism vwire serves",
+                    m.r#type
+                )))
+            }
+        };
+        let max = self.max_mtu(t, payload_ip);
+        let asked = match t {
+            MechanismType::Vxlan => m.vxlan().mtu(),
+            _ => m.srv6().mtu(),
+        };
+        // A malformed MTU from the client counts as none.
+        let asked = asked.ok().flatten().unwrap_or(0);
         let clamp = |v: u32| if v == 0 { max } else { v.min(max) };
         *mtu = clamp(*mtu);
         let mech_mtu = clamp(asked).min(*mtu);
         *mtu = mech_mtu;
-        match t.as_str() {
-            "VXLAN" => {
-                let src = ip_param(m, "src_ip")?;
-                port_param(m, "src_port")?;
-                let local = self.uplink.tunnel_ip;
-                if src.is_ipv4() != local.is_ipv4() {
-                    return Err(Status::failed_precondition(format!(
-                        "connection.mechanism.parameters[src_ip]: {src} and this forwarder's tunnel IP {local} are not of the same family"
-                    )));
-                }
-                let mut fresh = false;
-                let vni = match param(m, "vni").parse::<u32>() {
-                    Ok(v)
-                        if self
-                            .lock()
-                            .by_conn
-                            .get(id)
-                            .is_some_and(|l| l.contains(&Alloc::Vni(src, v))) =>
-                    {
-                        v
-                    }
-                    _ => {
-                        fresh = true;
-                        self.pick_vni(id, m, src, local)?
-                    }
-                };
-                let p = &mut m.parameters;
-                p.insert("dst_ip".into(), local.to_string());
-                p.insert("dst_port".into(), self.vxlan_port.to_string());
-                p.insert("vni".into(), vni.to_string());
-                p.insert("MTU".into(), mech_mtu.to_string());
-                Ok(fresh)
-            }
-            "SRV6" => {
-                let mut fresh = false;
-                ipv6_param(m, "src_host_ip")?;
-                ipv6_param(m, "src_localsid")?;
-                let host = self.uplink.srv6_host_ip.ok_or_else(|| {
-                    Status::failed_precondition("SRV6: this forwarder has no IPv6 host address")
-                })?;
-                let mine = |k: &str| -> Option<Ipv6Addr> {
-                    let v: Ipv6Addr = param(m, k).parse().ok()?;
-                    self.lock()
-                        .by_conn
-                        .get(id)
-                        .is_some_and(|l| l.contains(&Alloc::Sid(v)))
-                        .then_some(v)
-                };
-                let (sid, bsid) = match (mine("dst_localsid"), mine("dst_bsid")) {
-                    (Some(s), Some(b)) => (s, b),
-                    _ => {
-                        fresh = true;
-                        (self.alloc_sid(id)?, self.alloc_sid(id)?)
-                    }
-                };
-                let p = &mut m.parameters;
-                p.insert("dst_host_ip".into(), host.to_string());
-                p.insert("dst_localsid".into(), sid.to_string());
-                p.insert("dst_bsid".into(), bsid.to_string());
-                p.insert("dst_hw_addr".into(), format_mac(&self.uplink.mac));
-                p.insert("MTU".into(), mech_mtu.to_string());
-                Ok(fresh)
-            }
-            other => Err(Status::invalid_argument(format!(
-                "connection.mechanism.type: {other:?} is not a remote mechanism vwire serves"
-            ))),
+        if t == MechanismType::Vxlan {
+            self.accept_vxlan(id, m, mech_mtu)
+        } else {
+            self.accept_srv6(id, m, mech_mtu)
         }
+    }
+
+    fn accept_vxlan(&self, id: &str, m: &mut Mechanism, mtu: u32) -> Result<bool, Status> {
+        let v = m.vxlan();
+        let src = v.ip(End::Src).map_err(invalid_param)?;
+        v.port(End::Src).map_err(invalid_param)?;
+        let local = self.uplink.tunnel_ip;
+        if src.is_ipv4() != local.is_ipv4() {
+            return Err(Status::failed_precondition(format!(
+                "connection.mechanism.parameters[src_ip]: {src} and this forwarder's tunnel IP {local} are not of the same family"
+            )));
+        }
+        let mut fresh = false;
+        let vni = match v.vni() {
+            Ok(v)
+                if self
+                    .lock()
+                    .by_conn
+                    .get(id)
+                    .is_some_and(|l| l.contains(&Alloc::Vni(src, v))) =>
+            {
+                v
+            }
+            _ => {
+                fresh = true;
+                self.pick_vni(id, m, src, local)?
+            }
+        };
+        m.vxlan_mut()
+            .set_ip(End::Dst, local)
+            .set_port(End::Dst, self.vxlan_port)
+            .set_vni(vni)
+            .set_mtu(mtu);
+        Ok(fresh)
+    }
+
+    fn accept_srv6(&self, id: &str, m: &mut Mechanism, mtu: u32) -> Result<bool, Status> {
+        let mut fresh = false;
+        let s = m.srv6();
+        s.host_ip(End::Src).map_err(invalid_param)?;
+        s.localsid(End::Src).map_err(invalid_param)?;
+        let host = self.uplink.srv6_host_ip.ok_or_else(|| {
+            Status::failed_precondition("SRV6: this forwarder has no IPv6 host address")
+        })?;
+        let mine = |v: Result<Ipv6Addr, ParamError>| -> Option<Ipv6Addr> {
+            let v = v.ok()?;
+            self.lock()
+                .by_conn
+                .get(id)
+                .is_some_and(|l| l.contains(&Alloc::Sid(v)))
+                .then_some(v)
+        };
+        let (sid, bsid) = match (mine(s.localsid(End::Dst)), mine(s.bsid(End::Dst))) {
+            (Some(s), Some(b)) => (s, b),
+            _ => {
+                fresh = true;
+                (self.alloc_sid(id)?, self.alloc_sid(id)?)
+            }
+        };
+        m.srv6_mut()
+            .set_host_ip(End::Dst, host)
+            .set_localsid(End::Dst, sid)
+            .set_bsid(End::Dst, bsid)
+            .set_hw_addr(End::Dst, self.uplink.mac)
+            .set_mtu(mtu);
+        Ok(fresh)
     }
 
     /// The NSM rule: a random 24-bit VNI, even if the client's address ≤ the server's (byte
     /// compare, `orig_*` preferred), else odd; not in use with this peer.
     fn pick_vni(&self, id: &str, m: &Mechanism, src: IpAddr, dst: IpAddr) -> Result<u32, Status> {
-        let a = param(m, "orig_src_ip").parse().unwrap_or(src);
-        let b = param(m, "orig_dst_ip").parse().unwrap_or(dst);
+        let orig = |end| m.vxlan().orig_ip(end).ok().flatten();
+        let a = orig(End::Src).unwrap_or(src);
+        let b = orig(End::Dst).unwrap_or(dst);
         let even = octets(a) <= octets(b);
         let mut st = self.lock();
         for _ in 0..1024 {
@@ -635,32 +449,23 @@ impl Remote {
     /// The tunnel a complete mechanism describes. `server`: this side accepted it (its half is
     /// `dst_*`), else it offered it (its half is `src_*`).
     pub fn tunnel_of(&self, m: &Mechanism, server: bool) -> Result<TunnelPlan, Status> {
-        let (me, peer) = if server {
-            ("dst", "src")
-        } else {
-            ("src", "dst")
-        };
-        let k = |side: &str, key: &str| format!("{side}_{key}");
-        match m.r#type.as_str() {
-            "VXLAN" => {
-                let local = ip_param(m, &k(me, "ip"))?;
-                let remote = ip_param(m, &k(peer, "ip"))?;
+        let me = if server { End::Dst } else { End::Src };
+        let peer = me.other();
+        match m.mechanism_type() {
+            Ok(MechanismType::Vxlan) => {
+                let v = m.vxlan();
+                let local = v.ip(me).map_err(invalid_param)?;
+                let remote = v.ip(peer).map_err(invalid_param)?;
                 if local.is_ipv4() != remote.is_ipv4() {
                     return Err(Status::failed_precondition(format!(
                         "VXLAN: tunnel IPs {local} and {remote} are not of the same family"
                     )));
                 }
-                let port = port_param(m, &k(peer, "port"))?;
-                let v = param(m, "vni");
-                let vni = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|&v| v < (1 << 24))
-                    .ok_or_else(|| {
-                        Status::invalid_argument(format!(
-                            "connection.mechanism.parameters[vni]: {v:?} is not a 24-bit VNI"
-                        ))
-                    })?;
+                let port = v
+                    .port(peer)
+                    .map_err(invalid_param)?
+                    .unwrap_or(vwire_mechanisms::vxlan::VXLAN_PORT);
+                let vni = v.vni().map_err(invalid_param)?;
                 Ok(TunnelPlan::Vxlan {
                     local,
                     remote,
@@ -668,14 +473,18 @@ impl Remote {
                     vni,
                 })
             }
-            "SRV6" => Ok(TunnelPlan::Srv6 {
-                local_host: ipv6_param(m, &k(me, "host_ip"))?,
-                local_sid: ipv6_param(m, &k(me, "localsid"))?,
-                remote_host: ipv6_param(m, &k(peer, "host_ip"))?,
-                remote_sid: ipv6_param(m, &k(peer, "localsid"))?,
-            }),
-            other => Err(Status::invalid_argument(format!(
-                "connection.mechanism.type: {other:?} is not a remote mechanism"
+            Ok(MechanismType::Srv6) => {
+                let s = m.srv6();
+                Ok(TunnelPlan::Srv6 {
+                    local_host: s.host_ip(me).map_err(invalid_param)?,
+                    local_sid: s.localsid(me).map_err(invalid_param)?,
+                    remote_host: s.host_ip(peer).map_err(invalid_param)?,
+                    remote_sid: s.localsid(peer).map_err(invalid_param)?,
+                })
+            }
+            _ => Err(Status::invalid_argument(format!(
+                "connection.mechanism.type: {:?} is not a remote mechanism",
+                m.r#type
             ))),
         }
     }

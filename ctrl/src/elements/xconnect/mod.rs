@@ -1,0 +1,225 @@
+//! xconnect: builds the dataplane of a connection once the endpoint has answered.
+//!
+//! Each side of the connection (the client's, from the upstream mechanism; the endpoint's, from
+//! the mechanism the endpoint chose) becomes one dataplane port:
+//! - KERNEL: a veth pair whose inner end moves into the namespace named by `inodeURL` and takes
+//!   the name in `name`; the host end is an AF_XDP port. The connection context is applied inside
+//!   (client: `src_ip_addrs`/`src_routes`; endpoint: `dst_ip_addrs`/`dst_routes`; MTU).
+//! - MEMIF toward the client: vwire is the memif server on the abstract socket
+//!   `@/run/vwire/memif/<tag>/memif.socket` inside the client's namespace (`inodeURL`), and
+//!   returns that name as the mechanism's `socketfile`.
+//! - MEMIF toward the endpoint: vwire is the memif client of the endpoint's `socketfile`, inside
+//!   the namespace of the endpoint's `inodeURL`.
+//!
+//! The memif mode follows `Connection.payload` (IP: ip mode, else ethernet). An ETHERNET payload
+//! gets an L2 cross-connect. An IP payload gets an L3 one: between a kernel interface and an
+//! ip-mode memif the Ethernet header is stripped on the way in and added on the way out, and every
+//! kernel interface of an IP vWire gets permanent neighbour entries for the other side's
+//! addresses (the other veth's MAC, or a per-connection MAC that stands for a memif peer), so no
+//! ARP or ND ever crosses an IP vWire.
+//!
+//! MTU: on the way down, a `Connection.context.MTU` of 0 becomes [`MAX_MTU`], and a larger one
+//! is lowered to it (forwarder-vpp's `mtu` element sets 9000, and caps AF_XDP at 3498: a frame
+//! must fit one page for native XDP on a veth, and one 4 KiB buffer of vwire's NSM workers).
+//! The endpoint and both kernel interfaces see the result.
+//!
+//! - VXLAN or SRV6 (a forwarder on another node, on either side): a tunnel through the uplink
+//!   ([`crate::remote`]). The other side's port is joined to it by the uplink's encapsulation
+//!   and demultiplexing instead of a cross-connect. The outer destination MAC is the kernel's
+//!   neighbour entry for the next hop toward the peer (resolved here, then followed). An IP
+//!   payload toward a kernel interface gets a per-connection MAC standing for the tunnel, as
+//!   for a memif peer.
+//!
+//! A refresh finds the connection already wired and changes nothing (no link flap). A failure
+//! undoes what this element built and closes the endpoint side. Close removes the cross-connect
+//! (ports and memif sockets), then the veth pairs. Place it just before connect.
+//!
+//! Files: `plan` reads each side's mechanism and the connection context into what is to be
+//! built; `wire` builds it (veths, contexts, ports, the cross-connect) and `tunnel` the
+//! tunnel of a REMOTE side; `teardown` undoes it. This module holds the element: the MTU
+//! rule, refreshes, the failure path and the PathSegment metrics.
+
+mod plan;
+mod teardown;
+mod tunnel;
+mod wire;
+
+use std::sync::Arc;
+
+use tonic::Status;
+use vwire_proto::connection::Connection;
+use vwire_proto::mechanism::MechanismType;
+use vwire_proto::networkservice::NetworkServiceRequest;
+
+use crate::chain::{connection_of, BoxFut, Element, Next};
+use crate::dataplane::SharedDataplane;
+use crate::elements::metadata::Metadata;
+use crate::remote::Remote;
+
+/// The largest MTU of an NSM connection, and the default for one that sets none.
+pub const MAX_MTU: u32 = 3498;
+
+/// One side of a connection as built.
+#[derive(Clone, Debug)]
+pub(super) enum Built {
+    /// A veth pair: `host` is the AF_XDP end, `iface` the end inside the namespace.
+    Kernel { host: String, iface: String },
+    /// A memif interface on `socket`.
+    Memif { socket: String },
+    /// A tunnel through the uplink (`what`: its type and key, for logs and metrics).
+    Tunnel { what: String },
+}
+
+impl Built {
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Built::Kernel { iface, .. } => format!("{}/{iface}", MechanismType::Kernel),
+            Built::Memif { socket } => format!("{}/{socket}", MechanismType::Memif),
+            Built::Tunnel { what } => what.clone(),
+        }
+    }
+
+    pub(super) fn host_veth(&self) -> Option<&str> {
+        match self {
+            Built::Kernel { host, .. } => Some(host),
+            Built::Memif { .. } | Built::Tunnel { .. } => None,
+        }
+    }
+}
+
+/// What xconnect built for one connection: the client's side, then the endpoint's.
+#[derive(Clone, Debug)]
+pub(super) struct Wired {
+    pub(super) sides: [Built; 2],
+}
+
+/// The xconnect element.
+pub struct Xconnect {
+    metadata: Arc<Metadata>,
+    dataplane: SharedDataplane,
+    remote: Option<Arc<Remote>>,
+}
+
+impl Xconnect {
+    /// An xconnect element programming `dataplane`.
+    pub fn new(
+        metadata: Arc<Metadata>,
+        dataplane: SharedDataplane,
+        remote: Option<Arc<Remote>>,
+    ) -> Self {
+        Self {
+            metadata,
+            dataplane,
+            remote,
+        }
+    }
+}
+
+/// Eight hex digits derived from a connection id (FNV-1a), for interface names: deterministic,
+/// always valid in a name, and distinct for distinct ids whatever characters the ids use.
+pub(super) fn short_tag(id: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
+
+impl Xconnect {
+    /// Writes this hop's PathSegment.metrics the way forwarder-vpp does: `server_*` for the
+    /// client-facing (server-side) interface, `client_*` for the endpoint-facing one.
+    fn annotate(&self, id: &str, w: &Wired, c: &mut Connection) {
+        if let (Built::Memif { socket }, Some(m)) = (&w.sides[0], c.mechanism.as_mut()) {
+            m.memif_mut().set_socketfile(socket);
+        }
+        let totals = self
+            .dataplane
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|core| core.totals(id));
+        let Some(path) = c.path.as_mut() else { return };
+        let Some(seg) = usize::try_from(path.index)
+            .ok()
+            .and_then(|i| path.path_segments.get_mut(i))
+        else {
+            return;
+        };
+        seg.metrics
+            .insert("server_interface".into(), w.sides[0].describe());
+        seg.metrics
+            .insert("client_interface".into(), w.sides[1].describe());
+        if let Some([server, client]) = totals {
+            for (side, t) in [("server", server), ("client", client)] {
+                seg.metrics
+                    .insert(format!("{side}_rx_bytes"), t.rx_bytes.to_string());
+                seg.metrics
+                    .insert(format!("{side}_tx_bytes"), t.tx_bytes.to_string());
+                seg.metrics
+                    .insert(format!("{side}_rx_packets"), t.rx_packets.to_string());
+                seg.metrics
+                    .insert(format!("{side}_tx_packets"), t.tx_packets.to_string());
+                seg.metrics.insert(
+                    format!("{side}_drops"),
+                    t.drops.iter().sum::<u64>().to_string(),
+                );
+            }
+        }
+    }
+}
+
+impl Element for Xconnect {
+    fn request<'a>(
+        &'a self,
+        req: NetworkServiceRequest,
+        next: Next<'a>,
+    ) -> BoxFut<'a, Result<Connection, Status>> {
+        Box::pin(async move {
+            let mut req = req;
+            let id = connection_of(&req)?.id.clone();
+            let mut mtu = MAX_MTU;
+            if let Some(conn) = req.connection.as_mut() {
+                let ctx = conn.context.get_or_insert_with(Default::default);
+                if ctx.mtu == 0 || ctx.mtu > MAX_MTU {
+                    ctx.mtu = MAX_MTU;
+                }
+                mtu = ctx.mtu;
+            }
+            let mut c = next.request(req).await?;
+            // An endpoint that answers without an MTU (or a larger one) gets ours.
+            let ctx = c.context.get_or_insert_with(Default::default);
+            if ctx.mtu == 0 || ctx.mtu > mtu {
+                ctx.mtu = mtu;
+            }
+            if let Some(w) = self.metadata.get::<Wired>(&id) {
+                // A refresh: already wired, nothing to redo; report the counters.
+                self.annotate(&id, &w, &mut c);
+                return Ok(c);
+            }
+            match self.wire(&id, &c).await {
+                Ok(w) => {
+                    tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), "connection wired");
+                    self.annotate(&id, &w, &mut c);
+                    self.metadata.set(&id, w);
+                    Ok(c)
+                }
+                Err(e) => {
+                    if let Err(ce) = next.close(c).await {
+                        tracing::warn!("closing the endpoint side after a failure: {ce}");
+                    }
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
+        Box::pin(async move {
+            if let Some(w) = self.metadata.take::<Wired>(&conn.id) {
+                self.unwire(&conn.id, &w).await;
+            }
+            next.close(conn).await
+        })
+    }
+}
