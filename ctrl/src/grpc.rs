@@ -21,16 +21,6 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 use crate::chain::Chain;
 use crate::transport::{TransportError, Url};
 
-/// The listen/dial URL under its former name, for code that still imports it from here; new
-/// code names [`crate::transport::Url`].
-pub use crate::transport::Url as ListenOn;
-
-/// A lazily connected channel to `url` with the default dial timeout; see
-/// [`crate::transport::dial_lazy`], which new code calls directly.
-pub fn lazy_channel(url: &Url) -> Result<tonic::transport::Channel, TransportError> {
-    crate::transport::dial_lazy(url, crate::transport::DIAL_TIMEOUT)
-}
-
 /// Where MonitorConnections gets its events (the monitor element, see [`crate::server`]).
 pub trait ConnectionEvents: Send + Sync {
     /// The initial state (the connections matching `sel`) and the stream of later events,

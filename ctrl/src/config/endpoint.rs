@@ -3,7 +3,7 @@
 
 use super::de::section;
 use super::{ConfigError, Ctx, EndpointConfig};
-use crate::grpc::ListenOn;
+use crate::transport::Url;
 
 section! {
     /// `[[endpoint]]`.
@@ -31,8 +31,8 @@ pub(super) fn validate(
                 format!("duplicate endpoint name {:?}", e.name),
             ));
         }
-        let url = ListenOn::parse(&e.url)
-            .map_err(|err| ctx.err(&format!("{path}.url"), err.to_string()))?;
+        let url =
+            Url::parse(&e.url).map_err(|err| ctx.err(&format!("{path}.url"), err.to_string()))?;
         endpoints.push(EndpointConfig {
             name: e.name,
             url,

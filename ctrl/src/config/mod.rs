@@ -114,7 +114,7 @@ pub struct EndpointConfig {
     /// Its name (`network_service_endpoint_name` in requests).
     pub name: String,
     /// Where it listens.
-    pub url: crate::grpc::ListenOn,
+    pub url: crate::transport::Url,
     /// The network service it serves, for requests that name no endpoint.
     pub service: Option<String>,
 }
@@ -145,7 +145,7 @@ pub struct Config {
     /// This hop's name in NSM paths (NSM_NAME).
     pub nsm_name: String,
     /// Where the NSM gRPC API is served (NSM_LISTEN_ON); none: not served.
-    pub nsm_listen_on: Option<crate::grpc::ListenOn>,
+    pub nsm_listen_on: Option<crate::transport::Url>,
     /// The REMOTE mechanisms' settings.
     pub remote: RemoteConfig,
     /// Ports, in file order; a port's index is its port id.

@@ -3,7 +3,7 @@
 use super::de::section;
 use super::srv6::Srv6;
 use super::{ConfigError, Ctx, RemoteConfig};
-use crate::grpc::ListenOn;
+use crate::transport::Url;
 
 section! {
     /// `[nsm]`; each key also has forwarder-vpp's `NSM_*` variable.
@@ -26,7 +26,7 @@ section! {
 /// The validated `[nsm]`.
 pub(super) struct Nsm {
     pub(super) name: String,
-    pub(super) listen_on: Option<ListenOn>,
+    pub(super) listen_on: Option<Url>,
     pub(super) remote: RemoteConfig,
 }
 
@@ -67,7 +67,7 @@ impl NsmSection {
         }
         let listen_on = match self.listen_on.as_str() {
             "" => None,
-            url => Some(ListenOn::parse(url).map_err(|e| ctx.err("nsm.listen_on", e.to_string()))?),
+            url => Some(Url::parse(url).map_err(|e| ctx.err("nsm.listen_on", e.to_string()))?),
         };
         let remote = RemoteConfig {
             tunnel_ip,

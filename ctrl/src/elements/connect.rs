@@ -33,8 +33,8 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 use crate::chain::{connection_of, BoxFut, Element, Next};
 use crate::config::EndpointConfig;
 use crate::elements::metadata::Metadata;
-use crate::grpc::ListenOn;
 use crate::remote::Remote;
+use crate::transport::{dial_lazy, Url, DIAL_TIMEOUT};
 
 /// How long the endpoint may take to answer a request or a close.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,8 +51,8 @@ pub struct Connect {
     remote: Option<Arc<Remote>>,
 }
 
-fn channel_to(url: &ListenOn) -> Result<Channel, Status> {
-    crate::grpc::lazy_channel(url).map_err(|e| Status::internal(format!("endpoint URL: {e}")))
+fn channel_to(url: &Url) -> Result<Channel, Status> {
+    dial_lazy(url, DIAL_TIMEOUT).map_err(|e| Status::internal(format!("endpoint URL: {e}")))
 }
 
 impl Connect {
@@ -116,8 +116,8 @@ impl Connect {
 
 fn describe(ep: &EndpointConfig) -> String {
     match &ep.url {
-        ListenOn::Unix(p) => format!("endpoint {:?} (unix://{})", ep.name, p.display()),
-        ListenOn::Tcp(a) => format!("endpoint {:?} (tcp://{a})", ep.name),
+        Url::Unix(p) => format!("endpoint {:?} (unix://{})", ep.name, p.display()),
+        Url::Tcp(a) => format!("endpoint {:?} (tcp://{a})", ep.name),
     }
 }
 
@@ -134,7 +134,7 @@ impl Element for Connect {
             let mut down = conn.clone();
             down.mechanism = None;
             down.network_service_endpoint_name = ep.name.clone();
-            let remote_hop = matches!(ep.url, ListenOn::Tcp(_));
+            let remote_hop = matches!(ep.url, Url::Tcp(_));
             let payload_ip = conn.is_ip_payload();
             // A refresh re-offers what the endpoint chose before.
             let previous = self

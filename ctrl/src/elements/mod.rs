@@ -1,5 +1,5 @@
 //! The chain elements of vwire's NSM server, one concern each (see [`crate::chain`]). Their order
-//! is set in [`crate::grpc`]:
+//! is set in [`crate::server`]:
 //!
 //! updatepath → begin → metadata → timeout → monitor → mechanisms → xconnect → connect
 //!
