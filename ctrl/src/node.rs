@@ -104,20 +104,10 @@ impl From<DataplaneError> for NodeError {
 
 /// Pins the calling thread (and so every thread it spawns later) to `cpus`.
 fn pin_control_thread(cpus: &[usize]) -> Result<(), NodeError> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-        // SAFETY: c is below CPU_SETSIZE, inside `set`.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    // SAFETY: pid 0 is this thread; `set` is a live cpu_set_t of the size passed.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) } != 0 {
-        return Err(NodeError::Io {
-            what: format!("pinning the control thread to CPUs {cpus:?}"),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    vwire_dataplane::cpu::pin_current_thread(cpus).map_err(|source| NodeError::Io {
+        what: format!("pinning the control thread to CPUs {cpus:?}"),
+        source,
+    })
 }
 
 /// The running dataplane and what must outlive it.

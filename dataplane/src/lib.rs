@@ -12,6 +12,7 @@
 //! - [`worker`]: a poll-mode thread pinned to one CPU that runs its ports' receive bursts to
 //!   completion (receive → look up → transmit) with adaptive idling.
 //! - [`counters`]: per-port, per-worker counters written by one worker each and summed on read.
+//! - [`cpu`]: CPU affinity (pinning a thread, reading the allowed CPUs).
 //! - [`engine`]: builds the workers, starts them and stops them.
 //! - [`checksum`]: completes the partial TCP/UDP checksums that virtual devices leave behind.
 //! - [`mem_port`]: an in-memory port pair, used by benches and tests with no kernel involved.
@@ -23,6 +24,7 @@
 pub mod buffer;
 pub mod checksum;
 pub mod counters;
+pub mod cpu;
 pub mod engine;
 pub mod mem_port;
 pub mod port;

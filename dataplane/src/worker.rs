@@ -589,25 +589,7 @@ impl Worker {
 
     /// Pins the calling thread to `cpu`.
     pub fn pin_current_thread(cpu: usize) -> Result<(), WorkerError> {
-        // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(WorkerError::Pin {
-                cpu,
-                source: std::io::Error::from_raw_os_error(libc::EINVAL),
-            });
-        }
-        // SAFETY: cpu is below CPU_SETSIZE (checked above), so the bit is inside `set`.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
-        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-        if rc != 0 {
-            return Err(WorkerError::Pin {
-                cpu,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        crate::cpu::pin_current_thread(&[cpu]).map_err(|source| WorkerError::Pin { cpu, source })
     }
 
     /// Runs until the stop flag is set, then returns itself (so that the caller drops the ports

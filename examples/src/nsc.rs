@@ -119,11 +119,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_iface(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 15 || s.contains(['/', ' ', '\0']) || s == "." || s == ".." {
-        return Err(format!(
-            "{s:?}: a Linux interface name has 1..=15 characters and no '/' or spaces"
-        ));
-    }
+    vwire_mechanisms::kernel::validate_ifname(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 

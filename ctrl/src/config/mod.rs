@@ -200,19 +200,9 @@ impl Host for RealHost {
     }
 }
 
-/// The CPUs in this process's affinity mask.
+/// The CPUs in this process's affinity mask (none if the kernel does not say).
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: pid 0 is this thread; `set` is a live cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if rc != 0 {
-        return Vec::new();
-    }
-    (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: i is below CPU_SETSIZE, inside `set`.
-        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
-        .collect()
+    vwire_dataplane::cpu::allowed_cpus().unwrap_or_default()
 }
 
 /// What errors need to name: the file, and which variable set which key.

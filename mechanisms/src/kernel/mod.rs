@@ -48,7 +48,7 @@ pub use ipnet::IpNet;
 pub use link::{create_veth_into, delete_veth, VethPair, VethSpec};
 pub use neigh::{resolve, route_to, NeighError, NeighEvent, NeighWatcher, NextHop};
 pub use netlink::{LinkState, NetlinkIn};
-pub use netns::Netns;
+pub use netns::{url_to_path as netns_url_path, Netns};
 
 /// Linux's interface name limit: `IFNAMSIZ` (16) less the terminating NUL.
 pub const IFNAME_MAX: usize = 15;

@@ -170,8 +170,10 @@ fn enter(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// Turns an NSM `inodeURL` (or a plain path) into a path.
-fn url_to_path(url: &str) -> Result<&str, KernelError> {
+/// Turns an NSM `inodeURL` (or a plain path) into the path of the namespace file: the one parser
+/// of namespace URLs, for [`Netns::open`] and for the NSM elements that check a URL before
+/// using it.
+pub fn url_to_path(url: &str) -> Result<&str, KernelError> {
     let invalid = |reason| KernelError::InvalidNetnsUrl {
         url: url.to_string(),
         reason,

@@ -234,12 +234,6 @@ impl Mechanism {
     }
 }
 
-/// The namespace file an `inodeURL` names: `file:///proc/<pid>/ns/net`, `file:///var/run/netns/x`,
-/// or a plain path, without the `file://`.
-pub fn netns_path(url: &str) -> &str {
-    url.strip_prefix("file://").unwrap_or(url)
-}
-
 /// Which half of a REMOTE mechanism's parameters: `src_*` (the client side's) or `dst_*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum End {
@@ -344,7 +338,5 @@ mod tests {
         assert!(c.is_ip_payload());
         assert_eq!(c.payload_type(), Ok(Payload::Ip));
         assert!(!Connection::default().is_ip_payload());
-        assert_eq!(netns_path("file:///proc/1/ns/net"), "/proc/1/ns/net");
-        assert_eq!(netns_path("/var/run/netns/x"), "/var/run/netns/x");
     }
 }

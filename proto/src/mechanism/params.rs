@@ -15,7 +15,6 @@ pub(super) const A_PORT: &str = "a UDP port";
 pub(super) const A_VNI: &str = "a 24-bit VNI";
 pub(super) const AN_MTU: &str = "an MTU";
 pub(super) const A_MAC: &str = "a MAC address";
-pub(super) const AN_IFNAME: &str = "a valid interface name (at most 15 bytes, no '/' or spaces)";
 
 /// The parsing the views share, over one parameters map.
 #[derive(Clone, Copy)]
@@ -79,11 +78,6 @@ impl RawMut<'_> {
     pub(super) fn set(&mut self, key: &str, value: impl fmt::Display) {
         self.0.insert(key.to_string(), value.to_string());
     }
-}
-
-/// Whether `name` can be a Linux interface name: at most 15 bytes, no `/`, no whitespace.
-pub(super) fn valid_ifname(name: &str) -> bool {
-    name.len() <= 15 && !name.contains('/') && !name.chars().any(char::is_whitespace)
 }
 
 pub(super) fn parse_mac(s: &str) -> Option<[u8; 6]> {

@@ -26,8 +26,9 @@ pub mod vxlan;
 use std::sync::Arc;
 
 use tonic::Status;
+use vwire_mechanisms::kernel::netns_url_path;
 use vwire_proto::connection::{Connection, Mechanism};
-use vwire_proto::mechanism::{keys, netns_path, MechanismType, ParamError, Payload};
+use vwire_proto::mechanism::{keys, MechanismType, ParamError, Payload};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
@@ -147,13 +148,15 @@ pub fn invalid_param(e: ParamError) -> Status {
 /// a namespace by device and inode, and are resolved when it is opened).
 fn check_netns(m: &Mechanism) -> Result<(), Status> {
     match m.parameters.get(keys::INODE_URL).filter(|u| !u.is_empty()) {
-        Some(url)
-            if !url.starts_with("inode://") && !std::path::Path::new(netns_path(url)).exists() =>
-        {
-            Err(Status::not_found(format!(
+        Some(url) if !url.starts_with("inode://") => match netns_url_path(url) {
+            Ok(path) if std::path::Path::new(path).exists() => Ok(()),
+            Ok(_) => Err(Status::not_found(format!(
                 "connection.mechanism.parameters[inodeURL]: namespace {url:?} does not exist"
-            )))
-        }
+            ))),
+            Err(e) => Err(Status::invalid_argument(format!(
+                "connection.mechanism.parameters[inodeURL]: {e}"
+            ))),
+        },
         _ => Ok(()),
     }
 }
@@ -286,6 +289,17 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
+        for url in ["http://x/ns", "file://relative/ns"] {
+            let e = select(&c, &[mech("KERNEL", &[("inodeURL", url)])]).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{url}");
+            assert!(
+                e.message().starts_with(
+                    "connection.mechanism.parameters[inodeURL]: invalid network namespace URL"
+                ),
+                "{url}: {}",
+                e.message()
+            );
+        }
         let c = Connection {
             mechanism: Some(mech("WIREGUARD", &[])),
             ..Default::default()

@@ -7,10 +7,11 @@
 //! mechanism type xconnect cannot build is Unimplemented.
 
 use tonic::Status;
+use vwire_mechanisms::kernel::netns_url_path;
 use vwire_mechanisms::kernel::{self, IpContextSpec, IpNet, NetlinkIn, RouteSpec};
 use vwire_mechanisms::memif::port::Role;
 use vwire_proto::connection::Mechanism;
-use vwire_proto::mechanism::{keys, netns_path, MechanismType};
+use vwire_proto::mechanism::{keys, MechanismType};
 
 use crate::elements::mechanisms::{srv6, vxlan};
 
@@ -71,7 +72,15 @@ pub(super) fn plan(m: Option<&Mechanism>, side: Side, tag: &str) -> Result<Plan,
             Ok(Plan::Memif {
                 socket: format!("@/run/vwire/memif/{tag}/memif.socket"),
                 role: Role::Server,
-                netns: Some(netns_path(url).into()),
+                netns: Some(
+                    netns_url_path(url)
+                        .map_err(|e| {
+                            Status::invalid_argument(format!(
+                                "connection.mechanism.parameters[inodeURL]: {e}"
+                            ))
+                        })?
+                        .into(),
+                ),
             })
         }
         (MechanismType::Memif, Side::Endpoint) => {
@@ -81,16 +90,26 @@ pub(super) fn plan(m: Option<&Mechanism>, side: Side, tag: &str) -> Result<Plan,
                     "the endpoint's MEMIF mechanism has no parameters[socketfile]",
                 ));
             };
-            let url = p.inode_url();
-            if let Some(url) = url.filter(|u| !std::path::Path::new(netns_path(u)).exists()) {
-                return Err(Status::failed_precondition(format!(
-                    "the endpoint's MEMIF parameters[inodeURL]: namespace {url:?} does not exist"
-                )));
-            }
+            let netns = match p.inode_url() {
+                None => None,
+                Some(url) => match netns_url_path(url) {
+                    Ok(path) if std::path::Path::new(path).exists() => Some(path.into()),
+                    Ok(_) => {
+                        return Err(Status::failed_precondition(format!(
+                            "the endpoint's MEMIF parameters[inodeURL]: namespace {url:?} does not exist"
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(Status::failed_precondition(format!(
+                            "the endpoint's MEMIF parameters[inodeURL]: {e}"
+                        )))
+                    }
+                },
+            };
             Ok(Plan::Memif {
                 socket: socket.to_string(),
                 role: Role::Client,
-                netns: url.map(|u| netns_path(u).into()),
+                netns,
             })
         }
         (MechanismType::Vxlan | MechanismType::Srv6, side) => Ok(Plan::Tunnel {
