@@ -29,7 +29,7 @@
 //! for mechanisms the peer did not pick.
 //!
 //! This is the state the VXLAN and SRV6 elements (`crate::elements::mechanisms`), connect and
-//! xconnect share, and the uplink that `main` finds at startup ([`Uplink::discover`], in the
+//! xconnect share, and the uplink that [`crate::node`] finds at startup ([`Uplink::discover`], in the
 //! `uplink` file); it is not a chain element itself, so it stays outside `elements`.
 
 use std::collections::{HashMap, HashSet};
@@ -43,7 +43,6 @@ use vwire_proto::connection::Mechanism;
 use vwire_proto::mechanism::{End, MechanismType, ParamError};
 
 use crate::config::RemoteConfig;
-use crate::elements::mechanisms::invalid_param;
 
 mod uplink;
 
@@ -118,6 +117,12 @@ pub struct Remote {
 }
 
 /// A parameter's raw value, "" when absent (tests read offers with it).
+/// A bad parameter in a request's REMOTE mechanism: InvalidArgument naming it
+/// (`connection.mechanism.parameters[<key>]: …`).
+fn invalid_param(e: ParamError) -> Status {
+    Status::invalid_argument(format!("connection.mechanism.{e}"))
+}
+
 #[cfg(test)]
 fn param<'a>(m: &'a Mechanism, k: &str) -> &'a str {
     m.parameters.get(k).map(String::as_str).unwrap_or("")

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tonic::Status;
 use vwire_mechanisms::kernel::netns_url_path;
 use vwire_proto::connection::{Connection, Mechanism};
-use vwire_proto::mechanism::{keys, MechanismType, ParamError, Payload};
+use vwire_proto::mechanism::{keys, MechanismType, Payload};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
@@ -136,12 +136,6 @@ impl Mechanisms {
         check_netns(m)?;
         Ok((e, m))
     }
-}
-
-/// A bad parameter in a request's mechanism: InvalidArgument naming it
-/// (`connection.mechanism.parameters[<key>]: …`).
-pub fn invalid_param(e: ParamError) -> Status {
-    Status::invalid_argument(format!("connection.mechanism.{e}"))
 }
 
 /// An `inodeURL` that names a namespace file must name one that exists (`inode://` URLs name
