@@ -33,3 +33,5 @@ echo "== fuzz targets build"
 fuzz/build.sh --quiet
 echo "== cargo test"
 cargo test --workspace --all-targets
+echo "== doc tests (incl. the compile_fail proofs of the RCU API)"
+cargo test --workspace --doc
