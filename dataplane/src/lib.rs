@@ -14,6 +14,9 @@
 //! - [`counters`]: per-port, per-worker counters written by one worker each and summed on read.
 //! - [`engine`]: builds the workers, starts them and stops them.
 //! - [`checksum`]: completes the partial TCP/UDP checksums that virtual devices leave behind.
+//! - [`wire`]: zero-copy views of the packet headers vwire parses and writes, their constants,
+//!   the L2 walk and the Internet checksum, shared by the dataplane, the mechanisms and the
+//!   examples.
 //! - [`mem_port`]: an in-memory port pair, used by benches and tests with no kernel involved.
 //! - [`test_utils`]: hand-driven workers over in-memory ports, for benches and tests.
 //!
@@ -30,6 +33,7 @@ pub mod rcu;
 pub mod table;
 pub mod test_utils;
 pub mod tunnel;
+pub mod wire;
 pub mod worker;
 
 pub use buffer::{BufIdx, BufferPool};

@@ -1,0 +1,297 @@
+//! IPv4 headers (RFC 791).
+
+use std::net::Ipv4Addr;
+
+use super::checksum;
+use super::{read_array, read_u16, write_u16, Error, Field, IpProtocol};
+
+/// Header without options.
+pub const HEADER_LEN: usize = 20;
+/// Longest header: IHL 15.
+pub const MAX_HEADER_LEN: usize = 60;
+/// Flags and fragment offset field: don't fragment.
+pub const FLAG_DF: u16 = 0x4000;
+/// Flags and fragment offset field: more fragments.
+pub const FLAG_MF: u16 = 0x2000;
+/// Flags and fragment offset field: the offset, in 8-byte units.
+pub const OFFSET_MASK: u16 = 0x1fff;
+
+mod field {
+    use super::Field;
+    pub(super) const VER_IHL: usize = 0;
+    pub(super) const LENGTH: Field = 2..4;
+    pub(super) const IDENT: Field = 4..6;
+    pub(super) const FLG_OFF: Field = 6..8;
+    pub(super) const TTL: usize = 8;
+    pub(super) const PROTOCOL: usize = 9;
+    pub(super) const CHECKSUM: Field = 10..12;
+    pub(super) const SRC_ADDR: Field = 12..16;
+    pub(super) const DST_ADDR: Field = 16..20;
+}
+
+/// A read/write view of an IPv4 packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// A checked view; see [`Ipv4Packet::check_len`]. Bytes after the total length (Ethernet
+    /// padding) are allowed and ignored by [`Ipv4Packet::payload`].
+    ///
+    /// # Errors
+    /// As [`Ipv4Packet::check_len`].
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// Checks, in this order: 20 bytes present ([`Error::Truncated`]), version 4
+    /// ([`Error::BadVersion`]), IHL ≥ 5 ([`Error::BadHeaderLen`]), header length ≤ total length
+    /// ≤ buffer length ([`Error::BadLength`]). The header checksum is not checked
+    /// ([`Ipv4Packet::verify_checksum`]).
+    ///
+    /// # Errors
+    /// The first check that failed.
+    #[inline]
+    pub fn check_len(&self) -> Result<(), Error> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if self.version() != 4 {
+            return Err(Error::BadVersion);
+        }
+        let hlen = self.header_len();
+        if hlen < HEADER_LEN {
+            return Err(Error::BadHeaderLen);
+        }
+        let total = self.total_len();
+        if total < hlen || total > len {
+            return Err(Error::BadLength);
+        }
+        Ok(())
+    }
+
+    /// The buffer.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The version nibble.
+    #[inline]
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_IHL] >> 4
+    }
+
+    /// Header length in bytes (IHL × 4).
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+
+    /// Total length in bytes, header included.
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        usize::from(read_u16(self.buffer.as_ref(), field::LENGTH))
+    }
+
+    /// Identification.
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::IDENT)
+    }
+
+    /// The flags and fragment offset field, raw ([`FLAG_DF`], [`FLAG_MF`], [`OFFSET_MASK`]).
+    #[inline]
+    pub fn flags_and_offset(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::FLG_OFF)
+    }
+
+    /// More fragments follow.
+    #[inline]
+    pub fn more_frags(&self) -> bool {
+        self.flags_and_offset() & FLAG_MF != 0
+    }
+
+    /// Fragment offset in bytes.
+    #[inline]
+    pub fn frag_offset(&self) -> usize {
+        usize::from(self.flags_and_offset() & OFFSET_MASK) * 8
+    }
+
+    /// Whether this is a fragment: MF set or a non-zero offset.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        self.flags_and_offset() & (FLAG_MF | OFFSET_MASK) != 0
+    }
+
+    /// Time to live.
+    #[inline]
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    /// The protocol, raw.
+    #[inline]
+    pub fn protocol_raw(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
+    /// The protocol.
+    #[inline]
+    pub fn protocol(&self) -> IpProtocol {
+        IpProtocol::from_raw(self.protocol_raw())
+    }
+
+    /// The header checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    /// Source address bytes.
+    #[inline]
+    pub fn src_bytes(&self) -> [u8; 4] {
+        read_array(self.buffer.as_ref(), field::SRC_ADDR)
+    }
+
+    /// Destination address bytes.
+    #[inline]
+    pub fn dst_bytes(&self) -> [u8; 4] {
+        read_array(self.buffer.as_ref(), field::DST_ADDR)
+    }
+
+    /// Source address.
+    #[inline]
+    pub fn src_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.src_bytes())
+    }
+
+    /// Destination address.
+    #[inline]
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.dst_bytes())
+    }
+
+    /// The header, options included (empty if a setter made the IHL exceed the buffer).
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        self.buffer
+            .as_ref()
+            .get(..self.header_len())
+            .unwrap_or_default()
+    }
+
+    /// Whether the header checksum is right: the header sums to 0xffff. The common 20-byte
+    /// header takes an unrolled sum.
+    #[inline]
+    pub fn verify_checksum(&self) -> bool {
+        //= rfc791: "The checksum field is the 16 bit one's complement of the one's
+        //= complement sum of all 16 bit words in the header."
+        let d = self.buffer.as_ref();
+        let hlen = self.header_len();
+        match d.first_chunk::<HEADER_LEN>() {
+            Some(h) if hlen == HEADER_LEN => checksum::sum_array(h) == 0xffff,
+            _ => d.get(..hlen).is_some_and(|h| checksum::sum(h) == 0xffff),
+        }
+    }
+
+    /// The payload: from the end of the header to the total length (empty if a setter made
+    /// the lengths inconsistent).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        self.buffer.as_ref().get(h..t).unwrap_or_default()
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
+    /// Sets version 4 and the header length (a multiple of 4 from 20 to 60).
+    #[inline]
+    pub fn set_version_and_header_len(&mut self, hlen: usize) {
+        let ihl = u8::try_from(hlen / 4).unwrap_or(0x0f) & 0x0f;
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ihl;
+    }
+
+    /// Sets the total length.
+    #[inline]
+    pub fn set_total_len(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::LENGTH, v);
+    }
+
+    /// Sets the identification.
+    #[inline]
+    pub fn set_ident(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::IDENT, v);
+    }
+
+    /// Sets the flags and fragment offset field, raw.
+    #[inline]
+    pub fn set_flags_and_offset(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::FLG_OFF, v);
+    }
+
+    /// Sets the time to live.
+    #[inline]
+    pub fn set_ttl(&mut self, v: u8) {
+        self.buffer.as_mut()[field::TTL] = v;
+    }
+
+    /// Sets the protocol.
+    #[inline]
+    pub fn set_protocol(&mut self, p: IpProtocol) {
+        self.buffer.as_mut()[field::PROTOCOL] = p.raw();
+    }
+
+    /// Sets the checksum field (a number, stored big-endian).
+    #[inline]
+    pub fn set_checksum(&mut self, v: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
+    }
+
+    /// Sets the checksum field from memory-order bytes (a complemented native-order sum).
+    #[inline]
+    pub fn set_checksum_bytes(&mut self, v: [u8; 2]) {
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v);
+    }
+
+    /// Sets the source address.
+    #[inline]
+    pub fn set_src_addr(&mut self, a: [u8; 4]) {
+        self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
+    }
+
+    /// Sets the destination address.
+    #[inline]
+    pub fn set_dst_addr(&mut self, a: [u8; 4]) {
+        self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&a);
+    }
+
+    /// Computes and stores the header checksum over [`Ipv4Packet::header_len`] bytes (clamped
+    /// to the buffer).
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let hlen = self.header_len();
+        let d = self.buffer.as_ref();
+        let c = checksum::checksum(d.get(..hlen).unwrap_or(d));
+        self.set_checksum(c);
+    }
+
+    /// The payload, writable; see [`Ipv4Packet::payload`].
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (h, t) = (self.header_len(), self.total_len());
+        self.buffer.as_mut().get_mut(h..t).unwrap_or_default()
+    }
+}

@@ -1,0 +1,118 @@
+//! Wire formats: zero-copy views over packet bytes, smoltcp style, and the constants of the
+//! formats vwire parses and writes. This is the only place that knows where a field sits.
+//!
+//! Each header has a view `Xxx<T: AsRef<[u8]>>` over a byte buffer that starts with the header:
+//! [`ethernet::EthernetFrame`], [`ipv4::Ipv4Packet`], [`ipv6::Ipv6Packet`], [`srh::SrhPacket`],
+//! [`udp::UdpPacket`], [`vxlan::VxlanHeader`]. Field offsets live in a private `mod field` of
+//! each module, and nowhere else. Getters read the buffer; with `T: AsMut<[u8]>` setters write
+//! it. Nothing is copied and nothing allocates.
+//!
+//! # Usage order
+//!
+//! 1. [`ethernet::walk`] (or [`ethernet::walk_from`]) skips the Ethernet header and its VLAN tags
+//!    and gives the L3 offset and EtherType ([`L3`]): the one L2 walk every parser shares.
+//! 2. `new_checked` on the bytes from there, e.g. [`ipv4::Ipv4Packet::new_checked`]. It checks,
+//!    in the order the parsers report them: the fixed header fits ([`Error::Truncated`]), the
+//!    version ([`Error::BadVersion`]), header length ([`Error::BadHeaderLen`]) and length fields
+//!    ([`Error::BadLength`]). The exact checks are listed on each `check_len`.
+//! 3. Getters, then the next header's view on `payload()`.
+//!
+//! # Panic-freedom contract
+//!
+//! A view built by `new_checked` never panics on any of its getters or setters, whatever the
+//! bytes. `new_unchecked` skips the checks; a caller that uses it must have checked the length
+//! itself (each use says where), otherwise the getters may panic. Getters of variable-length
+//! parts (segments of an SRH, options) return `Option` or stop at the buffer's end instead of
+//! trusting a length field. Property tests (`tests.rs`) feed every view arbitrary bytes.
+//!
+//! # VLAN tags: one rule
+//!
+//! [`ethernet::walk`] skips **up to two** tags, each 802.1Q (TPID 0x8100) or 802.1ad (0x88a8),
+//! in any order, and ignores their VLAN IDs. A third tag is returned as the EtherType (so it is
+//! "not IP" to every caller). This is what checksum completion always did; the VXLAN and SRv6
+//! decapsulations, which skipped one 802.1Q tag, now take a QinQ-tagged outer frame as well
+//! (vwire's XDP program steers no tagged frame to them, so nothing changes on the packet path).
+//!
+//! # Checksums
+//!
+//! [`checksum`] is the one RFC 1071 implementation: sums are native-order one's complement
+//! values (byte-order independent, RFC 1071 §2(B)), so nothing is swapped until a value is
+//! stored.
+
+pub mod checksum;
+pub mod ethernet;
+pub mod ip;
+pub mod ipv4;
+pub mod ipv6;
+pub mod srh;
+pub mod udp;
+pub mod vxlan;
+
+#[cfg(test)]
+mod tests;
+
+pub use ethernet::{EtherType, EthernetFrame, L3};
+pub use ip::IpProtocol;
+pub use ipv4::Ipv4Packet;
+pub use ipv6::Ipv6Packet;
+pub use srh::SrhPacket;
+pub use udp::UdpPacket;
+pub use vxlan::VxlanHeader;
+
+/// Ethernet header without a tag: 14.
+pub const ETH_HLEN: usize = ethernet::HEADER_LEN;
+/// One 802.1Q / 802.1ad tag: 4.
+pub const VLAN_TAG_LEN: usize = ethernet::VLAN_TAG_LEN;
+/// IPv4 header without options: 20.
+pub const IPV4_HLEN: usize = ipv4::HEADER_LEN;
+/// IPv6 fixed header: 40.
+pub const IPV6_HLEN: usize = ipv6::HEADER_LEN;
+/// UDP header: 8.
+pub const UDP_HLEN: usize = udp::HEADER_LEN;
+/// VXLAN header: 8.
+pub const VXLAN_HLEN: usize = vxlan::HEADER_LEN;
+
+/// Why a view could not be built. One unit-like variant per kind of failure, in the order the
+/// checks run; callers map them to their own drop reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Error {
+    /// the buffer ends inside the (fixed part of the) header
+    #[error("truncated header")]
+    Truncated,
+    /// the IP version field does not match the header type
+    #[error("bad IP version")]
+    BadVersion,
+    /// a header length field below the fixed header (IPv4 IHL < 5)
+    #[error("bad header length")]
+    BadHeaderLen,
+    /// a length field below the header, or beyond the buffer
+    #[error("bad length")]
+    BadLength,
+}
+
+/// A field: a byte range inside a header.
+type Field = core::ops::Range<usize>;
+/// The rest of a packet after its header.
+type Rest = core::ops::RangeFrom<usize>;
+
+/// Reads a big-endian u16 field. Panics if `f` is beyond `d`: views call it only on checked
+/// buffers.
+#[inline]
+fn read_u16(d: &[u8], f: Field) -> u16 {
+    let b = &d[f];
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+/// Writes a big-endian u16 field; see [`read_u16`].
+#[inline]
+fn write_u16(d: &mut [u8], f: Field, v: u16) {
+    d[f].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Reads an `N`-byte field (an address) as an array; see [`read_u16`].
+#[inline]
+fn read_array<const N: usize>(d: &[u8], f: Field) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&d[f]);
+    a
+}

@@ -1,0 +1,87 @@
+//! VXLAN headers (RFC 7348 §5).
+
+use super::{read_array, Error, Field};
+
+/// The header.
+pub const HEADER_LEN: usize = 8;
+/// The IANA VXLAN port (RFC 7348 §5).
+pub const PORT: u16 = 4789;
+/// The I flag: the VNI is valid.
+pub const FLAG_I: u8 = 0x08;
+
+mod field {
+    use super::Field;
+    pub(super) const FLAGS: usize = 0;
+    pub(super) const RESERVED1: Field = 1..4;
+    pub(super) const VNI: Field = 4..7;
+    pub(super) const RESERVED2: usize = 7;
+}
+
+/// A read/write view of a VXLAN header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> VxlanHeader<T> {
+    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// A view of a buffer holding at least the header.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] for a shorter buffer.
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, Error> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        Ok(Self::new_unchecked(buffer))
+    }
+
+    /// The buffer.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The flags byte.
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// Whether the I flag is set.
+    #[inline]
+    pub fn has_vni(&self) -> bool {
+        self.flags() & FLAG_I != 0
+    }
+
+    /// The VNI's three bytes, network order.
+    #[inline]
+    pub fn vni_bytes(&self) -> [u8; 3] {
+        read_array(self.buffer.as_ref(), field::VNI)
+    }
+
+    /// The 24-bit VNI.
+    #[inline]
+    pub fn vni(&self) -> u32 {
+        let [a, b, c] = self.vni_bytes();
+        u32::from_be_bytes([0, a, b, c])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanHeader<T> {
+    /// Writes the header: the I flag, the VNI's three bytes, reserved fields zero.
+    #[inline]
+    pub fn write(&mut self, vni: [u8; 3]) {
+        let d = self.buffer.as_mut();
+        d[field::FLAGS] = FLAG_I;
+        d[field::RESERVED1].fill(0);
+        d[field::VNI].copy_from_slice(&vni);
+        d[field::RESERVED2] = 0;
+    }
+}
