@@ -40,7 +40,28 @@ fn word(c: &[u8]) -> u64 {
     }
 }
 
-/// Adds `data` to a 64-bit accumulator; the remainder of an odd length is zero-padded.
+/// The sum of `data`'s 4-byte words in a 64-bit accumulator, a short tail zero-padded (this
+/// keeps 16-bit alignment as long as `data` starts at an even offset of the summed bytes).
+#[inline]
+fn words(data: &[u8]) -> u64 {
+    let mut s = 0u64;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        s += word(w);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 4];
+        for (d, b) in w.iter_mut().zip(rest) {
+            *d = *b;
+        }
+        s += u64::from(u32::from_ne_bytes(w));
+    }
+    s
+}
+
+/// Adds `data` to a 64-bit accumulator: four independent accumulators over 32-byte blocks, then
+/// the remaining words.
 #[inline]
 fn accumulate(data: &[u8]) -> u64 {
     let mut acc = [0u64; 4];
@@ -50,21 +71,8 @@ fn accumulate(data: &[u8]) -> u64 {
             acc[i % 4] += word(w);
         }
     }
-    let mut words = blocks.remainder().chunks_exact(4);
-    let mut s = acc[0] + acc[1] + acc[2] + acc[3];
-    for w in &mut words {
-        s += word(w);
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        // Zero padding keeps 16-bit alignment: the remainder starts at a multiple of 4.
-        let mut w = [0u8; 4];
-        for (d, b) in w.iter_mut().zip(rest) {
-            *d = *b;
-        }
-        s += u64::from(u32::from_ne_bytes(w));
-    }
-    s
+    // The remainder starts at a multiple of 32: 16-bit alignment is kept.
+    acc[0] + acc[1] + acc[2] + acc[3] + words(blocks.remainder())
 }
 
 /// The one's complement sum of `data` as a native-order 16-bit value (not complemented). An odd
@@ -79,20 +87,7 @@ pub fn sum(data: &[u8]) -> u16 {
 #[inline]
 #[must_use]
 pub fn sum_array<const N: usize>(data: &[u8; N]) -> u16 {
-    let mut s = 0u64;
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        s += word(w);
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 4];
-        for (d, b) in w.iter_mut().zip(rest) {
-            *d = *b;
-        }
-        s += u64::from(u32::from_ne_bytes(w));
-    }
-    fold(s)
+    fold(words(data))
 }
 
 /// Adds two native-order 16-bit one's complement values (end-around carry).

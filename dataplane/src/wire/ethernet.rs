@@ -1,7 +1,7 @@
 //! Ethernet II (IEEE 802.3) headers, 802.1Q / 802.1ad VLAN tags, and the L2 walk every parser
 //! shares ([`walk`]). The VLAN rule is in the module docs of [`super`].
 
-use super::{read_array, read_u16, write_u16, Error, Field, Rest};
+use super::{check_fixed, read_array, read_u16, write_u16, Error, Field, Rest};
 
 /// Ethernet header without a tag: destination, source, EtherType.
 pub const HEADER_LEN: usize = 14;
@@ -101,47 +101,19 @@ impl From<EtherType> for u16 {
     }
 }
 
-/// A read/write view of an Ethernet frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an Ethernet frame.
+    EthernetFrame
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view of a buffer that holds at least the 14-byte header.
-    ///
-    /// # Errors
-    /// [`Error::Truncated`] for a shorter buffer.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let f = Self::new_unchecked(buffer);
-        f.check_len()?;
-        Ok(f)
-    }
-
     /// Checks that the header fits.
     ///
     /// # Errors
     /// [`Error::Truncated`] if the buffer is shorter than [`HEADER_LEN`].
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// The buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
+        check_fixed(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// Destination MAC address.

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::{read_array, read_u16, write_u16, Error, Field, IpProtocol};
+use super::{check_fixed, read_array, read_u16, write_u16, Error, Field, IpProtocol};
 
 /// Header without options.
 pub const HEADER_LEN: usize = 20;
@@ -29,31 +29,12 @@ mod field {
     pub(super) const DST_ADDR: Field = 16..20;
 }
 
-/// A read/write view of an IPv4 packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an IPv4 packet.
+    Ipv4Packet
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A checked view; see [`Ipv4Packet::check_len`]. Bytes after the total length (Ethernet
-    /// padding) are allowed and ignored by [`Ipv4Packet::payload`].
-    ///
-    /// # Errors
-    /// As [`Ipv4Packet::check_len`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks, in this order: 20 bytes present ([`Error::Truncated`]), version 4
     /// ([`Error::BadVersion`]), IHL ≥ 5 ([`Error::BadHeaderLen`]), header length ≤ total length
     /// ≤ buffer length ([`Error::BadLength`]). The header checksum is not checked
@@ -64,9 +45,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        check_fixed(self.buffer.as_ref(), HEADER_LEN)?;
         if self.version() != 4 {
             return Err(Error::BadVersion);
         }
@@ -79,12 +58,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(Error::BadLength);
         }
         Ok(())
-    }
-
-    /// The buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The version nibble.

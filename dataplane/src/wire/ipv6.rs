@@ -2,7 +2,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{read_array, read_u16, write_u16, Error, Field, IpProtocol, Rest};
+use super::{check_fixed, read_array, read_u16, write_u16, Error, Field, IpProtocol, Rest};
 
 /// The fixed header.
 pub const HEADER_LEN: usize = 40;
@@ -18,31 +18,12 @@ mod field {
     pub(super) const PAYLOAD: Rest = 40..;
 }
 
-/// A read/write view of an IPv6 packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of an IPv6 packet.
+    Ipv6Packet
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A checked view; see [`Ipv6Packet::check_len`]. Bytes after the payload length (Ethernet
-    /// padding) are allowed and ignored by [`Ipv6Packet::payload`].
-    ///
-    /// # Errors
-    /// As [`Ipv6Packet::check_len`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks, in this order: 40 bytes present ([`Error::Truncated`]), version 6
     /// ([`Error::BadVersion`]), 40 + payload length ≤ buffer length ([`Error::BadLength`]).
     ///
@@ -51,9 +32,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        check_fixed(self.buffer.as_ref(), HEADER_LEN)?;
         if self.version() != 6 {
             return Err(Error::BadVersion);
         }
@@ -61,12 +40,6 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             return Err(Error::BadLength);
         }
         Ok(())
-    }
-
-    /// The buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The version nibble.

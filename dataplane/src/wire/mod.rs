@@ -39,6 +39,44 @@
 //! values (byte-order independent, RFC 1071 §2(B)), so nothing is swapped until a value is
 //! stored.
 
+/// Declares a header view `$name<T: AsRef<[u8]>>` with the constructors every view shares.
+/// The header's module writes `check_len` (what `new_checked` runs) and the fields.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// A view with no checks: the caller guarantees that the buffer holds the fixed
+            /// header (each use says why), or the getters may panic.
+            #[inline]
+            pub const fn new_unchecked(buffer: T) -> Self {
+                Self { buffer }
+            }
+
+            /// A checked view (see `check_len`): no getter or setter of it panics.
+            ///
+            /// # Errors
+            /// The first check of `check_len` that failed.
+            #[inline]
+            pub fn new_checked(buffer: T) -> Result<Self, Error> {
+                let v = Self::new_unchecked(buffer);
+                v.check_len()?;
+                Ok(v)
+            }
+
+            /// The buffer.
+            #[inline]
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
 pub mod checksum;
 pub mod ethernet;
 pub mod ip;
@@ -94,6 +132,16 @@ pub enum Error {
 type Field = core::ops::Range<usize>;
 /// The rest of a packet after its header.
 type Rest = core::ops::RangeFrom<usize>;
+
+/// [`Error::Truncated`] if `d` is shorter than a fixed header of `n` bytes.
+#[inline]
+fn check_fixed(d: &[u8], n: usize) -> Result<(), Error> {
+    if d.len() < n {
+        Err(Error::Truncated)
+    } else {
+        Ok(())
+    }
+}
 
 /// Reads a big-endian u16 field. Panics if `f` is beyond `d`: views call it only on checked
 /// buffers.

@@ -3,7 +3,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{read_array, Error, IpProtocol};
+use super::{check_fixed, read_array, Error, IpProtocol};
 
 /// The fixed part, before the segment list.
 pub const FIXED_LEN: usize = 8;
@@ -22,33 +22,24 @@ mod field {
     pub(super) const SEGMENTS: usize = 8;
 }
 
-/// A read/write view of a routing header, read as an SRH.
-///
-/// `new_checked` checks only the fixed part (so a non-SRH routing header can be told apart
-/// first); [`SrhPacket::check_segments`] checks the lengths. Segment getters return `None`
-/// outside the buffer, so no getter panics either way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SrhPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a routing header, read as an SRH.
+    ///
+    /// `new_checked` checks only the fixed part ([`SrhPacket::check_len`]), so that a non-SRH
+    /// routing header can be told apart first; [`SrhPacket::check_segments`] checks the
+    /// lengths. Segment getters return `None` outside the buffer, so no getter panics either
+    /// way.
+    SrhPacket
 }
 
 impl<T: AsRef<[u8]>> SrhPacket<T> {
-    /// A view with no checks: the caller guarantees `buffer` holds [`FIXED_LEN`] bytes.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view of a buffer holding at least the fixed part.
+    /// Checks that the fixed part fits.
     ///
     /// # Errors
-    /// [`Error::Truncated`] for a buffer shorter than [`FIXED_LEN`].
+    /// [`Error::Truncated`] if the buffer is shorter than [`FIXED_LEN`].
     #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        if buffer.as_ref().len() < FIXED_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self::new_unchecked(buffer))
+    pub fn check_len(&self) -> Result<(), Error> {
+        check_fixed(self.buffer.as_ref(), FIXED_LEN)
     }
 
     /// Checks that the segment list (up to [`SrhPacket::last_entry`]) fits the header length,
@@ -67,12 +58,6 @@ impl<T: AsRef<[u8]>> SrhPacket<T> {
             return Err(Error::BadLength);
         }
         Ok(())
-    }
-
-    /// The buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Next header, raw.

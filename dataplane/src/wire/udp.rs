@@ -1,6 +1,6 @@
 //! UDP headers (RFC 768).
 
-use super::{read_u16, write_u16, Error, Field};
+use super::{check_fixed, read_u16, write_u16, Error, Field};
 
 /// The header.
 pub const HEADER_LEN: usize = 8;
@@ -13,30 +13,12 @@ mod field {
     pub(super) const CHECKSUM: Field = 6..8;
 }
 
-/// A read/write view of a UDP datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a UDP datagram.
+    UdpPacket
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A checked view; see [`UdpPacket::check_len`].
-    ///
-    /// # Errors
-    /// As [`UdpPacket::check_len`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks, in this order: 8 bytes present ([`Error::Truncated`]), 8 ≤ length field ≤
     /// buffer length ([`Error::BadLength`]).
     ///
@@ -45,20 +27,12 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
+        check_fixed(self.buffer.as_ref(), HEADER_LEN)?;
         let field_len = self.len();
         if field_len < HEADER_LEN || field_len > len {
             return Err(Error::BadLength);
         }
         Ok(())
-    }
-
-    /// The buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.

@@ -1,6 +1,6 @@
 //! VXLAN headers (RFC 7348 §5).
 
-use super::{read_array, Error, Field};
+use super::{check_fixed, read_array, Error, Field};
 
 /// The header.
 pub const HEADER_LEN: usize = 8;
@@ -17,35 +17,19 @@ mod field {
     pub(super) const RESERVED2: usize = 7;
 }
 
-/// A read/write view of a VXLAN header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VxlanHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A read/write view of a VXLAN header.
+    VxlanHeader
 }
 
 impl<T: AsRef<[u8]>> VxlanHeader<T> {
-    /// A view with no checks: the caller guarantees `buffer` holds [`HEADER_LEN`] bytes.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// A view of a buffer holding at least the header.
+    /// Checks that the header fits.
     ///
     /// # Errors
-    /// [`Error::Truncated`] for a shorter buffer.
+    /// [`Error::Truncated`] if the buffer is shorter than [`HEADER_LEN`].
     #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self::new_unchecked(buffer))
-    }
-
-    /// The buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
+    pub fn check_len(&self) -> Result<(), Error> {
+        check_fixed(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// The flags byte.
