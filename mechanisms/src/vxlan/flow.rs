@@ -55,7 +55,8 @@ fn ip_key(h: u64, pkt: &[u8]) -> u64 {
             let Some(ip) = pkt.first_chunk::<20>() else {
                 return h;
             };
-            // Not checked further: the hash takes what is readable.
+            // 20 bytes present, so the fixed-field getters are safe; nothing else is checked:
+            // the hash takes what is readable.
             let ip = Ipv4Packet::new_unchecked(&ip[..]);
             let proto = ip.protocol();
             let mut h = mix(h, word(pkt, 12)); // src + dst
@@ -157,6 +158,24 @@ mod tests {
         f.extend_from_slice(&udp4(1000));
         g.extend_from_slice(&udp4(1001));
         assert_ne!(hash_ethernet(&f), hash_ethernet(&g));
+    }
+
+    #[test]
+    fn tagged_frames_include_the_ip_key() {
+        // One 802.1Q tag as before, and now 802.1ad and QinQ too (the wire module's rule).
+        for tags in [
+            &[0x81u8, 0x00][..],
+            &[0x88, 0xa8],
+            &[0x88, 0xa8, 0, 7, 0x81, 0x00],
+        ] {
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+            f.extend_from_slice(tags);
+            f.extend_from_slice(&[0, 7, 0x08, 0x00]);
+            let mut g = f.clone();
+            f.extend_from_slice(&udp4(1000));
+            g.extend_from_slice(&udp4(1001));
+            assert_ne!(hash_ethernet(&f), hash_ethernet(&g), "{tags:x?}");
+        }
     }
 
     #[test]
