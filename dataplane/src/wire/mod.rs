@@ -5,7 +5,9 @@
 //! [`ethernet::EthernetFrame`], [`ipv4::Ipv4Packet`], [`ipv6::Ipv6Packet`], [`srh::SrhPacket`],
 //! [`udp::UdpPacket`], [`vxlan::VxlanHeader`]. Field offsets live in a private `mod field` of
 //! each module, and nowhere else. Getters read the buffer; with `T: AsMut<[u8]>` setters write
-//! it. Nothing is copied and nothing allocates.
+//! it. No packet bytes are copied and nothing allocates. [`EtherType`] and [`IpProtocol`] name
+//! the values vwire knows, with an `Unknown(x)` variant for the rest (`From<u16>` / `From<u8>`
+//! both ways); header lengths, ports and flags are constants of the header's module.
 //!
 //! # Usage order
 //!
@@ -22,16 +24,18 @@
 //! A view built by `new_checked` never panics on any of its getters or setters, whatever the
 //! bytes. `new_unchecked` skips the checks; a caller that uses it must have checked the length
 //! itself (each use says where), otherwise the getters may panic. Getters of variable-length
-//! parts (segments of an SRH, options) return `Option` or stop at the buffer's end instead of
-//! trusting a length field. Property tests (`tests.rs`) feed every view arbitrary bytes.
+//! parts (`header()`, `payload()`, SRH segments) return `None` or an empty slice when a length
+//! field (perhaps changed by a setter) points outside the buffer, instead of indexing past it.
+//! Property tests (`tests.rs`) feed every view arbitrary bytes.
 //!
 //! # VLAN tags: one rule
 //!
 //! [`ethernet::walk`] skips **up to two** tags, each 802.1Q (TPID 0x8100) or 802.1ad (0x88a8),
 //! in any order, and ignores their VLAN IDs. A third tag is returned as the EtherType (so it is
 //! "not IP" to every caller). This is what checksum completion always did; the VXLAN and SRv6
-//! decapsulations, which skipped one 802.1Q tag, now take a QinQ-tagged outer frame as well
-//! (vwire's XDP program steers no tagged frame to them, so nothing changes on the packet path).
+//! decapsulations and the tunnel flow hash, which skipped one 802.1Q tag, now skip an 802.1ad
+//! tag and a QinQ pair too. On AF_XDP uplinks nothing changes: the XDP steering program passes
+//! tagged frames to the kernel, which untags them on its VLAN devices.
 //!
 //! # Checksums
 //!

@@ -30,7 +30,7 @@ use vwire_dataplane::wire::{
 
 use super::{
     flow, Vni, VxlanError, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MIN,
-    UDP_HLEN,
+    UDP_HLEN, VXLAN_HLEN,
 };
 
 /// The underlay addresses of a tunnel; the family decides the outer IP header.
@@ -80,7 +80,7 @@ const UDP_V4: usize = IP + IPV4_HLEN;
 /// UDP in the IPv6 template.
 const UDP_V6: usize = IP + IPV6_HLEN;
 /// UDP + VXLAN headers.
-const UDP_VXLAN: usize = 16;
+const UDP_VXLAN: usize = UDP_HLEN + VXLAN_HLEN;
 
 /// The precomputed outer header of one tunnel. Cheap to copy around (≤ 80 bytes) and immutable:
 /// publish it to workers in the tunnel table and call [`TunnelHeader::encap`] per packet.
