@@ -37,7 +37,9 @@ pub enum Outcome {
 struct L4 {
     start: usize,
     len: usize,
-    proto: IpProtocol,
+    /// The IP protocol, raw (the enum only names values: a round trip through it costs on this
+    /// path).
+    proto: u8,
     /// Pseudo-header sum, native order, folded.
     pseudo: u16,
     ipv4: bool,
@@ -47,9 +49,11 @@ impl L4 {
     /// Where the checksum field is, if this is TCP or UDP with a whole header.
     #[inline]
     fn checksum_at(&self) -> Option<usize> {
+        const TCP: u8 = IpProtocol::Tcp.raw();
+        const UDP: u8 = IpProtocol::Udp.raw();
         match self.proto {
-            IpProtocol::Tcp if self.len >= 20 => Some(self.start + 16),
-            IpProtocol::Udp if self.len >= 8 => Some(self.start + 6),
+            TCP if self.len >= 20 => Some(self.start + 16),
+            UDP if self.len >= 8 => Some(self.start + 6),
             _ => None,
         }
     }
@@ -64,11 +68,11 @@ fn locate_l4(pkt: &[u8]) -> Option<L4> {
             if ip.is_fragment() {
                 return None;
             }
-            let proto = ip.protocol();
+            let proto = ip.protocol_raw();
             let hlen = ip.header_len();
             let len = ip.total_len() - hlen; // new_checked: total ≥ header length
             let len16 = u16::try_from(len).ok()?;
-            let pseudo = csum::pseudo_v4(&ip.src_bytes(), &ip.dst_bytes(), proto.raw(), len16);
+            let pseudo = csum::pseudo_v4(&ip.src_bytes(), &ip.dst_bytes(), proto, len16);
             Some(L4 {
                 start: l3.offset + hlen,
                 len,
@@ -80,9 +84,9 @@ fn locate_l4(pkt: &[u8]) -> Option<L4> {
         EtherType::Ipv6 => {
             let ip = Ipv6Packet::new_checked(ip_pkt).ok()?;
             let len = ip.payload_len();
-            let proto = ip.next_header();
+            let proto = ip.next_header_raw();
             let len32 = u32::try_from(len).ok()?;
-            let pseudo = csum::pseudo_v6(&ip.src_bytes(), &ip.dst_bytes(), proto.raw(), len32);
+            let pseudo = csum::pseudo_v6(&ip.src_bytes(), &ip.dst_bytes(), proto, len32);
             Some(L4 {
                 start: l3.offset + IPV6_HLEN,
                 len,
@@ -105,7 +109,7 @@ pub fn complete_partial(pkt: &mut [u8]) -> Outcome {
         return Outcome::NotApplicable;
     };
     let check = u16::from_ne_bytes([pkt[check_at], pkt[check_at + 1]]);
-    let udp = l4.proto == IpProtocol::Udp;
+    let udp = l4.proto == IpProtocol::Udp.raw();
     if udp && l4.ipv4 && check == 0 {
         return Outcome::Valid; // RFC 768: no checksum
     }

@@ -41,7 +41,7 @@ pub enum EtherType {
 
 impl EtherType {
     /// The type of a raw EtherType value.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn from_raw(v: u16) -> Self {
         match v {
@@ -55,7 +55,7 @@ impl EtherType {
     }
 
     /// The raw value, as it is on the wire (big-endian there).
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn raw(self) -> u16 {
         match self {
@@ -69,14 +69,14 @@ impl EtherType {
     }
 
     /// Whether a VLAN tag (802.1Q or 802.1ad) follows.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn is_vlan_tag(self) -> bool {
         matches!(self, Self::Vlan | Self::QinQ)
     }
 
     /// The EtherType of an IP packet of version `v` (the first nibble), if it is 4 or 6.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn of_ip_version(v: u8) -> Option<Self> {
         match v {
@@ -88,14 +88,14 @@ impl EtherType {
 }
 
 impl From<u16> for EtherType {
-    #[inline]
+    #[inline(always)]
     fn from(v: u16) -> Self {
         Self::from_raw(v)
     }
 }
 
 impl From<EtherType> for u16 {
-    #[inline]
+    #[inline(always)]
     fn from(t: EtherType) -> Self {
         t.raw()
     }
@@ -111,31 +111,31 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     ///
     /// # Errors
     /// [`Error::Truncated`] if the buffer is shorter than [`HEADER_LEN`].
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
         check_fixed(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// Destination MAC address.
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> [u8; 6] {
         read_array(self.buffer.as_ref(), field::DESTINATION)
     }
 
     /// Source MAC address.
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> [u8; 6] {
         read_array(self.buffer.as_ref(), field::SOURCE)
     }
 
     /// The EtherType field (a VLAN TPID for a tagged frame).
-    #[inline]
+    #[inline(always)]
     pub fn ethertype(&self) -> EtherType {
         EtherType::from_raw(read_u16(self.buffer.as_ref(), field::ETHERTYPE))
     }
 
     /// What follows the 14-byte header (tags included).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[field::PAYLOAD]
     }
@@ -143,25 +143,25 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination MAC address.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, a: [u8; 6]) {
         self.buffer.as_mut()[field::DESTINATION].copy_from_slice(&a);
     }
 
     /// Sets the source MAC address.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, a: [u8; 6]) {
         self.buffer.as_mut()[field::SOURCE].copy_from_slice(&a);
     }
 
     /// Sets the EtherType.
-    #[inline]
+    #[inline(always)]
     pub fn set_ethertype(&mut self, t: EtherType) {
         write_u16(self.buffer.as_mut(), field::ETHERTYPE, t.raw());
     }
 
     /// Writes the whole header.
-    #[inline]
+    #[inline(always)]
     pub fn write_header(&mut self, dst: [u8; 6], src: [u8; 6], t: EtherType) {
         self.set_dst_addr(dst);
         self.set_src_addr(src);
@@ -169,7 +169,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 
     /// What follows the 14-byte header, writable.
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
     }
@@ -190,7 +190,7 @@ pub struct L3 {
 ///
 /// # Errors
 /// [`Error::Truncated`] if the frame ends inside the header or a tag.
-#[inline]
+#[inline(always)]
 pub fn walk(frame: &[u8]) -> Result<L3, Error> {
     let eth = EthernetFrame::new_checked(frame)?;
     walk_from(frame, eth.ethertype())
@@ -200,7 +200,7 @@ pub fn walk(frame: &[u8]) -> Result<L3, Error> {
 ///
 /// # Errors
 /// As [`walk`].
-#[inline]
+#[inline(always)]
 pub fn walk_from(frame: &[u8], mut ethertype: EtherType) -> Result<L3, Error> {
     let mut offset = HEADER_LEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -218,7 +218,7 @@ pub fn walk_from(frame: &[u8], mut ethertype: EtherType) -> Result<L3, Error> {
 }
 
 /// Whether a MAC address is multicast (or broadcast): the I/G bit.
-#[inline]
+#[inline(always)]
 #[must_use]
 pub const fn is_multicast(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 1

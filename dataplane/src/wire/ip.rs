@@ -38,7 +38,7 @@ pub enum IpProtocol {
 
 impl IpProtocol {
     /// The protocol of a raw value.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn from_raw(v: u8) -> Self {
         match v {
@@ -61,7 +61,7 @@ impl IpProtocol {
     }
 
     /// The raw value.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn raw(self) -> u8 {
         match self {
@@ -85,7 +85,7 @@ impl IpProtocol {
 
     /// Whether the first four L4 bytes are the source and destination ports (TCP, UDP, SCTP,
     /// UDP-Lite).
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn has_ports(self) -> bool {
         matches!(self, Self::Tcp | Self::Udp | Self::Sctp | Self::UdpLite)
@@ -93,7 +93,7 @@ impl IpProtocol {
 
     /// Whether this is an IPv6 extension header (RFC 8200 §4, IANA "IPv6 Extension Header
     /// Types") other than the fragment header, which parsers report on its own.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub const fn is_ipv6_extension(self) -> bool {
         // 135 mobility, 139 HIP, 140 shim6, 253/254 experiments.
@@ -109,14 +109,14 @@ impl IpProtocol {
 }
 
 impl From<u8> for IpProtocol {
-    #[inline]
+    #[inline(always)]
     fn from(v: u8) -> Self {
         Self::from_raw(v)
     }
 }
 
 impl From<IpProtocol> for u8 {
-    #[inline]
+    #[inline(always)]
     fn from(p: IpProtocol) -> Self {
         p.raw()
     }

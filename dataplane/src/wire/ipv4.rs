@@ -42,7 +42,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     ///
     /// # Errors
     /// The first check that failed.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
         check_fixed(self.buffer.as_ref(), HEADER_LEN)?;
@@ -61,103 +61,103 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// The version nibble.
-    #[inline]
+    #[inline(always)]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_IHL] >> 4
     }
 
     /// Header length in bytes (IHL × 4).
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// Total length in bytes, header included.
-    #[inline]
+    #[inline(always)]
     pub fn total_len(&self) -> usize {
         usize::from(read_u16(self.buffer.as_ref(), field::LENGTH))
     }
 
     /// Identification.
-    #[inline]
+    #[inline(always)]
     pub fn ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::IDENT)
     }
 
     /// The flags and fragment offset field, raw ([`FLAG_DF`], [`FLAG_MF`], [`OFFSET_MASK`]).
-    #[inline]
+    #[inline(always)]
     pub fn flags_and_offset(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::FLG_OFF)
     }
 
     /// More fragments follow.
-    #[inline]
+    #[inline(always)]
     pub fn more_frags(&self) -> bool {
         self.flags_and_offset() & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes.
-    #[inline]
+    #[inline(always)]
     pub fn frag_offset(&self) -> usize {
         usize::from(self.flags_and_offset() & OFFSET_MASK) * 8
     }
 
     /// Whether this is a fragment: MF set or a non-zero offset.
-    #[inline]
+    #[inline(always)]
     pub fn is_fragment(&self) -> bool {
         self.flags_and_offset() & (FLAG_MF | OFFSET_MASK) != 0
     }
 
     /// Time to live.
-    #[inline]
+    #[inline(always)]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[field::TTL]
     }
 
     /// The protocol, raw.
-    #[inline]
+    #[inline(always)]
     pub fn protocol_raw(&self) -> u8 {
         self.buffer.as_ref()[field::PROTOCOL]
     }
 
     /// The protocol.
-    #[inline]
+    #[inline(always)]
     pub fn protocol(&self) -> IpProtocol {
         IpProtocol::from_raw(self.protocol_raw())
     }
 
     /// The header checksum field.
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// Source address bytes.
-    #[inline]
+    #[inline(always)]
     pub fn src_bytes(&self) -> [u8; 4] {
         read_array(self.buffer.as_ref(), field::SRC_ADDR)
     }
 
     /// Destination address bytes.
-    #[inline]
+    #[inline(always)]
     pub fn dst_bytes(&self) -> [u8; 4] {
         read_array(self.buffer.as_ref(), field::DST_ADDR)
     }
 
     /// Source address.
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.src_bytes())
     }
 
     /// Destination address.
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.dst_bytes())
     }
 
     /// The header, options included (empty if a setter made the IHL exceed the buffer).
-    #[inline]
+    #[inline(always)]
     pub fn header(&self) -> &[u8] {
         self.buffer
             .as_ref()
@@ -181,7 +181,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// The payload: from the end of the header to the total length (empty if a setter made
     /// the lengths inconsistent).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         let (h, t) = (self.header_len(), self.total_len());
         self.buffer.as_ref().get(h..t).unwrap_or_default()
@@ -190,62 +190,62 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets version 4 and the header length (a multiple of 4 from 20 to 60).
-    #[inline]
+    #[inline(always)]
     pub fn set_version_and_header_len(&mut self, hlen: usize) {
         let ihl = u8::try_from(hlen / 4).unwrap_or(0x0f) & 0x0f;
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ihl;
     }
 
     /// Sets the total length.
-    #[inline]
+    #[inline(always)]
     pub fn set_total_len(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Sets the identification.
-    #[inline]
+    #[inline(always)]
     pub fn set_ident(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::IDENT, v);
     }
 
     /// Sets the flags and fragment offset field, raw.
-    #[inline]
+    #[inline(always)]
     pub fn set_flags_and_offset(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::FLG_OFF, v);
     }
 
     /// Sets the time to live.
-    #[inline]
+    #[inline(always)]
     pub fn set_ttl(&mut self, v: u8) {
         self.buffer.as_mut()[field::TTL] = v;
     }
 
     /// Sets the protocol.
-    #[inline]
+    #[inline(always)]
     pub fn set_protocol(&mut self, p: IpProtocol) {
         self.buffer.as_mut()[field::PROTOCOL] = p.raw();
     }
 
     /// Sets the checksum field (a number, stored big-endian).
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
 
     /// Sets the checksum field from memory-order bytes (a complemented native-order sum).
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum_bytes(&mut self, v: [u8; 2]) {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v);
     }
 
     /// Sets the source address.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, a: [u8; 4]) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
     }
 
     /// Sets the destination address.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, a: [u8; 4]) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&a);
     }
@@ -262,7 +262,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 
     /// The payload, writable; see [`Ipv4Packet::payload`].
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (h, t) = (self.header_len(), self.total_len());
         self.buffer.as_mut().get_mut(h..t).unwrap_or_default()

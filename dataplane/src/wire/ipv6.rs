@@ -29,7 +29,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     ///
     /// # Errors
     /// The first check that failed.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
         check_fixed(self.buffer.as_ref(), HEADER_LEN)?;
@@ -43,81 +43,81 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     /// The version nibble.
-    #[inline]
+    #[inline(always)]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[field::VER_TC_FLOW.start] >> 4
     }
 
     /// Traffic class.
-    #[inline]
+    #[inline(always)]
     pub fn traffic_class(&self) -> u8 {
         let d = &self.buffer.as_ref()[field::VER_TC_FLOW];
         (d[0] << 4) | (d[1] >> 4)
     }
 
     /// Flow label (20 bits).
-    #[inline]
+    #[inline(always)]
     pub fn flow_label(&self) -> u32 {
         u32::from_be_bytes(read_array(self.buffer.as_ref(), field::VER_TC_FLOW)) & 0x000f_ffff
     }
 
     /// Payload length.
-    #[inline]
+    #[inline(always)]
     pub fn payload_len(&self) -> usize {
         usize::from(read_u16(self.buffer.as_ref(), field::LENGTH))
     }
 
     /// Header plus payload length.
-    #[inline]
+    #[inline(always)]
     pub fn total_len(&self) -> usize {
         HEADER_LEN + self.payload_len()
     }
 
     /// Next header, raw.
-    #[inline]
+    #[inline(always)]
     pub fn next_header_raw(&self) -> u8 {
         self.buffer.as_ref()[field::NXT_HDR]
     }
 
     /// Next header.
-    #[inline]
+    #[inline(always)]
     pub fn next_header(&self) -> IpProtocol {
         IpProtocol::from_raw(self.next_header_raw())
     }
 
     /// Hop limit.
-    #[inline]
+    #[inline(always)]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[field::HOP_LIMIT]
     }
 
     /// Source address bytes.
-    #[inline]
+    #[inline(always)]
     pub fn src_bytes(&self) -> [u8; 16] {
         read_array(self.buffer.as_ref(), field::SRC_ADDR)
     }
 
     /// Destination address bytes.
-    #[inline]
+    #[inline(always)]
     pub fn dst_bytes(&self) -> [u8; 16] {
         read_array(self.buffer.as_ref(), field::DST_ADDR)
     }
 
     /// Source address.
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.src_bytes())
     }
 
     /// Destination address.
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.dst_bytes())
     }
 
     /// The payload: the payload-length bytes after the fixed header (empty if a setter made the
     /// length exceed the buffer).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         let end = self.total_len();
         self.buffer
@@ -129,44 +129,44 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     /// Sets version 6, the traffic class and the flow label (its low 20 bits).
-    #[inline]
+    #[inline(always)]
     pub fn set_ver_tc_flow(&mut self, traffic_class: u8, flow_label: u32) {
         let w = (6u32 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0x000f_ffff);
         self.buffer.as_mut()[field::VER_TC_FLOW].copy_from_slice(&w.to_be_bytes());
     }
 
     /// Sets the payload length.
-    #[inline]
+    #[inline(always)]
     pub fn set_payload_len(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Sets the next header.
-    #[inline]
+    #[inline(always)]
     pub fn set_next_header(&mut self, p: IpProtocol) {
         self.buffer.as_mut()[field::NXT_HDR] = p.raw();
     }
 
     /// Sets the hop limit.
-    #[inline]
+    #[inline(always)]
     pub fn set_hop_limit(&mut self, v: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = v;
     }
 
     /// Sets the source address.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, a: [u8; 16]) {
         self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&a);
     }
 
     /// Sets the destination address.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, a: [u8; 16]) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&a);
     }
 
     /// The payload, writable; see [`Ipv6Packet::payload`].
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = self.total_len();
         self.buffer
@@ -176,7 +176,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     }
 
     /// Everything after the fixed header, up to the buffer's end, writable.
-    #[inline]
+    #[inline(always)]
     pub fn rest_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[field::PAYLOAD]
     }

@@ -56,7 +56,7 @@ macro_rules! view {
         impl<T: AsRef<[u8]>> $name<T> {
             /// A view with no checks: the caller guarantees that the buffer holds the fixed
             /// header (each use says why), or the getters may panic.
-            #[inline]
+            #[inline(always)]
             pub const fn new_unchecked(buffer: T) -> Self {
                 Self { buffer }
             }
@@ -65,7 +65,7 @@ macro_rules! view {
             ///
             /// # Errors
             /// The first check of `check_len` that failed.
-            #[inline]
+            #[inline(always)]
             pub fn new_checked(buffer: T) -> Result<Self, Error> {
                 let v = Self::new_unchecked(buffer);
                 v.check_len()?;
@@ -73,7 +73,7 @@ macro_rules! view {
             }
 
             /// The buffer.
-            #[inline]
+            #[inline(always)]
             pub fn into_inner(self) -> T {
                 self.buffer
             }
@@ -138,7 +138,7 @@ type Field = core::ops::Range<usize>;
 type Rest = core::ops::RangeFrom<usize>;
 
 /// [`Error::Truncated`] if `d` is shorter than a fixed header of `n` bytes.
-#[inline]
+#[inline(always)]
 fn check_fixed(d: &[u8], n: usize) -> Result<(), Error> {
     if d.len() < n {
         Err(Error::Truncated)
@@ -149,20 +149,20 @@ fn check_fixed(d: &[u8], n: usize) -> Result<(), Error> {
 
 /// Reads a big-endian u16 field. Panics if `f` is beyond `d`: views call it only on checked
 /// buffers.
-#[inline]
+#[inline(always)]
 fn read_u16(d: &[u8], f: Field) -> u16 {
     let b = &d[f];
     u16::from_be_bytes([b[0], b[1]])
 }
 
 /// Writes a big-endian u16 field; see [`read_u16`].
-#[inline]
+#[inline(always)]
 fn write_u16(d: &mut [u8], f: Field, v: u16) {
     d[f].copy_from_slice(&v.to_be_bytes());
 }
 
 /// Reads an `N`-byte field (an address) as an array; see [`read_u16`].
-#[inline]
+#[inline(always)]
 fn read_array<const N: usize>(d: &[u8], f: Field) -> [u8; N] {
     let mut a = [0u8; N];
     a.copy_from_slice(&d[f]);

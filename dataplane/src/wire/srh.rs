@@ -37,7 +37,7 @@ impl<T: AsRef<[u8]>> SrhPacket<T> {
     ///
     /// # Errors
     /// [`Error::Truncated`] if the buffer is shorter than [`FIXED_LEN`].
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
         check_fixed(self.buffer.as_ref(), FIXED_LEN)
     }
@@ -47,7 +47,7 @@ impl<T: AsRef<[u8]>> SrhPacket<T> {
     ///
     /// # Errors
     /// [`Error::BadLength`] if either does not hold.
-    #[inline]
+    #[inline(always)]
     pub fn check_segments(&self) -> Result<(), Error> {
         //= rfc8754#section-2: "Last Entry: contains the index (zero based), in the Segment List,
         //= of the last element of the Segment List."
@@ -61,43 +61,43 @@ impl<T: AsRef<[u8]>> SrhPacket<T> {
     }
 
     /// Next header, raw.
-    #[inline]
+    #[inline(always)]
     pub fn next_header_raw(&self) -> u8 {
         self.buffer.as_ref()[field::NXT_HDR]
     }
 
     /// Next header.
-    #[inline]
+    #[inline(always)]
     pub fn next_header(&self) -> IpProtocol {
         IpProtocol::from_raw(self.next_header_raw())
     }
 
     /// Header length in bytes: (Hdr Ext Len + 1) × 8.
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         (usize::from(self.buffer.as_ref()[field::LENGTH]) + 1) * 8
     }
 
     /// Routing type ([`ROUTING_TYPE`] for an SRH).
-    #[inline]
+    #[inline(always)]
     pub fn routing_type(&self) -> u8 {
         self.buffer.as_ref()[field::TYPE]
     }
 
     /// Segments left.
-    #[inline]
+    #[inline(always)]
     pub fn segments_left(&self) -> u8 {
         self.buffer.as_ref()[field::SEG_LEFT]
     }
 
     /// Last entry: the index of the last segment.
-    #[inline]
+    #[inline(always)]
     pub fn last_entry(&self) -> u8 {
         self.buffer.as_ref()[field::LAST_ENTRY]
     }
 
     /// Segment `i`, if it lies inside the buffer.
-    #[inline]
+    #[inline(always)]
     pub fn segment(&self, i: usize) -> Option<Ipv6Addr> {
         let at = field::SEGMENTS.checked_add(i.checked_mul(SID_LEN)?)?;
         let b = self.buffer.as_ref().get(at..at.checked_add(SID_LEN)?)?;
@@ -107,7 +107,7 @@ impl<T: AsRef<[u8]>> SrhPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> SrhPacket<T> {
     /// Sets the next header.
-    #[inline]
+    #[inline(always)]
     pub fn set_next_header(&mut self, p: IpProtocol) {
         self.buffer.as_mut()[field::NXT_HDR] = p.raw();
     }
@@ -115,7 +115,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> SrhPacket<T> {
     /// Writes the fixed part of an SRH with `segments` segments (at least 1) and no TLVs: Hdr
     /// Ext Len 2 × `segments`, routing type 4, `segments_left`, last entry `segments` − 1,
     /// flags and tag 0.
-    #[inline]
+    #[inline(always)]
     pub fn write_fixed(&mut self, next: IpProtocol, segments: u8, segments_left: u8) {
         let d = self.buffer.as_mut();
         d[field::NXT_HDR] = next.raw();
@@ -129,7 +129,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> SrhPacket<T> {
     }
 
     /// Sets segment `i`; does nothing outside the buffer.
-    #[inline]
+    #[inline(always)]
     pub fn set_segment(&mut self, i: usize, sid: Ipv6Addr) {
         let Some(at) = i
             .checked_mul(SID_LEN)

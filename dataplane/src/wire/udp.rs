@@ -24,7 +24,7 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     ///
     /// # Errors
     /// The first check that failed.
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
         check_fixed(self.buffer.as_ref(), HEADER_LEN)?;
@@ -36,32 +36,32 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 
     /// Source port.
-    #[inline]
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::SRC_PORT)
     }
 
     /// Destination port.
-    #[inline]
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::DST_PORT)
     }
 
     /// The length field: header plus payload.
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::len_without_is_empty)] // a header field, not a container
     pub fn len(&self) -> usize {
         usize::from(read_u16(self.buffer.as_ref(), field::LENGTH))
     }
 
     /// The checksum field, raw (in memory order, as one's complement sums see it).
-    #[inline]
+    #[inline(always)]
     pub fn checksum_bytes(&self) -> [u8; 2] {
         super::read_array(self.buffer.as_ref(), field::CHECKSUM)
     }
 
     /// The payload, up to the length field (empty if the length field is inconsistent).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         let end = self.len();
         self.buffer
@@ -73,25 +73,25 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// Sets the source port.
-    #[inline]
+    #[inline(always)]
     pub fn set_src_port(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::SRC_PORT, v);
     }
 
     /// Sets the destination port.
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_port(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
     /// Sets the length field.
-    #[inline]
+    #[inline(always)]
     pub fn set_len(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::LENGTH, v);
     }
 
     /// Sets the checksum field from memory-order bytes (see [`super::checksum::finish`]).
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum_bytes(&mut self, v: [u8; 2]) {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v);
     }

@@ -27,31 +27,31 @@ impl<T: AsRef<[u8]>> VxlanHeader<T> {
     ///
     /// # Errors
     /// [`Error::Truncated`] if the buffer is shorter than [`HEADER_LEN`].
-    #[inline]
+    #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
         check_fixed(self.buffer.as_ref(), HEADER_LEN)
     }
 
     /// The flags byte.
-    #[inline]
+    #[inline(always)]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
     }
 
     /// Whether the I flag is set.
-    #[inline]
+    #[inline(always)]
     pub fn has_vni(&self) -> bool {
         self.flags() & FLAG_I != 0
     }
 
     /// The VNI's three bytes, network order.
-    #[inline]
+    #[inline(always)]
     pub fn vni_bytes(&self) -> [u8; 3] {
         read_array(self.buffer.as_ref(), field::VNI)
     }
 
     /// The 24-bit VNI.
-    #[inline]
+    #[inline(always)]
     pub fn vni(&self) -> u32 {
         let [a, b, c] = self.vni_bytes();
         u32::from_be_bytes([0, a, b, c])
@@ -60,7 +60,7 @@ impl<T: AsRef<[u8]>> VxlanHeader<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanHeader<T> {
     /// Writes the header: the I flag, the VNI's three bytes, reserved fields zero.
-    #[inline]
+    #[inline(always)]
     pub fn write(&mut self, vni: [u8; 3]) {
         let d = self.buffer.as_mut();
         d[field::FLAGS] = FLAG_I;

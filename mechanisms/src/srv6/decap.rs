@@ -51,10 +51,11 @@ pub fn decap(frame: &[u8], offset: usize, len: usize) -> Result<Decapped, Srv6Er
     // The IPv6 packet, without trailing padding; offsets below are into it.
     let ip_pkt = ip_pkt.get(..end).ok_or(Srv6Error::BadIpLength)?;
 
-    let mut nh = ip.next_header();
+    // Raw values on the hot path; the enum only names them.
+    let mut nh = ip.next_header_raw();
     let mut at = IPV6_HLEN;
     let mut has_srh = false;
-    if nh == IpProtocol::Ipv6Route {
+    if nh == IpProtocol::Ipv6Route.raw() {
         let rh = ip_pkt
             .get(at..)
             .ok_or(Srv6Error::Truncated)
@@ -70,15 +71,17 @@ pub fn decap(frame: &[u8], offset: usize, len: usize) -> Result<Decapped, Srv6Er
         if rh.segments_left() != 0 {
             return Err(Srv6Error::SegmentsLeft);
         }
-        nh = rh.next_header();
+        nh = rh.next_header_raw();
         at += rh.header_len();
         has_srh = true;
     }
-    let payload = match Payload::from_next_header(nh.raw()) {
+    let payload = match Payload::from_next_header(nh) {
         Some(p) => p,
-        None if nh == IpProtocol::Ipv6Frag => return Err(Srv6Error::Fragment),
-        None if nh.is_ipv6_extension() => return Err(Srv6Error::ExtHeader),
-        None => return Err(Srv6Error::UnknownPayload),
+        None => match IpProtocol::from_raw(nh) {
+            IpProtocol::Ipv6Frag => return Err(Srv6Error::Fragment),
+            p if p.is_ipv6_extension() => return Err(Srv6Error::ExtHeader),
+            _ => return Err(Srv6Error::UnknownPayload),
+        },
     };
     // at ≤ ip_pkt.len() = end: checked above when an SRH was skipped, 40 ≤ end otherwise.
     let plen = end - at;
