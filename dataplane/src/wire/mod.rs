@@ -37,6 +37,17 @@
 //! tag and a QinQ pair too. On AF_XDP uplinks nothing changes: the XDP steering program passes
 //! tagged frames to the kernel, which untags them on its VLAN devices.
 //!
+//! # Cost
+//!
+//! Getters, setters and the enum conversions are `#[inline(always)]`: left to the inliner, a
+//! getter returning an enum (`next_header()`) stayed out of line and SRv6 decapsulation went from
+//! 3.6 to 6.5 ns/packet. Where a value is only compared or passed on (the SRv6 next-header chain,
+//! checksum completion), use the raw getter and compare with a constant such as
+//! `IpProtocol::Udp.raw()`: a round trip through the enum is not always folded away. Measured in
+//! one process against the code this module replaced (release, burst of one): VXLAN and SRv6
+//! decapsulation and encapsulation at parity or faster, checksum completion of a 64-byte frame
+//! 13.7 → 8.8 ns, of a 1500-byte one 84 → 48 ns.
+//!
 //! # Checksums
 //!
 //! [`checksum`] is the one RFC 1071 implementation: sums are native-order one's complement
