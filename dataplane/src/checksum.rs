@@ -13,17 +13,12 @@
 //! headers, carrying TCP or UDP. Anything else, including truncated or malformed packets, is left
 //! untouched. Never panics, whatever the input.
 //!
-//! Sums are computed in native byte order over 8-byte words (RFC 1071 §2: the sum is byte-order
-//! independent), so no byte swapping is needed until a value is compared or stored, and both
-//! sides of a comparison are native too.
+//! The walk (Ethernet, VLAN tags, IP) and the sums are [`crate::wire`]'s; sums are native-order
+//! one's complement values, so no byte swapping is needed until a value is compared or stored,
+//! and both sides of a comparison are native too.
 
-const ETH_HLEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+use crate::wire::checksum::{self as csum, fold};
+use crate::wire::{ethernet, EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, IPV6_HLEN};
 
 /// What [`complete_partial`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,115 +33,65 @@ pub enum Outcome {
     Invalid,
 }
 
-/// Adds `data` into a one's complement accumulator in native byte order.
-#[inline]
-fn add_bytes(mut acc: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s + u64::from(carry);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Zero padding keeps 16-bit word alignment: the remainder starts at a multiple of 8.
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        let (s, carry) = acc.overflowing_add(u64::from_ne_bytes(w));
-        acc = s + u64::from(carry);
-    }
-    acc
-}
-
-/// Folds an accumulator to 16 bits (not complemented).
-#[inline]
-fn fold(mut acc: u64) -> u16 {
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
-    {
-        acc as u16
-    }
-}
-
-/// The one's complement sum of `data` as a native-order 16-bit value.
-#[inline]
-pub fn ones_sum(data: &[u8]) -> u16 {
-    fold(add_bytes(0, data))
-}
-
 /// Where the L4 header is and what covers it.
 struct L4 {
     start: usize,
     len: usize,
+    /// The IP protocol, raw (the enum only names values: a round trip through it costs on this
+    /// path).
     proto: u8,
     /// Pseudo-header sum, native order, folded.
     pseudo: u16,
     ipv4: bool,
 }
 
-fn be16(p: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
+impl L4 {
+    /// Where the checksum field is, if this is TCP or UDP with a whole header.
+    #[inline]
+    fn checksum_at(&self) -> Option<usize> {
+        const TCP: u8 = IpProtocol::Tcp.raw();
+        const UDP: u8 = IpProtocol::Udp.raw();
+        match self.proto {
+            TCP if self.len >= 20 => Some(self.start + 16),
+            UDP if self.len >= 8 => Some(self.start + 6),
+            _ => None,
+        }
+    }
 }
 
 fn locate_l4(pkt: &[u8]) -> Option<L4> {
-    let mut off = ETH_HLEN;
-    let mut ethertype = be16(pkt, 12)?;
-    for _ in 0..2 {
-        if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
-            ethertype = be16(pkt, off + 2)?;
-            off += 4;
-        }
-    }
-    match ethertype {
-        ETHERTYPE_IPV4 => {
-            let ip = pkt.get(off..off + 20)?;
-            if ip[0] >> 4 != 4 {
+    let l3 = ethernet::walk(pkt).ok()?;
+    let ip_pkt = pkt.get(l3.offset..)?;
+    match l3.ethertype {
+        EtherType::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(ip_pkt).ok()?;
+            if ip.is_fragment() {
                 return None;
             }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            let frag = u16::from_be_bytes([ip[6], ip[7]]);
-            if ihl < 20 || total < ihl || frag & 0x3fff != 0 || off + total > pkt.len() {
-                return None;
-            }
-            let proto = ip[9];
-            let len = total - ihl;
+            let proto = ip.protocol_raw();
+            let hlen = ip.header_len();
+            let len = ip.total_len() - hlen; // new_checked: total ≥ header length
             let len16 = u16::try_from(len).ok()?;
-            let [lh, ll] = len16.to_be_bytes();
-            let acc = add_bytes(add_bytes(0, &ip[12..20]), &[0, proto, lh, ll]);
+            let pseudo = csum::pseudo_v4(&ip.src_bytes(), &ip.dst_bytes(), proto, len16);
             Some(L4 {
-                start: off + ihl,
+                start: l3.offset + hlen,
                 len,
                 proto,
-                pseudo: fold(acc),
+                pseudo,
                 ipv4: true,
             })
         }
-        ETHERTYPE_IPV6 => {
-            let ip = pkt.get(off..off + 40)?;
-            if ip[0] >> 4 != 6 {
-                return None;
-            }
-            let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            let proto = ip[6];
-            if off + 40 + len > pkt.len() {
-                return None;
-            }
-            let len32 = u32::try_from(len).ok()?.to_be_bytes();
-            let acc = add_bytes(
-                add_bytes(add_bytes(0, &ip[8..40]), &len32),
-                &[0, 0, 0, proto],
-            );
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(ip_pkt).ok()?;
+            let len = ip.payload_len();
+            let proto = ip.next_header_raw();
+            let len32 = u32::try_from(len).ok()?;
+            let pseudo = csum::pseudo_v6(&ip.src_bytes(), &ip.dst_bytes(), proto, len32);
             Some(L4 {
-                start: off + 40,
+                start: l3.offset + IPV6_HLEN,
                 len,
                 proto,
-                pseudo: fold(acc),
+                pseudo,
                 ipv4: false,
             })
         }
@@ -160,16 +105,15 @@ pub fn complete_partial(pkt: &mut [u8]) -> Outcome {
     let Some(l4) = locate_l4(pkt) else {
         return Outcome::NotApplicable;
     };
-    let check_at = match l4.proto {
-        PROTO_TCP if l4.len >= 20 => l4.start + 16,
-        PROTO_UDP if l4.len >= 8 => l4.start + 6,
-        _ => return Outcome::NotApplicable,
+    let Some(check_at) = l4.checksum_at() else {
+        return Outcome::NotApplicable;
     };
     let check = u16::from_ne_bytes([pkt[check_at], pkt[check_at + 1]]);
-    if l4.proto == PROTO_UDP && l4.ipv4 && check == 0 {
+    let udp = l4.proto == IpProtocol::Udp.raw();
+    if udp && l4.ipv4 && check == 0 {
         return Outcome::Valid; // RFC 768: no checksum
     }
-    let segment_sum = ones_sum(&pkt[l4.start..l4.start + l4.len]);
+    let segment_sum = csum::sum(&pkt[l4.start..l4.start + l4.len]);
     if fold(u64::from(segment_sum) + u64::from(l4.pseudo)) == 0xffff {
         return Outcome::Valid;
     }
@@ -177,11 +121,8 @@ pub fn complete_partial(pkt: &mut [u8]) -> Outcome {
         return Outcome::Invalid;
     }
     // The checksum field holds the pseudo-header sum, so the segment sum is already the full sum.
-    let mut complete = !segment_sum;
-    if l4.proto == PROTO_UDP && complete == 0 {
-        complete = 0xffff; // RFC 768: a computed zero is sent as all ones
-    }
-    pkt[check_at..check_at + 2].copy_from_slice(&complete.to_ne_bytes());
+    // RFC 768: for UDP a computed zero is sent as all ones.
+    pkt[check_at..check_at + 2].copy_from_slice(&csum::finish(segment_sum, udp));
     Outcome::Completed
 }
 
@@ -192,10 +133,8 @@ pub fn make_partial(pkt: &mut [u8]) -> bool {
     let Some(l4) = locate_l4(pkt) else {
         return false;
     };
-    let at = match l4.proto {
-        PROTO_TCP if l4.len >= 20 => l4.start + 16,
-        PROTO_UDP if l4.len >= 8 => l4.start + 6,
-        _ => return false,
+    let Some(at) = l4.checksum_at() else {
+        return false;
     };
     pkt[at..at + 2].copy_from_slice(&l4.pseudo.to_ne_bytes());
     true
@@ -204,6 +143,8 @@ pub fn make_partial(pkt: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum::sum as ones_sum;
+    use crate::wire::ETH_HLEN;
     use etherparse::PacketBuilder;
 
     fn udp4(payload: &[u8]) -> Vec<u8> {

@@ -15,6 +15,9 @@
 //! - [`cpu`]: CPU affinity (pinning a thread, reading the allowed CPUs).
 //! - [`engine`]: builds the workers, starts them and stops them.
 //! - [`checksum`]: completes the partial TCP/UDP checksums that virtual devices leave behind.
+//! - [`wire`]: zero-copy views of the packet headers vwire parses and writes, their constants,
+//!   the L2 walk and the Internet checksum, shared by the dataplane, the mechanisms and the
+//!   examples.
 //! - [`mem_port`]: an in-memory port pair, used by benches and tests with no kernel involved.
 //! - [`test_utils`]: hand-driven workers over in-memory ports, for benches and tests.
 //!
@@ -32,6 +35,7 @@ pub mod rcu;
 pub mod table;
 pub mod test_utils;
 pub mod tunnel;
+pub mod wire;
 pub mod worker;
 
 pub use buffer::{BufIdx, BufferPool};

@@ -46,7 +46,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::responder::checksum;
+use vwire_dataplane::wire::checksum::checksum;
+use vwire_dataplane::wire::ipv4::{
+    FLAG_MF, HEADER_LEN as MIN_HLEN, MAX_HEADER_LEN as MAX_HLEN, OFFSET_MASK,
+};
+use vwire_dataplane::wire::Ipv4Packet;
 
 /// The smallest IPv4 MTU: a 60-byte header and 8 data bytes. RFC 791: "Every internet module
 /// must be able to forward a datagram of 68 octets without further fragmentation." A smaller
@@ -65,12 +69,8 @@ pub const REASSEMBLY_SLOTS: usize = 4;
 /// in memory that is already allocated.
 pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(15);
 
-const MIN_HLEN: usize = 20;
-const MAX_HLEN: usize = 60;
 /// The largest IPv4 datagram (the total length field is 16 bits).
 const MAX_DATAGRAM: usize = 65535;
-const FLAG_MF: u16 = 0x2000;
-const OFFSET_MASK: u16 = 0x1fff;
 /// IP option types: end of list, no-operation, and the "copied" flag (RFC 791 §3.1).
 const OPT_EOL: u8 = 0;
 const OPT_NOP: u8 = 1;
@@ -119,26 +119,17 @@ struct Header {
 
 impl Header {
     fn parse(p: &[u8]) -> Option<Self> {
-        let h = p.get(..MIN_HLEN)?;
-        if h[0] >> 4 != 4 {
-            return None;
-        }
-        let hlen = usize::from(h[0] & 0xf) * 4;
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if hlen < MIN_HLEN || total < hlen || total > p.len() {
-            return None;
-        }
-        let frag = u16::from_be_bytes([h[6], h[7]]);
+        let h = Ipv4Packet::new_checked(p).ok()?;
         Some(Self {
-            hlen,
-            total,
-            offset: usize::from(frag & OFFSET_MASK) * 8,
-            more: frag & FLAG_MF != 0,
+            hlen: h.header_len(),
+            total: h.total_len(),
+            offset: h.frag_offset(),
+            more: h.more_frags(),
             key: Key {
-                src: [h[12], h[13], h[14], h[15]],
-                dst: [h[16], h[17], h[18], h[19]],
-                proto: h[9],
-                id: u16::from_be_bytes([h[4], h[5]]),
+                src: h.src_bytes(),
+                dst: h.dst_bytes(),
+                proto: h.protocol_raw(),
+                id: h.ident(),
             },
         })
     }
@@ -264,12 +255,16 @@ impl<'a> Fragments<'a> {
         } else {
             frag[..MIN_HLEN].copy_from_slice(self.dgram.get(..MIN_HLEN)?);
             frag[MIN_HLEN..hlen].copy_from_slice(self.copied.get(..hlen - MIN_HLEN)?);
-            frag[0] = 0x40 | u8::try_from(hlen / 4).ok()?;
         }
-        put16(frag, 2, u16::try_from(flen).ok()?);
+        // hlen ≥ 20: the header of a parsed datagram, or 20 + copied options.
+        let mut ip = Ipv4Packet::new_unchecked(&mut frag[..hlen]);
+        if i != 0 {
+            ip.set_version_and_header_len(hlen);
+        }
+        ip.set_total_len(u16::try_from(flen).ok()?);
         // DF and the reserved bit cleared (module docs); offset in 8-byte units.
         let units = u16::try_from(at / 8).ok().filter(|&u| u <= OFFSET_MASK)?;
-        put16(frag, 6, units | if more { FLAG_MF } else { 0 });
+        ip.set_flags_and_offset(units | if more { FLAG_MF } else { 0 });
         set_checksum(&mut frag[..hlen]);
         let src = self.hlen.checked_add(at)?;
         frag[hlen..].copy_from_slice(self.dgram.get(src..src.checked_add(len)?)?);
@@ -577,9 +572,11 @@ impl Reassembler {
         let Some(dgram) = s.buf.get_mut(MAX_HLEN - hlen..MAX_HLEN + data) else {
             return Reassembly::Dropped(FragDrop::Malformed);
         };
-        put16(dgram, 2, total);
-        put16(dgram, 6, 0); // MF, the offset (and DF, meaningless now) cleared
-        if let Some(h) = dgram.get_mut(..hlen) {
+        // hlen ≥ 20: it is the header of the first fragment, parsed by `accept`.
+        if let Some(h) = dgram.get_mut(..hlen).filter(|h| h.len() >= MIN_HLEN) {
+            let mut ip = Ipv4Packet::new_unchecked(&mut *h);
+            ip.set_total_len(total);
+            ip.set_flags_and_offset(0); // MF, the offset (and DF, meaningless now) cleared
             set_checksum(h);
         }
         self.stats.completed += 1;

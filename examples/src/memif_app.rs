@@ -65,6 +65,7 @@ use crate::pinger::{PingAction, PingReport, PingSpec, Pinger};
 use crate::responder::{
     Discard, Framing, Responder, ResponderError, Verdict, ETH_HLEN, ICMP_ECHO_HLEN,
 };
+use vwire_dataplane::wire::IPV6_HLEN;
 
 /// Longest sleep of an idle packet loop. It bounds how late a stop request or a ping tick is
 /// noticed when no packet wakes the loop; 10 ms is 100 wake-ups a second, well under 1% of a CPU.
@@ -80,7 +81,8 @@ const BUFFER_SIZE: u32 = 2048;
 
 /// Largest `--ping-size`: a pool frame after the headroom, minus Ethernet, IPv6 (the larger IP
 /// header) and ICMP echo headers.
-pub const MAX_PING_SIZE: usize = JUMBO_FRAME_SIZE - HEADROOM - ETH_HLEN - 40 - ICMP_ECHO_HLEN;
+pub const MAX_PING_SIZE: usize =
+    JUMBO_FRAME_SIZE - HEADROOM - ETH_HLEN - IPV6_HLEN - ICMP_ECHO_HLEN;
 
 /// The largest IPv4 datagram the host reassembles: what fits in a pool frame after the headroom
 /// and an Ethernet header, so that the datagram can replace its last fragment in that frame. It

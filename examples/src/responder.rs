@@ -36,6 +36,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use vwire_dataplane::wire::checksum::{self as csum, checksum};
+use vwire_dataplane::wire::ethernet::{is_multicast, BROADCAST};
+use vwire_dataplane::wire::ipv4::{
+    FLAG_DF as IPV4_DF, FLAG_MF as IPV4_MF, OFFSET_MASK as IPV4_OFFSET,
+};
+use vwire_dataplane::wire::{
+    EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, IPV4_HLEN, IPV6_HLEN,
+};
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ResponderError {
@@ -50,11 +59,7 @@ pub enum ResponderError {
 }
 
 /// Ethernet header length.
-pub const ETH_HLEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const BROADCAST: [u8; 6] = [0xff; 6];
+pub use vwire_dataplane::wire::ETH_HLEN;
 
 const ARP_LEN: usize = 28;
 const ARP_REQUEST: u16 = 1;
@@ -62,19 +67,11 @@ const ARP_REPLY: u16 = 2;
 /// Ethernet's minimum frame length without the FCS: short frames we emit are padded to it.
 const MIN_FRAME: usize = 60;
 
-const IPV4_HLEN: usize = 20;
-/// The IPv4 flags and fragment offset field: don't fragment, more fragments, the offset.
-const IPV4_DF: u16 = 0x4000;
-const IPV4_MF: u16 = 0x2000;
-const IPV4_OFFSET: u16 = 0x1fff;
-const PROTO_ICMP: u8 = 1;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 /// TTL / hop limit of the packets we originate or answer (Linux's default).
 const TTL: u8 = 64;
 
-const IPV6_HLEN: usize = 40;
-const PROTO_ICMPV6: u8 = 58;
 const ICMP6_ECHO_REQUEST: u8 = 128;
 const ICMP6_ECHO_REPLY: u8 = 129;
 const ND_NS: u8 = 135;
@@ -157,48 +154,16 @@ pub fn ping_pattern(i: usize) -> u8 {
     u8::try_from(i % 251).unwrap_or(0)
 }
 
-/// Adds `data` as big-endian 16-bit words to a one's complement accumulator (RFC 1071). An odd
-/// trailing byte is padded with zero.
-fn sum16(mut acc: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        acc += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    acc
-}
-
-/// Folds an accumulator and complements it: the Internet checksum.
-fn finish(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    #[allow(clippy::cast_possible_truncation)] // folded to 16 bits above
-    let folded = acc as u16;
-    !folded
-}
-
-/// The Internet checksum of `data`.
-pub fn checksum(data: &[u8]) -> u16 {
-    finish(sum16(0, data))
-}
-
 /// The ICMPv6 checksum of `msg` (whose checksum field may hold anything: it is summed as zero)
-/// between `src` and `dst` (RFC 8200 §8.1 pseudo-header).
-fn icmp6_checksum(src: &[u8], dst: &[u8], msg: &[u8]) -> u16 {
-    let mut acc = sum16(0, src);
-    acc = sum16(acc, dst);
-    acc += msg.len() as u64;
-    acc += u64::from(PROTO_ICMPV6);
-    if msg.len() >= 4 {
-        acc = sum16(acc, &msg[..2]);
-        acc = sum16(acc, &msg[4..]);
-    } else {
-        acc = sum16(acc, msg);
-    }
-    finish(acc)
+/// between `src` and `dst` (RFC 8200 §8.1 pseudo-header), as a number.
+fn icmp6_checksum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
+    let len = u32::try_from(msg.len()).unwrap_or(u32::MAX);
+    let mut s = csum::pseudo_v6(src, dst, IpProtocol::Icmpv6.raw(), len);
+    s = match (msg.get(..2), msg.get(4..)) {
+        (Some(head), Some(tail)) => csum::add(csum::add(s, csum::sum(head)), csum::sum(tail)),
+        _ => csum::add(s, csum::sum(msg)),
+    };
+    !u16::from_be_bytes(s.to_ne_bytes())
 }
 
 fn be16(p: &[u8], at: usize) -> Option<u16> {
@@ -215,10 +180,6 @@ fn mac_at(p: &[u8], at: usize) -> Option<[u8; 6]> {
     p.get(at..at + 6)?.try_into().ok()
 }
 
-fn is_multicast(mac: &[u8; 6]) -> bool {
-    mac[0] & 1 == 1
-}
-
 /// The solicited-node multicast address of `ip` (RFC 4291 §2.7.1) and its Ethernet address.
 fn solicited_node(ip: &Ipv6Addr) -> ([u8; 16], [u8; 6]) {
     let o = ip.octets();
@@ -230,10 +191,8 @@ fn solicited_node(ip: &Ipv6Addr) -> ([u8; 16], [u8; 6]) {
 }
 
 /// Writes an Ethernet header at the start of `buf` (which must hold at least [`ETH_HLEN`]).
-fn write_eth(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: u16) {
-    buf[..6].copy_from_slice(&dst);
-    buf[6..12].copy_from_slice(&src);
-    put16(buf, 12, ethertype);
+fn write_eth(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], ethertype: EtherType) {
+    EthernetFrame::new_unchecked(buf).write_header(dst, src, ethertype);
 }
 
 /// One end of a point-to-point link: its own address and MAC, and its peer. See the module docs.
@@ -319,19 +278,17 @@ impl Responder {
                 _ => Verdict::Drop(Discard::Malformed),
             },
             Framing::Ethernet => {
-                let (Some(dst), Some(ethertype)) = (mac_at(buf, 0), be16(buf, 12)) else {
+                let Ok(eth) = EthernetFrame::new_checked(buf.get(..len).unwrap_or_default()) else {
                     return Verdict::Drop(Discard::Malformed);
                 };
-                if len < ETH_HLEN {
-                    return Verdict::Drop(Discard::Malformed);
-                }
+                let (dst, ethertype) = (eth.dst_addr(), eth.ethertype());
                 if dst != self.mac && !is_multicast(&dst) {
                     return Verdict::Drop(Discard::NotForUs);
                 }
                 match ethertype {
-                    ETHERTYPE_ARP => self.handle_arp(buf, len),
-                    ETHERTYPE_IPV4 => self.handle_ipv4(buf, ETH_HLEN, len),
-                    ETHERTYPE_IPV6 => self.handle_ipv6(buf, ETH_HLEN, len),
+                    EtherType::Arp => self.handle_arp(buf, len),
+                    EtherType::Ipv4 => self.handle_ipv4(buf, ETH_HLEN, len),
+                    EtherType::Ipv6 => self.handle_ipv6(buf, ETH_HLEN, len),
                     _ => Verdict::Drop(Discard::Unsupported),
                 }
             }
@@ -372,7 +329,7 @@ impl Responder {
         }
         match op {
             ARP_REQUEST if Ipv4Addr::from(tpa) == own => {
-                write_eth(buf, sha, self.mac, ETHERTYPE_ARP);
+                write_eth(buf, sha, self.mac, EtherType::Arp);
                 let a = &mut buf[ETH_HLEN..ETH_HLEN + ARP_LEN];
                 put16(a, 6, ARP_REPLY);
                 a[8..14].copy_from_slice(&self.mac);
@@ -392,28 +349,20 @@ impl Responder {
         let IpAddr::V4(own) = self.own else {
             return Verdict::Drop(Discard::Unsupported);
         };
-        let Some(ip) = buf.get(l3..len) else {
+        let Some(Ok(ip)) = buf.get(l3..len).map(Ipv4Packet::new_checked) else {
             return Verdict::Drop(Discard::Malformed);
         };
-        if ip.len() < IPV4_HLEN || ip[0] >> 4 != 4 {
-            return Verdict::Drop(Discard::Malformed);
-        }
-        let ihl = usize::from(ip[0] & 0xf) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if ihl < IPV4_HLEN || total < ihl || total > ip.len() {
-            return Verdict::Drop(Discard::Malformed);
-        }
-        if checksum(&ip[..ihl]) != 0 {
+        if !ip.verify_checksum() {
             return Verdict::Drop(Discard::BadChecksum);
         }
-        let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let (frag, proto) = (u16::from_be_bytes([ip[6], ip[7]]), ip[9]);
+        let (ihl, total) = (ip.header_len(), ip.total_len());
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let (frag, proto) = (ip.flags_and_offset(), ip.protocol());
         self.learn_from_frame(buf, IpAddr::V4(src));
         if dst != own {
             return Verdict::Drop(Discard::NotForUs);
         }
-        if proto != PROTO_ICMP {
+        if proto != IpProtocol::Icmp {
             return Verdict::Drop(Discard::Unsupported);
         }
         let (icmp_at, end) = (l3 + ihl, l3 + total);
@@ -433,16 +382,14 @@ impl Responder {
                     self.swap_eth(buf);
                 }
                 let id = self.next_ip_id();
-                let ip = &mut buf[l3..l3 + ihl];
-                ip[12..16].copy_from_slice(&dst.octets());
-                ip[16..20].copy_from_slice(&src.octets());
-                ip[8] = TTL;
-                put16(ip, 4, id);
+                let mut ip = Ipv4Packet::new_unchecked(&mut buf[l3..l3 + ihl]);
+                ip.set_src_addr(dst.octets());
+                ip.set_dst_addr(src.octets());
+                ip.set_ttl(TTL);
+                ip.set_ident(id);
                 // No DF (module docs): the answer may need fragmenting on its way back.
-                put16(ip, 6, 0);
-                put16(ip, 10, 0);
-                let c = checksum(ip);
-                put16(ip, 10, c);
+                ip.set_flags_and_offset(0);
+                ip.fill_checksum();
                 let icmp = &mut buf[icmp_at..end];
                 icmp[0] = ICMP_ECHO_REPLY;
                 put16(icmp, 2, 0);
@@ -459,23 +406,13 @@ impl Responder {
         let IpAddr::V6(own) = self.own else {
             return Verdict::Drop(Discard::Unsupported);
         };
-        let Some(ip) = buf.get(l3..len) else {
+        let Some(Ok(ip)) = buf.get(l3..len).map(Ipv6Packet::new_checked) else {
             return Verdict::Drop(Discard::Malformed);
         };
-        if ip.len() < IPV6_HLEN || ip[0] >> 4 != 6 {
-            return Verdict::Drop(Discard::Malformed);
-        }
-        let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-        if IPV6_HLEN + plen > ip.len() {
-            return Verdict::Drop(Discard::Malformed);
-        }
-        let (next, hop) = (ip[6], ip[7]);
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s.copy_from_slice(&ip[8..24]);
-        d.copy_from_slice(&ip[24..40]);
+        let (plen, next, hop) = (ip.payload_len(), ip.next_header(), ip.hop_limit());
+        let (s, d) = (ip.src_bytes(), ip.dst_bytes());
         let (src, dst) = (Ipv6Addr::from(s), Ipv6Addr::from(d));
-        if next != PROTO_ICMPV6 {
+        if next != IpProtocol::Icmpv6 {
             self.learn_from_frame(buf, IpAddr::V6(src));
             return Verdict::Drop(if dst == own {
                 Discard::Unsupported
@@ -500,10 +437,10 @@ impl Responder {
                 if l3 == ETH_HLEN {
                     self.swap_eth(buf);
                 }
-                let ip = &mut buf[l3..l3 + IPV6_HLEN];
-                ip[8..24].copy_from_slice(&d);
-                ip[24..40].copy_from_slice(&s);
-                ip[7] = TTL;
+                let mut ip = Ipv6Packet::new_unchecked(&mut buf[l3..l3 + IPV6_HLEN]);
+                ip.set_src_addr(d);
+                ip.set_dst_addr(s);
+                ip.set_hop_limit(TTL);
                 let icmp = &mut buf[icmp_at..end];
                 icmp[0] = ICMP6_ECHO_REPLY;
                 let c = icmp6_checksum(&d, &s, icmp);
@@ -602,7 +539,7 @@ impl Responder {
         if buf.len() < total {
             return Verdict::Drop(Discard::NoRoom);
         }
-        write_eth(buf, to_mac, self.mac, ETHERTYPE_IPV6);
+        write_eth(buf, to_mac, self.mac, EtherType::Ipv6);
         let o = own.octets();
         write_ipv6_header(
             &mut buf[ETH_HLEN..ETH_HLEN + IPV6_HLEN],
@@ -634,7 +571,7 @@ impl Responder {
             (IpAddr::V4(own), IpAddr::V4(peer)) => {
                 let frame = buf.get_mut(..MIN_FRAME)?;
                 frame.fill(0);
-                write_eth(frame, BROADCAST, self.mac, ETHERTYPE_ARP);
+                write_eth(frame, BROADCAST, self.mac, EtherType::Arp);
                 let a = &mut frame[ETH_HLEN..ETH_HLEN + ARP_LEN];
                 a[..6].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
                 put16(a, 6, ARP_REQUEST);
@@ -650,7 +587,7 @@ impl Responder {
                 let frame = buf.get_mut(..total)?;
                 let (group, group_mac) = solicited_node(&peer);
                 let o = own.octets();
-                write_eth(frame, group_mac, self.mac, ETHERTYPE_IPV6);
+                write_eth(frame, group_mac, self.mac, EtherType::Ipv6);
                 write_ipv6_header(
                     &mut frame[ETH_HLEN..ETH_HLEN + IPV6_HLEN],
                     icmp_len,
@@ -685,8 +622,8 @@ impl Responder {
         };
         let icmp_len = ICMP_ECHO_HLEN + size;
         let (ip_hlen, ethertype) = match self.own {
-            IpAddr::V4(_) => (IPV4_HLEN, ETHERTYPE_IPV4),
-            IpAddr::V6(_) => (IPV6_HLEN, ETHERTYPE_IPV6),
+            IpAddr::V4(_) => (IPV4_HLEN, EtherType::Ipv4),
+            IpAddr::V6(_) => (IPV6_HLEN, EtherType::Ipv6),
         };
         let total = l3 + ip_hlen + icmp_len;
         let pkt = buf.get_mut(..total)?;
@@ -709,16 +646,16 @@ impl Responder {
                 let id = self.next_ip_id();
                 let ip = &mut pkt[l3..icmp_at];
                 ip.fill(0);
-                ip[0] = 0x45;
-                put16(ip, 2, tot);
-                put16(ip, 4, id);
-                put16(ip, 6, IPV4_DF);
-                ip[8] = TTL;
-                ip[9] = PROTO_ICMP;
-                ip[12..16].copy_from_slice(&own.octets());
-                ip[16..20].copy_from_slice(&peer.octets());
-                let c = checksum(ip);
-                put16(ip, 10, c);
+                let mut ip = Ipv4Packet::new_unchecked(ip);
+                ip.set_version_and_header_len(IPV4_HLEN);
+                ip.set_total_len(tot);
+                ip.set_ident(id);
+                ip.set_flags_and_offset(IPV4_DF);
+                ip.set_ttl(TTL);
+                ip.set_protocol(IpProtocol::Icmp);
+                ip.set_src_addr(own.octets());
+                ip.set_dst_addr(peer.octets());
+                ip.fill_checksum();
                 let icmp = &mut pkt[icmp_at..];
                 icmp[0] = ICMP_ECHO_REQUEST;
                 let c = checksum(icmp);
@@ -743,12 +680,13 @@ impl Responder {
 
 /// Writes a 40-byte IPv6 header carrying ICMPv6 into `ip`.
 fn write_ipv6_header(ip: &mut [u8], plen: usize, hop: u8, src: &[u8; 16], dst: &[u8; 16]) {
-    ip[..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    put16(ip, 4, u16::try_from(plen).unwrap_or(u16::MAX));
-    ip[6] = PROTO_ICMPV6;
-    ip[7] = hop;
-    ip[8..24].copy_from_slice(src);
-    ip[24..40].copy_from_slice(dst);
+    let mut ip = Ipv6Packet::new_unchecked(ip);
+    ip.set_ver_tc_flow(0, 0);
+    ip.set_payload_len(u16::try_from(plen).unwrap_or(u16::MAX));
+    ip.set_next_header(IpProtocol::Icmpv6);
+    ip.set_hop_limit(hop);
+    ip.set_src_addr(*src);
+    ip.set_dst_addr(*dst);
 }
 
 /// The Ethernet address in the first neighbour-discovery option of type `kind`, if any.

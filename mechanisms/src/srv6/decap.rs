@@ -4,10 +4,9 @@
 
 use std::net::Ipv6Addr;
 
-use super::{
-    Payload, Srv6Error, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETH_HLEN, IPV6_HLEN, NH_ROUTING,
-    ROUTING_TYPE_SRH, SID_LEN, SRH_FIXED_LEN,
-};
+use vwire_dataplane::wire::{self, ethernet, srh, EtherType, IpProtocol, Ipv6Packet, SrhPacket};
+
+use super::{Payload, Srv6Error, IPV6_HLEN};
 
 /// What [`decap`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,67 +37,51 @@ pub fn decap(frame: &[u8], offset: usize, len: usize) -> Result<Decapped, Srv6Er
         .and_then(|end| frame.get(offset..end))
         .ok_or(Srv6Error::OutOfBounds)?;
 
-    let eth = pkt.first_chunk::<ETH_HLEN>().ok_or(Srv6Error::Truncated)?;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut l3 = ETH_HLEN;
-    if ethertype == ETHERTYPE_VLAN {
-        let tag = pkt
-            .get(ETH_HLEN..)
-            .and_then(<[u8]>::first_chunk::<4>)
-            .ok_or(Srv6Error::Truncated)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 += 4;
-    }
-    if ethertype != ETHERTYPE_IPV6 {
+    let l3 = ethernet::walk(pkt).map_err(|_| Srv6Error::Truncated)?;
+    if l3.ethertype != EtherType::Ipv6 {
         return Err(Srv6Error::NotIpv6);
     }
-    let ip_pkt = pkt.get(l3..).ok_or(Srv6Error::Truncated)?;
-    let ip = ip_pkt
-        .first_chunk::<IPV6_HLEN>()
-        .ok_or(Srv6Error::Truncated)?;
-    if ip[0] >> 4 != 6 {
-        return Err(Srv6Error::BadIpVersion);
-    }
-    let end = IPV6_HLEN + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let ip_pkt = pkt.get(l3.offset..).ok_or(Srv6Error::Truncated)?;
+    let ip = Ipv6Packet::new_checked(ip_pkt).map_err(|e| match e {
+        wire::Error::Truncated => Srv6Error::Truncated,
+        wire::Error::BadVersion => Srv6Error::BadIpVersion,
+        wire::Error::BadHeaderLen | wire::Error::BadLength => Srv6Error::BadIpLength,
+    })?;
+    let end = ip.total_len();
     // The IPv6 packet, without trailing padding; offsets below are into it.
     let ip_pkt = ip_pkt.get(..end).ok_or(Srv6Error::BadIpLength)?;
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&ip[24..40]);
 
-    let mut nh = ip[6];
+    // Raw values on the hot path; the enum only names them.
+    let mut nh = ip.next_header_raw();
     let mut at = IPV6_HLEN;
-    let mut srh = false;
-    if nh == NH_ROUTING {
+    let mut has_srh = false;
+    if nh == IpProtocol::Ipv6Route.raw() {
         let rh = ip_pkt
             .get(at..)
-            .and_then(<[u8]>::first_chunk::<SRH_FIXED_LEN>)
-            .ok_or(Srv6Error::Truncated)?;
-        if rh[2] != ROUTING_TYPE_SRH {
+            .ok_or(Srv6Error::Truncated)
+            .and_then(|b| SrhPacket::new_checked(b).map_err(|_| Srv6Error::Truncated))?;
+        if rh.routing_type() != srh::ROUTING_TYPE {
             return Err(Srv6Error::NotSrh);
         }
-        let hlen = (usize::from(rh[1]) + 1) * 8;
-        //= rfc8754#section-2: "Last Entry: contains the index (zero based), in the Segment List,
-        //= of the last element of the Segment List."
-        // The segment list must fit the header (Linux: first_segment ≤ hdrlen / 2 − 1); the rest
-        // are TLVs, skipped.
-        let last = usize::from(rh[4]);
-        if SRH_FIXED_LEN + (last + 1) * SID_LEN > hlen || at + hlen > ip_pkt.len() {
-            return Err(Srv6Error::BadSrh);
-        }
+        // The segment list fits the header and the header the packet; the rest are TLVs,
+        // skipped.
+        rh.check_segments().map_err(|_| Srv6Error::BadSrh)?;
         //= rfc8986#section-4.4: "S01. When an SRH is processed { S02. If (Segments Left != 0) {
         //= S03. Send an ICMP Parameter Problem ... Discard the packet"
-        if rh[3] != 0 {
+        if rh.segments_left() != 0 {
             return Err(Srv6Error::SegmentsLeft);
         }
-        nh = rh[0];
-        at += hlen;
-        srh = true;
+        nh = rh.next_header_raw();
+        at += rh.header_len();
+        has_srh = true;
     }
     let payload = match Payload::from_next_header(nh) {
         Some(p) => p,
-        None if nh == 44 => return Err(Srv6Error::Fragment),
-        None if is_ipv6_ext(nh) => return Err(Srv6Error::ExtHeader),
-        None => return Err(Srv6Error::UnknownPayload),
+        None => match IpProtocol::from_raw(nh) {
+            IpProtocol::Ipv6Frag => return Err(Srv6Error::Fragment),
+            p if p.is_ipv6_extension() => return Err(Srv6Error::ExtHeader),
+            _ => return Err(Srv6Error::UnknownPayload),
+        },
     };
     // at ≤ ip_pkt.len() = end: checked above when an SRH was skipped, 40 ≤ end otherwise.
     let plen = end - at;
@@ -106,16 +89,10 @@ pub fn decap(frame: &[u8], offset: usize, len: usize) -> Result<Decapped, Srv6Er
         return Err(Srv6Error::InnerTooShort);
     }
     Ok(Decapped {
-        sid: Ipv6Addr::from(dst),
+        sid: ip.dst_addr(),
         payload,
-        srh,
-        offset: offset + l3 + at,
+        srh: has_srh,
+        offset: offset + l3.offset + at,
         len: plen,
     })
-}
-
-/// IPv6 next-header values that are extension headers (RFC 8200 §4, IANA registry), other than
-/// the fragment header.
-const fn is_ipv6_ext(nh: u8) -> bool {
-    matches!(nh, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
 }

@@ -6,27 +6,16 @@
 
 use std::net::Ipv6Addr;
 
-use super::{
-    Payload, Srv6Error, ENCAP_LEN, ETHERTYPE_IPV6, ETH_HLEN, IPV6_HLEN, IPV6_SRH_LEN, NH_ROUTING,
-    ROUTING_TYPE_SRH, SID_LEN, SRH_FIXED_LEN,
-};
+use vwire_dataplane::wire::{EtherType, EthernetFrame, IpProtocol, Ipv6Packet, SrhPacket};
+
+use super::{Payload, Srv6Error, ENCAP_LEN, ETH_HLEN, IPV6_HLEN, IPV6_SRH_LEN};
 use crate::vxlan::flow;
 
-/// Offsets inside the template.
-mod at {
-    use super::{ETH_HLEN, IPV6_HLEN, SRH_FIXED_LEN};
-    pub(super) const IP: usize = ETH_HLEN;
-    pub(super) const PAYLOAD_LEN: usize = IP + 4;
-    pub(super) const NEXT: usize = IP + 6;
-    pub(super) const HOP_LIMIT: usize = IP + 7;
-    pub(super) const SRC: usize = IP + 8;
-    pub(super) const DST: usize = IP + 24;
-    pub(super) const SRH: usize = IP + IPV6_HLEN;
-    pub(super) const SRH_NEXT: usize = SRH;
-    pub(super) const SRH_LEN: usize = SRH + 1;
-    pub(super) const SRH_TYPE: usize = SRH + 2;
-    pub(super) const SEGMENT0: usize = SRH + SRH_FIXED_LEN;
-}
+/// Where the headers sit in the template: Ethernet, IPv6, then the SRH with one segment. The
+/// fields inside each header are [`vwire_dataplane::wire`]'s.
+const IP: usize = ETH_HLEN;
+/// The SRH in the template.
+const SRH: usize = IP + IPV6_HLEN;
 
 /// What an SR policy's outer header is built from (NSM `SRV6` parameters: `src_host_ip`,
 /// the peer's `dst_localsid`, `dst_hw_addr` or the next hop's MAC).
@@ -57,20 +46,22 @@ impl EncapHeader {
     #[must_use]
     pub fn new(p: &EncapParams) -> Self {
         let mut h = [0u8; ENCAP_LEN];
-        h[..6].copy_from_slice(&p.next_hop_mac);
-        h[6..12].copy_from_slice(&p.local_mac);
-        h[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-        h[at::IP] = 0x60;
-        h[at::NEXT] = NH_ROUTING;
-        h[at::HOP_LIMIT] = p.hop_limit;
-        h[at::SRC..at::SRC + 16].copy_from_slice(&p.src.octets());
-        h[at::DST..at::DST + 16].copy_from_slice(&p.sid.octets());
-        //= rfc8754#section-2: "Hdr Ext Len: 8-bit unsigned integer. Defines the length of the
-        //= SRH header in 8-octet units, not including the first 8 octets."
-        // (8 + 16) / 8 − 1 = 2. Segments left, last entry, flags and tag stay 0.
-        h[at::SRH_LEN] = 2;
-        h[at::SRH_TYPE] = ROUTING_TYPE_SRH;
-        h[at::SEGMENT0..at::SEGMENT0 + SID_LEN].copy_from_slice(&p.sid.octets());
+        EthernetFrame::new_unchecked(&mut h[..IP]).write_header(
+            p.next_hop_mac,
+            p.local_mac,
+            EtherType::Ipv6,
+        );
+        let mut ip = Ipv6Packet::new_unchecked(&mut h[IP..SRH]);
+        ip.set_ver_tc_flow(0, 0);
+        ip.set_next_header(IpProtocol::Ipv6Route);
+        ip.set_hop_limit(p.hop_limit);
+        ip.set_src_addr(p.src.octets());
+        ip.set_dst_addr(p.sid.octets());
+        // Hdr Ext Len (8 + 16) / 8 − 1 = 2. Segments left, last entry, flags and tag 0; the next
+        // header is set per packet.
+        let mut srh = SrhPacket::new_unchecked(&mut h[SRH..]);
+        srh.write_fixed(IpProtocol::HopByHop, 1, 0);
+        srh.set_segment(0, p.sid);
         Self { hdr: h }
     }
 
@@ -142,10 +133,12 @@ impl EncapHeader {
             .and_then(<[u8]>::first_chunk_mut::<ENCAP_LEN>)
             .ok_or(Srv6Error::OutOfBounds)?;
         *out = self.hdr;
-        let vtf = (6u32 << 28) | (u32::from(tc) << 20) | (hash & 0x000f_ffff);
-        out[at::IP..at::IP + 4].copy_from_slice(&vtf.to_be_bytes());
-        out[at::PAYLOAD_LEN..at::PAYLOAD_LEN + 2].copy_from_slice(&payload_len.to_be_bytes());
-        out[at::SRH_NEXT] = payload.next_header();
+        // Constant ranges of a fixed-size array: the views' bounds checks fold away.
+        let (ip_hdr, srh) = out[IP..].split_at_mut(IPV6_HLEN);
+        let mut ip = Ipv6Packet::new_unchecked(ip_hdr);
+        ip.set_ver_tc_flow(tc, hash);
+        ip.set_payload_len(payload_len);
+        SrhPacket::new_unchecked(srh).set_next_header(IpProtocol::from_raw(payload.next_header()));
         // write() checked start = offset − 78 and end = offset + len ≤ frame.len().
         Ok((start, len + ENCAP_LEN))
     }

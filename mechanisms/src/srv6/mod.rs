@@ -46,8 +46,8 @@
 //! # Decapsulation contract
 //!
 //! The caller (the worker) gives [`decap()`] a frame whose outer IPv6 destination it steered here
-//! because it lies in vwire's locator. [`decap()`] checks, in order: Ethernet (at most one
-//! 802.1Q tag) with EtherType IPv6, IPv6 version and payload length inside the buffer; an
+//! because it lies in vwire's locator. [`decap()`] checks, in order: Ethernet (up to two
+//! VLAN tags, the rule of [`vwire_dataplane::wire`]) with EtherType IPv6, IPv6 version and payload length inside the buffer; an
 //! optional SRH (routing type 4, length consistent with its last entry, **segments left 0**: an
 //! End.DX* SID must be the last, RFC 8986 §4.4); then the payload's next header, which must be 4,
 //! 41 or 143. Other extension headers, before or after the SRH, are refused
@@ -81,14 +81,14 @@ mod tests;
 pub use decap::{decap, Decapped};
 pub use encap::{EncapHeader, EncapParams};
 
-/// Ethernet header without a tag.
-pub const ETH_HLEN: usize = 14;
-/// IPv6 fixed header.
-pub const IPV6_HLEN: usize = 40;
+use vwire_dataplane::wire::{IpProtocol, IPV4_HLEN};
+
 /// Fixed part of the SRH (RFC 8754 §2), before the segment list.
-pub const SRH_FIXED_LEN: usize = 8;
+pub use vwire_dataplane::wire::srh::FIXED_LEN as SRH_FIXED_LEN;
 /// One segment (an IPv6 address).
-pub const SID_LEN: usize = 16;
+pub use vwire_dataplane::wire::srh::SID_LEN;
+/// Header lengths: Ethernet without a tag, the IPv6 fixed header.
+pub use vwire_dataplane::wire::{ETH_HLEN, IPV6_HLEN};
 /// Outer IPv6 header + SRH with one segment: what the payload gains on the wire.
 pub const IPV6_SRH_LEN: usize = IPV6_HLEN + SRH_FIXED_LEN + SID_LEN;
 /// Bytes the encapsulation prepends, outer Ethernet included: 14 + 40 + 8 + 16 = 78.
@@ -99,23 +99,16 @@ pub const MTU_OVERHEAD_IP: u32 = 64;
 /// MTU clamp for an Ethernet payload: 64 + the inner Ethernet header (14) + one VLAN tag (4).
 pub const MTU_OVERHEAD_ETHERNET: u32 = 82;
 
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-/// IPv6 next header: routing header.
-const NH_ROUTING: u8 = 43;
-/// Routing type of the SRH (RFC 8754 §2).
-const ROUTING_TYPE_SRH: u8 = 4;
-
 /// What follows the SRH, by its next-header value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Payload {
     /// 143: an Ethernet frame (H.Encaps.L2, End.DX2; RFC 8986 §10.1).
-    Ethernet = 143,
+    Ethernet = IpProtocol::Ethernet.raw(),
     /// 4: an IPv4 packet (H.Encaps, End.DX4).
-    Ipv4 = 4,
+    Ipv4 = IpProtocol::Ipv4.raw(),
     /// 41: an IPv6 packet (H.Encaps, End.DX6).
-    Ipv6 = 41,
+    Ipv6 = IpProtocol::Ipv6.raw(),
 }
 
 impl Payload {
@@ -128,10 +121,10 @@ impl Payload {
     /// The payload type of a next-header value, if it is one of the three.
     #[must_use]
     pub const fn from_next_header(nh: u8) -> Option<Self> {
-        match nh {
-            143 => Some(Self::Ethernet),
-            4 => Some(Self::Ipv4),
-            41 => Some(Self::Ipv6),
+        match IpProtocol::from_raw(nh) {
+            IpProtocol::Ethernet => Some(Self::Ethernet),
+            IpProtocol::Ipv4 => Some(Self::Ipv4),
+            IpProtocol::Ipv6 => Some(Self::Ipv6),
             _ => None,
         }
     }
@@ -139,9 +132,9 @@ impl Payload {
     /// The shortest payload that can be delivered: an Ethernet or IP header.
     const fn min_len(self) -> usize {
         match self {
-            Self::Ethernet => 14,
-            Self::Ipv4 => 20,
-            Self::Ipv6 => 40,
+            Self::Ethernet => ETH_HLEN,
+            Self::Ipv4 => IPV4_HLEN,
+            Self::Ipv6 => IPV6_HLEN,
         }
     }
 }

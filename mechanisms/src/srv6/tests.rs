@@ -320,6 +320,29 @@ fn without_an_srh_and_with_a_longer_one() {
 }
 
 #[test]
+fn outer_vlan_tags_follow_the_wire_rule() {
+    // Up to two tags, 802.1Q or 802.1ad, as `vwire_dataplane::wire::ethernet::walk`.
+    for (tags, at) in [(1, 82), (2, 86)] {
+        let d = decap_edited(|p| {
+            for i in 0..tags {
+                let tpid: [u8; 2] = if i == 0 { [0x88, 0xa8] } else { [0x81, 0x00] };
+                p.splice(12..12, [tpid[0], tpid[1], 0, 0x64]);
+            }
+        })
+        .unwrap();
+        assert_eq!((d.payload, d.offset, d.len), (Payload::Ethernet, at, 64));
+    }
+    assert_eq!(
+        decap_edited(|p| {
+            for _ in 0..3 {
+                p.splice(12..12, [0x81, 0x00, 0, 0x64]);
+            }
+        }),
+        Err(Srv6Error::NotIpv6)
+    );
+}
+
+#[test]
 fn every_decap_drop_reason() {
     use Srv6Error as E;
     let (buf, o, l) = sample();

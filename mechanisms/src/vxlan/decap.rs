@@ -2,13 +2,13 @@
 //! that sent it. Read-only: the inner frame stays where it is, so the caller only moves its
 //! `(offset, len)`. What is checked is listed in the module docs of [`super`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use super::csum::{ipv4_header_ok, ones_sum};
-use super::{
-    Vni, VxlanError, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, ETH_HLEN, IPV4_HLEN,
-    IPV6_HLEN, PROTO_UDP, UDP_HLEN, VXLAN_FLAG_I, VXLAN_HLEN,
+use vwire_dataplane::wire::{
+    self, ethernet, EtherType, IpProtocol, Ipv4Packet, Ipv6Packet, UdpPacket, VxlanHeader,
 };
+
+use super::{Vni, VxlanError, ETH_HLEN, UDP_HLEN, VXLAN_HLEN};
 
 /// What [`decap`] learned from one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,12 +21,6 @@ pub struct Decapped {
     pub offset: usize,
     /// The inner frame's length: the UDP length minus UDP and VXLAN headers (at least 14).
     pub len: usize,
-}
-
-/// IPv6 next-header values that are extension headers (RFC 8200 §4, IANA registry), except the
-/// fragment header (44), which [`decap`] reports as [`VxlanError::Fragment`].
-const fn is_ipv6_ext(nh: u8) -> bool {
-    matches!(nh, 0 | 43 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
 }
 
 /// Parses the VXLAN packet at `frame[offset..offset + len]` whose outer frame starts with an
@@ -48,107 +42,68 @@ pub fn decap(
         .and_then(|end| frame.get(offset..end))
         .ok_or(VxlanError::OutOfBounds)?;
 
-    // Ethernet, at most one 802.1Q tag.
-    let eth = pkt.first_chunk::<ETH_HLEN>().ok_or(VxlanError::Truncated)?;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut l3 = ETH_HLEN;
-    if ethertype == ETHERTYPE_VLAN {
-        let tag = pkt
-            .get(ETH_HLEN..)
-            .and_then(<[u8]>::first_chunk::<4>)
-            .ok_or(VxlanError::Truncated)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 += 4;
-    }
-    let ip_pkt = pkt.get(l3..).ok_or(VxlanError::Truncated)?;
+    let l3 = ethernet::walk(pkt).map_err(|_| VxlanError::Truncated)?;
+    let ip_pkt = pkt.get(l3.offset..).ok_or(VxlanError::Truncated)?;
 
     // `l4` and `l4_end` are offsets into `ip_pkt`.
-    let (remote, l4, l4_end) = match ethertype {
-        ETHERTYPE_IPV4 => {
-            let ip = ip_pkt
-                .first_chunk::<IPV4_HLEN>()
-                .ok_or(VxlanError::Truncated)?;
-            if ip[0] >> 4 != 4 {
-                return Err(VxlanError::BadIpVersion);
-            }
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            if ihl < IPV4_HLEN {
-                return Err(VxlanError::BadIpHeaderLen);
-            }
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            if total < ihl || total > ip_pkt.len() {
-                return Err(VxlanError::BadIpLength);
-            }
-            //= rfc791: "The checksum field is the 16 bit one's complement of the one's
-            //= complement sum of all 16 bit words in the header."
+    let (remote, l4, l4_end) = match l3.ethertype {
+        EtherType::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(ip_pkt).map_err(ip_error)?;
             // A valid header sums to 0xffff (negative zero) in either byte order.
-            let ok = if ihl == IPV4_HLEN {
-                ipv4_header_ok(ip)
-            } else {
-                ip_pkt.get(..ihl).is_some_and(|h| ones_sum(h) == 0xffff)
-            };
-            if !ok {
+            if !ip.verify_checksum() {
                 return Err(VxlanError::BadIpChecksum);
             }
-            if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            if ip.is_fragment() {
                 return Err(VxlanError::Fragment); // MF or a fragment offset
             }
-            if ip[9] != PROTO_UDP {
+            if ip.protocol() != IpProtocol::Udp {
                 return Err(VxlanError::NotUdp);
             }
-            let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-            (IpAddr::V4(src), ihl, total)
+            (IpAddr::V4(ip.src_addr()), ip.header_len(), ip.total_len())
         }
-        ETHERTYPE_IPV6 => {
-            let ip = ip_pkt
-                .first_chunk::<IPV6_HLEN>()
-                .ok_or(VxlanError::Truncated)?;
-            if ip[0] >> 4 != 6 {
-                return Err(VxlanError::BadIpVersion);
-            }
-            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            let end = IPV6_HLEN + payload;
-            if end > ip_pkt.len() {
-                return Err(VxlanError::BadIpLength);
-            }
-            match ip[6] {
-                PROTO_UDP => {}
-                44 => return Err(VxlanError::Fragment),
-                nh if is_ipv6_ext(nh) => return Err(VxlanError::Ipv6ExtHeader),
+        EtherType::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(ip_pkt).map_err(ip_error)?;
+            match ip.next_header() {
+                IpProtocol::Udp => {}
+                IpProtocol::Ipv6Frag => return Err(VxlanError::Fragment),
+                nh if nh.is_ipv6_extension() => return Err(VxlanError::Ipv6ExtHeader),
                 _ => return Err(VxlanError::NotUdp),
             }
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&ip[8..24]);
-            (IpAddr::V6(Ipv6Addr::from(src)), IPV6_HLEN, end)
+            (IpAddr::V6(ip.src_addr()), wire::IPV6_HLEN, ip.total_len())
         }
         _ => return Err(VxlanError::NotIp),
     };
 
-    // UDP + VXLAN, inside the IP packet.
+    // UDP + VXLAN, inside the IP packet. The port is checked before the length, so traffic to
+    // another port counts as such whatever its length.
     let l4_pkt = ip_pkt.get(l4..l4_end).ok_or(VxlanError::Truncated)?;
     let hdrs = l4_pkt
         .first_chunk::<{ UDP_HLEN + VXLAN_HLEN }>()
         .ok_or(VxlanError::Truncated)?;
-    if u16::from_be_bytes([hdrs[2], hdrs[3]]) != vxlan_port {
+    let (udp_hdr, vxlan_hdr) = hdrs.split_at(UDP_HLEN);
+    // Both views are over slices of their exact header length, from a 16-byte array.
+    let udp = UdpPacket::new_unchecked(udp_hdr);
+    if udp.dst_port() != vxlan_port {
         return Err(VxlanError::NotVxlanPort);
     }
-    let udp_len = usize::from(u16::from_be_bytes([hdrs[4], hdrs[5]]));
+    let udp_len = udp.len();
     if udp_len < UDP_HLEN + VXLAN_HLEN || udp_len > l4_pkt.len() {
         return Err(VxlanError::BadUdpLength);
     }
     //= rfc7348#section-5: "Flags (8 bits): where the I flag MUST be set to 1 for a valid VXLAN
     //= Network ID (VNI). The other 7 bits (designated "R") are reserved fields and MUST be set
     //= to zero on transmission and ignored on receipt."
-    if hdrs[8] & VXLAN_FLAG_I == 0 {
+    let vx = VxlanHeader::new_unchecked(vxlan_hdr);
+    if !vx.has_vni() {
         return Err(VxlanError::NoVniFlag);
     }
-    let vni = Vni::from_wire([hdrs[12], hdrs[13], hdrs[14]]);
+    let vni = Vni::from_wire(vx.vni_bytes());
     let inner_len = udp_len - (UDP_HLEN + VXLAN_HLEN);
     if inner_len < ETH_HLEN {
         return Err(VxlanError::InnerTooShort);
     }
     // Every term is bounded by `len`, and offset + len did not overflow.
-    let inner_offset = offset + l3 + l4 + UDP_HLEN + VXLAN_HLEN;
+    let inner_offset = offset + l3.offset + l4 + UDP_HLEN + VXLAN_HLEN;
     Ok(Decapped {
         remote,
         vni,
@@ -176,14 +131,23 @@ pub fn strip_inner_ethernet(
         .checked_add(len)
         .and_then(|end| frame.get(offset..end))
         .ok_or(VxlanError::OutOfBounds)?;
-    let eth = pkt
-        .first_chunk::<ETH_HLEN>()
-        .ok_or(VxlanError::InnerTooShort)?;
-    match u16::from_be_bytes([eth[12], eth[13]]) {
-        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 if len > ETH_HLEN => {
+    let eth = ethernet::EthernetFrame::new_checked(pkt).map_err(|_| VxlanError::InnerTooShort)?;
+    match eth.ethertype() {
+        EtherType::Ipv4 | EtherType::Ipv6 if len > ETH_HLEN => {
             Ok((offset + ETH_HLEN, len - ETH_HLEN))
         }
-        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Err(VxlanError::InnerTooShort),
+        EtherType::Ipv4 | EtherType::Ipv6 => Err(VxlanError::InnerTooShort),
         _ => Err(VxlanError::InnerNotIp),
+    }
+}
+
+/// The outer IP header's [`wire::Error`] as a drop reason.
+#[inline]
+const fn ip_error(e: wire::Error) -> VxlanError {
+    match e {
+        wire::Error::Truncated => VxlanError::Truncated,
+        wire::Error::BadVersion => VxlanError::BadIpVersion,
+        wire::Error::BadHeaderLen => VxlanError::BadIpHeaderLen,
+        wire::Error::BadLength => VxlanError::BadIpLength,
     }
 }

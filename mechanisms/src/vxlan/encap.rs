@@ -23,10 +23,14 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::csum::ones_sum;
+use vwire_dataplane::wire::checksum::{self as csum, add, ne16};
+use vwire_dataplane::wire::{
+    ipv4, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, UdpPacket, VxlanHeader,
+};
+
 use super::{
-    flow, ne16, ones_add, Vni, VxlanError, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETH_HLEN, OVERHEAD_V4,
-    OVERHEAD_V6, PROTO_UDP, SRC_PORT_MIN, VXLAN_FLAG_I,
+    flow, Vni, VxlanError, ETH_HLEN, IPV4_HLEN, IPV6_HLEN, OVERHEAD_V4, OVERHEAD_V6, SRC_PORT_MIN,
+    UDP_HLEN, VXLAN_HLEN,
 };
 
 /// The underlay addresses of a tunnel; the family decides the outer IP header.
@@ -68,41 +72,15 @@ pub struct TunnelParams {
     pub udp_checksum_v4: bool,
 }
 
-/// Offsets inside the IPv4 template.
-mod v4 {
-    pub(super) const IP: usize = 14;
-    pub(super) const TOTAL_LEN: usize = IP + 2;
-    pub(super) const FLAGS: usize = IP + 6;
-    pub(super) const TTL: usize = IP + 8;
-    pub(super) const PROTO: usize = IP + 9;
-    pub(super) const CSUM: usize = IP + 10;
-    pub(super) const SRC: usize = IP + 12;
-    pub(super) const DST: usize = IP + 16;
-    pub(super) const UDP: usize = IP + 20;
-}
-
-/// Offsets inside the IPv6 template.
-mod v6 {
-    pub(super) const IP: usize = 14;
-    pub(super) const PAYLOAD_LEN: usize = IP + 4;
-    pub(super) const NEXT: usize = IP + 6;
-    pub(super) const HOP_LIMIT: usize = IP + 7;
-    pub(super) const SRC: usize = IP + 8;
-    pub(super) const DST: usize = IP + 24;
-    pub(super) const UDP: usize = IP + 40;
-}
-
-/// Offsets inside UDP + VXLAN, from the UDP header.
-mod udp {
-    pub(super) const SRC_PORT: usize = 0;
-    pub(super) const DST_PORT: usize = 2;
-    pub(super) const LEN: usize = 4;
-    pub(super) const CSUM: usize = 6;
-    pub(super) const VXLAN: usize = 8;
-    pub(super) const VNI: usize = VXLAN + 4;
-    /// UDP + VXLAN headers.
-    pub(super) const HLEN: usize = 16;
-}
+/// Where the outer headers sit in a template: Ethernet, IP, then UDP + VXLAN ([`UDP_VXLAN`]
+/// bytes). The fields inside each header are [`vwire_dataplane::wire`]'s.
+const IP: usize = ETH_HLEN;
+/// UDP in the IPv4 template.
+const UDP_V4: usize = IP + IPV4_HLEN;
+/// UDP in the IPv6 template.
+const UDP_V6: usize = IP + IPV6_HLEN;
+/// UDP + VXLAN headers.
+const UDP_VXLAN: usize = UDP_HLEN + VXLAN_HLEN;
 
 /// The precomputed outer header of one tunnel. Cheap to copy around (≤ 80 bytes) and immutable:
 /// publish it to workers in the tunnel table and call [`TunnelHeader::encap`] per packet.
@@ -128,48 +106,37 @@ enum Template {
     },
 }
 
-#[inline]
-fn put16<const N: usize>(h: &mut [u8; N], at: usize, v: [u8; 2]) {
-    // `at` is a constant below N - 1 at every call site: the check folds away.
-    if let Some(d) = h.get_mut(at..at + 2) {
-        d.copy_from_slice(&v);
-    }
-}
-
-/// Writes the Ethernet header and the UDP + VXLAN part shared by both families.
-fn common<const N: usize>(h: &mut [u8; N], p: &TunnelParams, ethertype: u16, udp_at: usize) {
-    if let Some(eth) = h.get_mut(..ETH_HLEN) {
-        eth[..6].copy_from_slice(&p.next_hop_mac);
-        eth[6..12].copy_from_slice(&p.local_mac);
-        eth[12..].copy_from_slice(&ethertype.to_be_bytes());
-    }
-    put16(h, udp_at + udp::DST_PORT, p.dst_port.to_be_bytes());
-    if let Some(vx) = h.get_mut(udp_at + udp::VXLAN..) {
-        vx[0] = VXLAN_FLAG_I;
-        vx[4..7].copy_from_slice(&p.vni.to_wire());
-    }
+/// Writes the Ethernet header and the UDP + VXLAN part shared by both families. `udp_at` is
+/// [`UDP_V4`] or [`UDP_V6`], both at least 16 bytes before the end of `h`.
+fn common<const N: usize>(h: &mut [u8; N], p: &TunnelParams, ethertype: EtherType, udp_at: usize) {
+    EthernetFrame::new_unchecked(&mut h[..ETH_HLEN]).write_header(
+        p.next_hop_mac,
+        p.local_mac,
+        ethertype,
+    );
+    let (udp, vxlan) = h[udp_at..udp_at + UDP_VXLAN].split_at_mut(UDP_HLEN);
+    UdpPacket::new_unchecked(udp).set_dst_port(p.dst_port);
+    VxlanHeader::new_unchecked(vxlan).write(p.vni.to_wire());
 }
 
 /// The checksum-independent part of the UDP checksum: addresses, protocol, destination port and
 /// the VXLAN header. The lengths and the source port are added per packet.
 fn udp_partial(src: &[u8], dst: &[u8], dst_port: u16, vxlan: &[u8]) -> u16 {
-    let mut s = ones_add(ones_sum(src), ones_sum(dst));
-    s = ones_add(s, ne16(u16::from(PROTO_UDP)));
-    s = ones_add(s, ne16(dst_port));
-    ones_add(s, ones_sum(vxlan))
+    let mut s = add(csum::sum(src), csum::sum(dst));
+    s = add(s, ne16(u16::from(IpProtocol::Udp.raw())));
+    s = add(s, ne16(dst_port));
+    add(s, csum::sum(vxlan))
 }
 
 /// Finishes a UDP checksum; the result is in memory order, ready to store.
 #[inline]
 fn udp_finish(partial: u16, src_port: u16, udp_len: u16, payload: &[u8]) -> [u8; 2] {
-    let mut s = ones_add(partial, ne16(src_port));
+    let mut s = add(partial, ne16(src_port));
     // The length appears twice: in the pseudo-header and in the UDP header.
-    s = ones_add(s, ne16(udp_len));
-    s = ones_add(s, ne16(udp_len));
-    s = ones_add(s, ones_sum(payload));
-    let c = !s;
-    //= rfc768: "If the computed checksum is zero, it is transmitted as all ones"
-    if c == 0 { 0xffff_u16 } else { c }.to_ne_bytes()
+    s = add(s, ne16(udp_len));
+    s = add(s, ne16(udp_len));
+    s = add(s, csum::sum(payload));
+    csum::finish(s, true)
 }
 
 /// The UDP source port for a flow hash: 49152 + the hash's low 14 bits.
@@ -214,20 +181,21 @@ impl TunnelHeader {
         let t = match p.underlay {
             Underlay::V4 { local, remote } => {
                 let mut h = [0u8; OVERHEAD_V4];
-                common(&mut h, p, ETHERTYPE_IPV4, v4::UDP);
-                h[v4::IP] = 0x45;
-                put16(&mut h, v4::FLAGS, 0x4000u16.to_be_bytes()); // DF, offset 0
-                h[v4::TTL] = p.ttl;
-                h[v4::PROTO] = PROTO_UDP;
-                h[v4::SRC..v4::SRC + 4].copy_from_slice(&local.octets());
-                h[v4::DST..v4::DST + 4].copy_from_slice(&remote.octets());
-                let ip_sum = ones_sum(&h[v4::IP..v4::UDP]);
+                common(&mut h, p, EtherType::Ipv4, UDP_V4);
+                let mut ip = Ipv4Packet::new_unchecked(&mut h[IP..UDP_V4]);
+                ip.set_version_and_header_len(IPV4_HLEN);
+                ip.set_flags_and_offset(ipv4::FLAG_DF); // offset 0
+                ip.set_ttl(p.ttl);
+                ip.set_protocol(IpProtocol::Udp);
+                ip.set_src_addr(local.octets());
+                ip.set_dst_addr(remote.octets());
+                let ip_sum = csum::sum(&h[IP..UDP_V4]);
                 let udp_sum = p.udp_checksum_v4.then(|| {
                     udp_partial(
                         &local.octets(),
                         &remote.octets(),
                         p.dst_port,
-                        &h[v4::UDP + udp::VXLAN..],
+                        &h[UDP_V4 + UDP_HLEN..],
                     )
                 });
                 Template::V4 {
@@ -238,17 +206,18 @@ impl TunnelHeader {
             }
             Underlay::V6 { local, remote } => {
                 let mut h = [0u8; OVERHEAD_V6];
-                common(&mut h, p, ETHERTYPE_IPV6, v6::UDP);
-                h[v6::IP] = 0x60;
-                h[v6::NEXT] = PROTO_UDP;
-                h[v6::HOP_LIMIT] = p.ttl;
-                h[v6::SRC..v6::SRC + 16].copy_from_slice(&local.octets());
-                h[v6::DST..v6::DST + 16].copy_from_slice(&remote.octets());
+                common(&mut h, p, EtherType::Ipv6, UDP_V6);
+                let mut ip = Ipv6Packet::new_unchecked(&mut h[IP..UDP_V6]);
+                ip.set_ver_tc_flow(0, 0);
+                ip.set_next_header(IpProtocol::Udp);
+                ip.set_hop_limit(p.ttl);
+                ip.set_src_addr(local.octets());
+                ip.set_dst_addr(remote.octets());
                 let udp_sum = udp_partial(
                     &local.octets(),
                     &remote.octets(),
                     p.dst_port,
-                    &h[v6::UDP + udp::VXLAN..],
+                    &h[UDP_V6 + UDP_HLEN..],
                 );
                 Template::V6 { hdr: h, udp_sum }
             }
@@ -268,13 +237,13 @@ impl TunnelHeader {
     /// The VNI this tunnel sends.
     #[must_use]
     pub fn vni(&self) -> Vni {
-        let (h, at): (&[u8], usize) = match &self.t {
-            Template::V4 { hdr, .. } => (hdr, v4::UDP + udp::VNI),
-            Template::V6 { hdr, .. } => (hdr, v6::UDP + udp::VNI),
+        let vxlan: &[u8] = match &self.t {
+            Template::V4 { hdr, .. } => &hdr[UDP_V4 + UDP_HLEN..],
+            Template::V6 { hdr, .. } => &hdr[UDP_V6 + UDP_HLEN..],
         };
-        match h.get(at..).and_then(<[u8]>::first_chunk::<3>) {
-            Some(b) => Vni::from_wire(*b),
-            None => Vni(0), // unreachable: the templates are longer
+        match VxlanHeader::new_checked(vxlan) {
+            Ok(v) => Vni::from_wire(v.vni_bytes()),
+            Err(_) => Vni(0), // unreachable: the templates end with the 8-byte VXLAN header
         }
     }
 
@@ -325,34 +294,32 @@ impl TunnelHeader {
                     .map_err(|_| VxlanError::TooLong)?;
                 let udp_len = ip_total.saturating_sub(20);
                 *out = *hdr;
-                put16(out, v4::TOTAL_LEN, ip_total.to_be_bytes());
-                put16(
-                    out,
-                    v4::CSUM,
-                    (!ones_add(*ip_sum, ne16(ip_total))).to_ne_bytes(),
-                );
-                put16(out, v4::UDP + udp::SRC_PORT, sport.to_be_bytes());
-                put16(out, v4::UDP + udp::LEN, udp_len.to_be_bytes());
+                // Constant ranges of a fixed-size array: the views' bounds checks fold away.
+                let (ip_hdr, udp_hdr) = out[IP..UDP_V4 + UDP_HLEN].split_at_mut(IPV4_HLEN);
+                let mut ip = Ipv4Packet::new_unchecked(ip_hdr);
+                ip.set_total_len(ip_total);
+                ip.set_checksum_bytes((!add(*ip_sum, ne16(ip_total))).to_ne_bytes());
+                let mut udp = UdpPacket::new_unchecked(udp_hdr);
+                udp.set_src_port(sport);
+                udp.set_len(udp_len);
                 if let Some(partial) = udp_sum {
-                    let c = udp_finish(*partial, sport, udp_len, inner);
-                    put16(out, v4::UDP + udp::CSUM, c);
+                    udp.set_checksum_bytes(udp_finish(*partial, sport, udp_len, inner));
                 }
             }
             Template::V6 { hdr, udp_sum } => {
                 let (out, inner) = split::<OVERHEAD_V6>(frame, offset, len)?;
-                let udp_len = u16::try_from(len.saturating_add(udp::HLEN))
+                let udp_len = u16::try_from(len.saturating_add(UDP_VXLAN))
                     .map_err(|_| VxlanError::TooLong)?;
                 *out = *hdr;
-                // Version 6, traffic class 0, 20 bits of flow label.
-                let vtf = (6u32 << 28) | (hash & 0x000f_ffff);
-                if let Some(d) = out.get_mut(v6::IP..v6::IP + 4) {
-                    d.copy_from_slice(&vtf.to_be_bytes());
-                }
-                put16(out, v6::PAYLOAD_LEN, udp_len.to_be_bytes());
-                put16(out, v6::UDP + udp::SRC_PORT, sport.to_be_bytes());
-                put16(out, v6::UDP + udp::LEN, udp_len.to_be_bytes());
-                let c = udp_finish(*udp_sum, sport, udp_len, inner);
-                put16(out, v6::UDP + udp::CSUM, c);
+                let (ip_hdr, udp_hdr) = out[IP..UDP_V6 + UDP_HLEN].split_at_mut(IPV6_HLEN);
+                let mut ip = Ipv6Packet::new_unchecked(ip_hdr);
+                // Traffic class 0, 20 bits of flow label.
+                ip.set_ver_tc_flow(0, hash);
+                ip.set_payload_len(udp_len);
+                let mut udp = UdpPacket::new_unchecked(udp_hdr);
+                udp.set_src_port(sport);
+                udp.set_len(udp_len);
+                udp.set_checksum_bytes(udp_finish(*udp_sum, sport, udp_len, inner));
             }
         }
         let n = self.overhead();
@@ -377,11 +344,10 @@ impl TunnelHeader {
         len: usize,
     ) -> Result<(usize, usize), VxlanError> {
         let pkt = packet(frame, offset, len)?;
-        let ethertype = match pkt.first().map(|b| b >> 4) {
-            Some(4) => ETHERTYPE_IPV4,
-            Some(6) => ETHERTYPE_IPV6,
-            _ => return Err(VxlanError::PayloadNotIp),
-        };
+        let ethertype = pkt
+            .first()
+            .and_then(|b| EtherType::of_ip_version(b >> 4))
+            .ok_or(VxlanError::PayloadNotIp)?;
         let hash = flow::hash_ip(pkt);
         let eth_at = offset
             .checked_sub(ETH_HLEN)
@@ -396,9 +362,11 @@ impl TunnelHeader {
             .get_mut(eth_at..offset)
             .and_then(<[u8]>::first_chunk_mut::<ETH_HLEN>)
         {
-            eth[..6].copy_from_slice(&super::IP_PAYLOAD_PEER_MAC);
-            eth[6..12].copy_from_slice(&super::IP_PAYLOAD_LOCAL_MAC);
-            eth[12..].copy_from_slice(&ethertype.to_be_bytes());
+            EthernetFrame::new_unchecked(&mut eth[..]).write_header(
+                super::IP_PAYLOAD_PEER_MAC,
+                super::IP_PAYLOAD_LOCAL_MAC,
+                ethertype,
+            );
         }
         self.encap_with_hash(frame, eth_at, eth_len, hash)
     }

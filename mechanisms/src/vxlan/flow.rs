@@ -13,6 +13,8 @@
 //! same for every packet of a flow on one machine. Any input, however short or malformed, hashes
 //! (to whatever is readable) without panicking.
 
+use vwire_dataplane::wire::{ethernet, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
+
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[inline]
@@ -47,39 +49,36 @@ fn finish(h: u64) -> u32 {
     }
 }
 
-/// Protocols whose first four L4 bytes are the source and destination ports.
-const fn has_ports(proto: u8) -> bool {
-    matches!(proto, 6 | 17 | 132 | 136) // TCP, UDP, SCTP, UDP-Lite
-}
-
 fn ip_key(h: u64, pkt: &[u8]) -> u64 {
     match pkt.first().map(|b| b >> 4) {
         Some(4) => {
             let Some(ip) = pkt.first_chunk::<20>() else {
                 return h;
             };
-            let proto = ip[9];
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff; // MF + offset
+            // 20 bytes present, so the fixed-field getters are safe; nothing else is checked:
+            // the hash takes what is readable.
+            let ip = Ipv4Packet::new_unchecked(&ip[..]);
+            let proto = ip.protocol();
             let mut h = mix(h, word(pkt, 12)); // src + dst
-            let ports = if frag == 0 && has_ports(proto) {
-                word4(pkt, usize::from(ip[0] & 0x0f) * 4)
+            let ports = if !ip.is_fragment() && proto.has_ports() {
+                word4(pkt, ip.header_len())
             } else {
                 0
             };
-            h = mix(h, (u64::from(proto) << 32) | ports);
+            h = mix(h, (u64::from(proto.raw()) << 32) | ports);
             h
         }
         Some(6) => {
             let Some(ip) = pkt.first_chunk::<40>() else {
                 return h;
             };
-            let nh = ip[6];
+            let nh = Ipv6Packet::new_unchecked(&ip[..]).next_header();
             let mut h = h;
             for at in [8, 16, 24, 32] {
-                h = mix(h, word(pkt, at));
+                h = mix(h, word(pkt, at)); // src + dst
             }
-            let ports = if has_ports(nh) { word4(pkt, 40) } else { 0 };
-            mix(h, (u64::from(nh) << 32) | ports)
+            let ports = if nh.has_ports() { word4(pkt, 40) } else { 0 };
+            mix(h, (u64::from(nh.raw()) << 32) | ports)
         }
         _ => h,
     }
@@ -93,28 +92,24 @@ pub fn hash_ip(pkt: &[u8]) -> u32 {
     finish(ip_key(0, pkt))
 }
 
-/// The flow hash of an Ethernet frame: MACs and EtherType, then the IP key when the frame
-/// carries IPv4 or IPv6 (after at most one 802.1Q tag).
+/// The flow hash of an Ethernet frame: MACs, EtherType and VLAN tags (as many as
+/// [`ethernet::walk`] skips), then the IP key when the frame carries IPv4 or IPv6.
 #[must_use]
 #[inline]
 pub fn hash_ethernet(frame: &[u8]) -> u32 {
-    let Some(eth) = frame.first_chunk::<14>() else {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return finish(word(frame, 0));
     };
     let mut h = mix(0, word(frame, 0)); // dst MAC + 2 bytes of src
     h = mix(h, word(frame, 6)); // src MAC + EtherType
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    let mut l3 = 14;
-    if ethertype == super::ETHERTYPE_VLAN {
-        let Some(tag) = frame.get(14..18) else {
-            return finish(h);
-        };
-        h = mix(h, word4(frame, 14));
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 = 18;
+    let Ok(l3) = ethernet::walk_from(frame, eth.ethertype()) else {
+        return finish(h);
+    };
+    for tag in (ethernet::HEADER_LEN..l3.offset).step_by(ethernet::VLAN_TAG_LEN) {
+        h = mix(h, word4(frame, tag));
     }
-    if ethertype == super::ETHERTYPE_IPV4 || ethertype == super::ETHERTYPE_IPV6 {
-        if let Some(ip) = frame.get(l3..) {
+    if matches!(l3.ethertype, EtherType::Ipv4 | EtherType::Ipv6) {
+        if let Some(ip) = frame.get(l3.offset..) {
             h = ip_key(h, ip);
         }
     }
@@ -163,6 +158,24 @@ mod tests {
         f.extend_from_slice(&udp4(1000));
         g.extend_from_slice(&udp4(1001));
         assert_ne!(hash_ethernet(&f), hash_ethernet(&g));
+    }
+
+    #[test]
+    fn tagged_frames_include_the_ip_key() {
+        // One 802.1Q tag as before, and now 802.1ad and QinQ too (the wire module's rule).
+        for tags in [
+            &[0x81u8, 0x00][..],
+            &[0x88, 0xa8],
+            &[0x88, 0xa8, 0, 7, 0x81, 0x00],
+        ] {
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+            f.extend_from_slice(tags);
+            f.extend_from_slice(&[0, 7, 0x08, 0x00]);
+            let mut g = f.clone();
+            f.extend_from_slice(&udp4(1000));
+            g.extend_from_slice(&udp4(1001));
+            assert_ne!(hash_ethernet(&f), hash_ethernet(&g), "{tags:x?}");
+        }
     }
 
     #[test]

@@ -55,7 +55,8 @@
 //!
 //! # Receive checks
 //!
-//! [`decap()`] parses Ethernet (with at most one 802.1Q tag), then IPv4 or IPv6, UDP and the
+//! [`decap()`] parses Ethernet (with up to two VLAN tags, the rule of [`vwire_dataplane::wire`]),
+//! then IPv4 or IPv6, UDP and the
 //! VXLAN header, and refuses what it cannot carry with a [`VxlanError`], each variant a drop
 //! reason to count. What it checks, and why:
 //! - IPv4: version, IHL ≥ 5, total length inside the buffer, not a fragment (vwire does not
@@ -89,7 +90,6 @@
 //!
 //! [`HEADROOM`]: vwire_dataplane::buffer::HEADROOM
 
-mod csum;
 pub mod decap;
 pub mod encap;
 pub mod flow;
@@ -100,18 +100,9 @@ pub use decap::{decap, strip_inner_ethernet, Decapped};
 pub use encap::{TunnelHeader, TunnelParams, Underlay};
 
 /// The IANA VXLAN port (RFC 7348 §5), NSM's default `dst_port`.
-pub const VXLAN_PORT: u16 = 4789;
-
-/// Ethernet header without a tag.
-pub const ETH_HLEN: usize = 14;
-/// IPv4 header without options.
-pub const IPV4_HLEN: usize = 20;
-/// IPv6 fixed header.
-pub const IPV6_HLEN: usize = 40;
-/// UDP header.
-pub const UDP_HLEN: usize = 8;
-/// VXLAN header.
-pub const VXLAN_HLEN: usize = 8;
+pub use vwire_dataplane::wire::vxlan::PORT as VXLAN_PORT;
+/// Header lengths: Ethernet without a tag, IPv4 without options, IPv6 fixed header, UDP, VXLAN.
+pub use vwire_dataplane::wire::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, UDP_HLEN, VXLAN_HLEN};
 
 /// Bytes [`TunnelHeader::encap`] prepends over an IPv4 underlay: 14 + 20 + 8 + 8.
 pub const OVERHEAD_V4: usize = ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN;
@@ -136,13 +127,6 @@ pub const SRC_PORT_MIN: u16 = 49152;
 pub const IP_PAYLOAD_LOCAL_MAC: [u8; 6] = [0x02, 0x76, 0x77, 0x00, 0x00, 0x01];
 /// Inner destination MAC for IP payloads: the MAC a kernel peer's vxlan device must carry.
 pub const IP_PAYLOAD_PEER_MAC: [u8; 6] = [0x02, 0x76, 0x77, 0x00, 0x00, 0x02];
-
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const PROTO_UDP: u8 = 17;
-/// The I flag: the VNI is valid (RFC 7348 §5).
-const VXLAN_FLAG_I: u8 = 0x08;
 
 /// A 24-bit VXLAN network identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -299,19 +283,4 @@ impl VxlanError {
     pub const fn index(self) -> usize {
         self as usize
     }
-}
-
-/// Adds two native-order 16-bit one's complement values (end-around carry).
-#[inline]
-pub(crate) const fn ones_add(a: u16, b: u16) -> u16 {
-    let (s, carry) = a.overflowing_add(b);
-    // With a carry, s ≤ 0xfffe, so adding it back cannot overflow.
-    s + carry as u16
-}
-
-/// A network-order 16-bit field value as the native-order word a one's complement sum over
-/// memory sees (RFC 1071 §2(B): the sum is byte-order independent).
-#[inline]
-pub(crate) const fn ne16(v: u16) -> u16 {
-    u16::from_ne_bytes(v.to_be_bytes())
 }

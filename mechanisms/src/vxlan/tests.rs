@@ -503,6 +503,40 @@ fn lenient_where_the_rfc_says_so() {
     assert_eq!((d.offset, d.len), (54, 64));
 }
 
+/// The outer frame with VLAN tags (TPIDs) after the MACs.
+fn with_tags(pkt: &[u8], tpids: &[u16]) -> Vec<u8> {
+    let mut v = pkt[..12].to_vec();
+    for t in tpids {
+        v.extend_from_slice(&t.to_be_bytes());
+        v.extend_from_slice(&[0x00, 0x64]);
+    }
+    v.extend_from_slice(&pkt[12..]);
+    v
+}
+
+#[test]
+fn outer_vlan_tags_follow_the_wire_rule() {
+    // Up to two tags, 802.1Q or 802.1ad, as `vwire_dataplane::wire::ethernet::walk`.
+    let (buf, o, l) = sample4();
+    for (tpids, at) in [
+        (&[0x88a8][..], 54),
+        (&[0x88a8, 0x8100][..], 58),
+        (&[0x8100, 0x8100][..], 58),
+    ] {
+        let t = with_tags(&buf[o..o + l], tpids);
+        let d = decap(&t, 0, t.len(), VXLAN_PORT).unwrap();
+        assert_eq!((d.offset, d.len), (at, 64), "{tpids:x?}");
+        assert_eq!(&t[at..], &buf[HR..HR + 64]);
+        // Cut inside the last tag (the L3 header starts 36 bytes before the inner frame).
+        assert_eq!(
+            decap(&t, 0, at - 38, VXLAN_PORT),
+            Err(VxlanError::Truncated)
+        );
+    }
+    let t = with_tags(&buf[o..o + l], &[0x8100, 0x8100, 0x8100]);
+    assert_eq!(decap(&t, 0, t.len(), VXLAN_PORT), Err(VxlanError::NotIp));
+}
+
 #[test]
 fn strip_inner_ethernet_checks_the_ethertype() {
     let mut f = frame(60, 1);
