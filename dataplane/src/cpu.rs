@@ -8,7 +8,7 @@
 use std::io;
 
 /// The largest CPU id plus one that a `cpu_set_t` holds.
-const SET_SIZE: usize = libc::CPU_SETSIZE as usize;
+pub const SET_SIZE: usize = libc::CPU_SETSIZE as usize;
 
 /// Pins the calling thread (and so every thread it spawns later) to `cpus`. Fails with
 /// `EINVAL` for an empty list or a CPU id of [`SET_SIZE`] or more, and with the kernel's error

@@ -12,10 +12,10 @@
 //!   header and its SRH; [`Behavior::check`] then enforces that the payload matches the SID's
 //!   behaviour.
 //!
-//! Layout: [`encap`] ([`EncapHeader`], the per-policy template), [`decap`](mod@decap), and
-//! [`driver`] ([`driver::Srv6Encap`], a policy's encapsulation as a dataplane stage, and the
-//! mapping of [`Srv6Error`] to the dataplane's drop reasons; the receive side is the uplink
-//! demultiplexer in [`crate::tunnel`]).
+//! Layout: [`encap`] ([`EncapHeader`], the per-policy template) and [`decap`](mod@decap). The
+//! dataplane stage that uses this core lives with the other tunnel drivers:
+//! [`crate::tunnel::Srv6Encap`] (a policy's encapsulation, and the mapping of [`Srv6Error`] to
+//! the dataplane's drop reasons) and the uplink demultiplexer in [`crate::tunnel`].
 //!
 //! # Wire layout
 //!

@@ -9,9 +9,9 @@
 //!   for IP payloads.
 //! - [`flow`]: the cheap flow hash that picks the UDP source port (shared with `srv6`, which
 //!   puts it in the IPv6 flow label).
-//! - [`driver`]: [`driver::VxlanEncap`], a tunnel's encapsulation as a dataplane stage, and the
-//!   mapping of [`VxlanError`] to the dataplane's drop reasons. (The receive side is the uplink
-//!   demultiplexer in [`crate::tunnel`].)
+//! - The dataplane stage that uses this core lives with the other tunnel drivers:
+//!   [`crate::tunnel::VxlanEncap`] (a tunnel's encapsulation, and the mapping of [`VxlanError`]
+//!   to the dataplane's drop reasons) and the uplink demultiplexer in [`crate::tunnel`].
 //!
 //! # Wire layout
 //!
