@@ -202,13 +202,8 @@ pub fn mac_from_seed(seed: &str) -> [u8; 6] {
     [0x02, 0xfe, h[0], h[1], h[2], h[3]]
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+/// `aa:bb:cc:dd:ee:ff`, as `ip` prints it (the kernel module's formatter).
+pub use vwire_mechanisms::kernel::format_mac;
 
 /// One memif interface and the host behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
