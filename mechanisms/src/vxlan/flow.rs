@@ -13,7 +13,9 @@
 //! same for every packet of a flow on one machine. Any input, however short or malformed, hashes
 //! (to whatever is readable) without panicking.
 
-use vwire_dataplane::wire::{ethernet, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet};
+use vwire_dataplane::wire::{
+    ethernet, EtherType, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet,
+};
 
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -58,27 +60,32 @@ fn ip_key(h: u64, pkt: &[u8]) -> u64 {
             // 20 bytes present, so the fixed-field getters are safe; nothing else is checked:
             // the hash takes what is readable.
             let ip = Ipv4Packet::new_unchecked(&ip[..]);
-            let proto = ip.protocol();
+            // The raw protocol number is the key; the enum only answers `has_ports`.
+            let proto = ip.protocol_raw();
             let mut h = mix(h, word(pkt, 12)); // src + dst
-            let ports = if !ip.is_fragment() && proto.has_ports() {
+            let ports = if !ip.is_fragment() && IpProtocol::from_raw(proto).has_ports() {
                 word4(pkt, ip.header_len())
             } else {
                 0
             };
-            h = mix(h, (u64::from(proto.raw()) << 32) | ports);
+            h = mix(h, (u64::from(proto) << 32) | ports);
             h
         }
         Some(6) => {
             let Some(ip) = pkt.first_chunk::<40>() else {
                 return h;
             };
-            let nh = Ipv6Packet::new_unchecked(&ip[..]).next_header();
+            let nh = Ipv6Packet::new_unchecked(&ip[..]).next_header_raw();
             let mut h = h;
             for at in [8, 16, 24, 32] {
                 h = mix(h, word(pkt, at)); // src + dst
             }
-            let ports = if nh.has_ports() { word4(pkt, 40) } else { 0 };
-            mix(h, (u64::from(nh.raw()) << 32) | ports)
+            let ports = if IpProtocol::from_raw(nh).has_ports() {
+                word4(pkt, 40)
+            } else {
+                0
+            };
+            mix(h, (u64::from(nh) << 32) | ports)
         }
         _ => h,
     }
