@@ -105,6 +105,10 @@ impl Registration {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
+        //= shared/spec/nsm-forwarder.md §2, step 9
+        //# Register with the registry (through `NSM_CONNECT_TO` = nsmgr) as
+        //# `NetworkServiceEndpoint{name: NSM_NAME, network_service_names: [NSM_NSNAME="forwarder"],
+        //# network_service_labels: {"forwarder": {labels: NSM_LABELS (default p2p:true)}}, url: NSM_LISTEN_ON}`.
         let endpoint = NetworkServiceEndpoint {
             name: name.to_string(),
             network_service_names: vec![cfg.service_name.clone()],
@@ -251,6 +255,9 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// the time left, as the NSM sdk's refresh client does, but not sooner than [`MIN_REFRESH`];
 /// [`FALLBACK_REFRESH`] without an expiration.
 fn refresh_delay(expiration: Option<&prost_types::Timestamp>, now: SystemTime) -> Duration {
+    //= shared/spec/nsm-forwarder.md §2, step 9
+    //# The registry client chain does refresh (re-Register at 2/3 of the `expiration_time` left;
+    //# nsmgr's default expiry is 1 min) plus retry/heal.
     let Some(expiration) = expiration else {
         return FALLBACK_REFRESH;
     };

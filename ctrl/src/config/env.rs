@@ -24,7 +24,7 @@ use super::{
 };
 
 /// forwarder-vpp's names for keys vwire shares with it: (variable, section, key).
-const NSM_ENV: &[(&str, &str, &str)] = &[
+pub(super) const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_PROMETHEUS_LISTEN_ON", "metrics", "listen"),
     ("NSM_LOG_LEVEL", "log", "level"),
     ("NSM_NAME", "nsm", "name"),

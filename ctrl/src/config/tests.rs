@@ -365,6 +365,12 @@ fn every_nsm_variable_names_a_key() {
     assert_eq!(r.max_token_lifetime, Duration::from_secs(90));
     assert_eq!(r.open_telemetry_endpoint, "otel:4317");
     assert!(c.ignored_variables.is_empty(), "{:?}", c.ignored_variables);
+    for (var, _, _) in env::NSM_ENV {
+        assert!(
+            env.iter().any(|(v, _)| v == var),
+            "{var} is not checked here"
+        );
+    }
     assert_eq!(c.metrics_listen, "0.0.0.0:9300".parse().unwrap());
     assert_eq!(c.log_level, "warn");
     assert_eq!(c.nsm_name, "fwd");
