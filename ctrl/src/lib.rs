@@ -1,6 +1,7 @@
 //! The control side of vwire, used by the `vwire` binary (`src/main.rs`): configuration,
 //! metrics, and the NSM server ([`server`]: the chain order, [`chain`], [`elements`]) with its
-//! gRPC services ([`grpc`]) on the sockets of [`transport`].
+//! gRPC services ([`grpc`]) on the sockets of [`transport`], and the [`registration`] of the
+//! forwarder with the registry through nsmgr.
 
 pub mod chain;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod elements;
 pub mod grpc;
 pub mod metrics;
 pub mod node;
+pub mod registration;
 pub mod remote;
 pub mod server;
 pub mod transport;

@@ -1,6 +1,9 @@
 //! The `vwire` binary: parses the command line, reads the configuration, starts logging, and
 //! runs the node ([`vwire::node`]) until SIGTERM or SIGINT.
 //!
+//! `vwire run` without `--config` runs from the environment alone (a pod has environment, not
+//! files), with forwarder-vpp's defaults for the NSM sockets (see [`vwire::config::from_env`]).
+//!
 //! Exit codes: 0 after a signal-initiated shutdown, 2 for a bad configuration, 1 for any other
 //! failure (a port that cannot be opened, a worker that died).
 
@@ -9,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing::error;
+use tracing::{error, warn};
 use vwire::config;
 
 #[derive(Parser)]
@@ -27,9 +30,9 @@ struct Cli {
 enum Cmd {
     /// Run the dataplane.
     Run {
-        /// The TOML configuration file.
+        /// The TOML configuration file; without one, the defaults and the environment.
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Check a configuration file and exit (0: valid, 2: invalid).
     Check {
@@ -44,9 +47,13 @@ fn main() -> ExitCode {
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let (path, check_only) = match cli.cmd {
         Cmd::Run { config } => (config, false),
-        Cmd::Check { config } => (config, true),
+        Cmd::Check { config } => (Some(config), true),
     };
-    let cfg = match config::load(&path, &env, &config::RealHost) {
+    let loaded = match &path {
+        Some(path) => config::load(path, &env, &config::RealHost),
+        None => config::from_env(&env, &config::RealHost),
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vwire: configuration error: {e}");
@@ -54,10 +61,19 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        if let Some(w) = cfg.ignored_variables_warning() {
+            eprintln!("vwire: warning: {w}");
+        }
+        let path = path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(config::NO_FILE));
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg.log_level);
+    if let Some(w) = cfg.ignored_variables_warning() {
+        warn!("{w}");
+    }
     match vwire::node::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

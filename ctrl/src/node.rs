@@ -1,6 +1,8 @@
 //! Startup and the control loop of a vwire node: builds the dataplane from the configuration
-//! (the engine, the static ports, the uplink), serves metrics and the NSM API, follows tunnel
-//! next hops, and stops cleanly on SIGTERM or SIGINT.
+//! (the engine, the static ports, the uplink), serves metrics and the NSM API, registers with
+//! the registry through nsmgr (when NSM_CONNECT_TO is set and the API is served), follows tunnel
+//! next hops, and stops cleanly on SIGTERM or SIGINT: it unregisters first, while the API still
+//! listens, then stops the API server.
 //!
 //! Threads: the calling thread becomes the control thread. It runs a single-threaded tokio
 //! runtime and is pinned to the CPUs the workers do not use, before any other thread starts (so
@@ -368,6 +370,17 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
                 crate::grpc::serve(server.service(), &listen, shutdown).await
             })
         });
+    let registration = match (&cfg.nsm_listen_on, &cfg.registration.connect_to) {
+        (Some(listen), Some(_)) => {
+            crate::registration::Registration::new(&cfg.registration, &cfg.nsm_name, listen)
+                .map(crate::registration::Registration::spawn)
+        }
+        (None, Some(nsmgr)) => {
+            warn!(%nsmgr, "NSM_CONNECT_TO is set but the NSM API is not served (no NSM_LISTEN_ON): not registering");
+            None
+        }
+        _ => None,
+    };
     info!(metrics = %cfg.metrics_listen, workers = ?cfg.workers, "vwire running");
     let mut health = tokio::time::interval(Duration::from_millis(500));
     let mut nsm = nsm;
@@ -397,6 +410,10 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
         }
     };
     server.abort();
+    // Unregister before the listen socket goes away (bounded by NSM_DIAL_TIMEOUT).
+    if let Some(r) = registration {
+        r.unregister().await;
+    }
     let _ = nsm_stop.send(());
     if let Some(t) = nsm {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;

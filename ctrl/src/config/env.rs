@@ -8,7 +8,9 @@
 //!
 //! Which keys exist and what type their values have comes from the section structs
 //! ([`Section::env_value`]); a value is typed here, so a bad one is an error naming its variable.
-//! An unknown `VWIRE_*` variable is an error, not silently ignored.
+//! An unknown `VWIRE_*` variable is an error, not silently ignored. An `NSM_*` variable not in
+//! [`NSM_ENV`] is one of forwarder-vpp's that vwire has no use for (a pod spec carries them
+//! over): it is not an error, and [`ignored`] lists it for a warning.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +24,7 @@ use super::{
 };
 
 /// forwarder-vpp's names for keys vwire shares with it: (variable, section, key).
-const NSM_ENV: &[(&str, &str, &str)] = &[
+pub(super) const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_PROMETHEUS_LISTEN_ON", "metrics", "listen"),
     ("NSM_LOG_LEVEL", "log", "level"),
     ("NSM_NAME", "nsm", "name"),
@@ -30,7 +32,25 @@ const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_TUNNEL_IP", "nsm", "tunnel_ip"),
     ("NSM_VXLAN_PORT", "nsm", "vxlan_port"),
     ("NSM_MECHANISM_PRIORITY", "nsm", "mechanism_priority"),
+    ("NSM_CONNECT_TO", "nsm", "connect_to"),
+    ("NSM_NSNAME", "nsm", "nsname"),
+    ("NSM_LABELS", "nsm", "labels"),
+    ("NSM_DIAL_TIMEOUT", "nsm", "dial_timeout"),
+    ("NSM_MAX_TOKEN_LIFETIME", "nsm", "max_token_lifetime"),
+    (
+        "NSM_OPEN_TELEMETRY_ENDPOINT",
+        "nsm",
+        "open_telemetry_endpoint",
+    ),
 ];
+
+/// The `NSM_*` variables of `env` that are not in [`NSM_ENV`], sorted.
+pub(super) fn ignored(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.keys()
+        .filter(|k| k.starts_with("NSM_") && !NSM_ENV.iter().any(|(v, _, _)| v == k))
+        .cloned()
+        .collect()
+}
 
 /// The tables, by their name in the file (the fields of `ConfigFile`).
 const SECTIONS: &[(&str, EnvValueFn)] = &[

@@ -1,4 +1,5 @@
-//! vwire's configuration: a TOML file, then environment overrides, then validation.
+//! vwire's configuration: a TOML file (or, with none, [`from_env`]'s defaults), then
+//! environment overrides, then validation.
 //!
 //! Each section of the file is a struct declared with `section!` in its own module, and each
 //! key is a field of it, documented there (and shown in the README):
@@ -15,6 +16,17 @@
 //!
 //! Every error names the file, the key and the problem, and the environment variable when one
 //! set the key (see [`ConfigError`]).
+//!
+//! A run without a file ([`from_env`], `vwire run` with no `--config`: a pod has environment,
+//! not files) differs only in two defaults, forwarder-vpp's: `nsm.listen_on` is
+//! `unix:///listen.on.socket` and `nsm.connect_to` is `unix:///connect.to.socket` (with a file
+//! both default to empty: no API, no registration). Its errors name the file as
+//! [`NO_FILE`].
+//!
+//! `NSM_*` variables that name no key (forwarder-vpp's VPP, SR-IOV and OPA settings, which a
+//! pod spec carries over) are not errors: they are listed in [`Config::ignored_variables`], for
+//! one warning at start ([`Config::ignored_variables_warning`]). An unknown `VWIRE_*` variable
+//! is an error.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -27,6 +39,7 @@ use vwire_mechanisms::memif::driver::MemifConfig;
 
 mod dataplane;
 mod de;
+mod duration;
 mod endpoint;
 mod env;
 mod log;
@@ -75,7 +88,7 @@ pub enum ConfigError {
         var: String,
     },
     /// A key is unknown, missing, of the wrong type, or its value is wrong.
-    #[error("{}: key `{key}`{}: {problem}", .file.display(), from_env(.env.as_deref()))]
+    #[error("{}: key `{key}`{}: {problem}", .file.display(), env_note(.env.as_deref()))]
     Key {
         /// The file.
         file: PathBuf,
@@ -92,7 +105,7 @@ fn at_line(line: Option<usize>) -> String {
     line.map(|l| format!(" (line {l})")).unwrap_or_default()
 }
 
-fn from_env(var: Option<&str>) -> String {
+fn env_note(var: Option<&str>) -> String {
     var.map(|v| format!(" (from ${v})")).unwrap_or_default()
 }
 
@@ -157,6 +170,39 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     /// CPUs left for the control thread.
     pub control_cpus: Vec<usize>,
+    /// Registration with the registry through nsmgr, and the other NSM settings of the sdk.
+    pub registration: RegistrationConfig,
+    /// `NSM_*` variables of the environment that vwire does not use, sorted.
+    pub ignored_variables: Vec<String>,
+}
+
+impl Config {
+    /// The one warning about [`Config::ignored_variables`], if there are any.
+    pub fn ignored_variables_warning(&self) -> Option<String> {
+        (!self.ignored_variables.is_empty()).then(|| {
+            format!(
+                "ignoring NSM_* variables vwire does not use: {}",
+                self.ignored_variables.join(", ")
+            )
+        })
+    }
+}
+
+/// How vwire registers itself with the registry, through nsmgr, and the sdk's other settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationConfig {
+    /// NSM_CONNECT_TO: nsmgr; `None`: no registration.
+    pub connect_to: Option<crate::transport::Url>,
+    /// NSM_NSNAME: the network service registered under (`forwarder`).
+    pub service_name: String,
+    /// NSM_LABELS: the labels registered for that service (`p2p:true`).
+    pub labels: BTreeMap<String, String>,
+    /// NSM_DIAL_TIMEOUT: the bound of every dial to nsmgr (750 ms).
+    pub dial_timeout: std::time::Duration,
+    /// NSM_MAX_TOKEN_LIFETIME: the lifetime of signed tokens (10 min); not used yet.
+    pub max_token_lifetime: std::time::Duration,
+    /// NSM_OPEN_TELEMETRY_ENDPOINT: the collector; not used yet.
+    pub open_telemetry_endpoint: String,
 }
 
 /// Settings of the REMOTE mechanisms (VXLAN, SRV6) and of the uplink they use.
@@ -255,6 +301,23 @@ fn in_range<T: TryFrom<i64>>(
     T::try_from(n).map_err(|_| out_of_range())
 }
 
+/// What errors name as the file in a run without one.
+pub const NO_FILE: &str = "(no config file)";
+
+/// The text a run without a file starts from: forwarder-vpp's defaults of the keys whose
+/// default is empty when there is a file (see the module doc).
+const NO_FILE_DEFAULTS: &str = r#"
+[nsm]
+listen_on = "unix:///listen.on.socket"
+connect_to = "unix:///connect.to.socket"
+"#;
+
+/// The configuration of a run without a file: [`NO_FILE_DEFAULTS`] with `env` applied,
+/// validated.
+pub fn from_env(env: &BTreeMap<String, String>, host: &dyn Host) -> Result<Config, ConfigError> {
+    parse(Path::new(NO_FILE), NO_FILE_DEFAULTS, env, host)
+}
+
 /// Reads, overrides and validates the configuration.
 pub fn load(
     path: &Path,
@@ -290,7 +353,9 @@ pub fn parse(
     };
     env::overlay(&mut ctx, &mut root, env)?;
     let file: ConfigFile = ctx.deserialize("", Value::Table(root))?;
-    file.validate(&ctx, host)
+    let mut cfg = file.validate(&ctx, host)?;
+    cfg.ignored_variables = env::ignored(env);
+    Ok(cfg)
 }
 
 /// The file: its fields are the sections, each a struct that validates itself.
@@ -330,6 +395,8 @@ impl ConfigFile {
             xconnects,
             endpoints,
             control_cpus: dataplane.control_cpus,
+            registration: nsm.registration,
+            ignored_variables: Vec::new(),
         })
     }
 }

@@ -1,4 +1,13 @@
-//! `[nsm]`: this hop's NSM identity, its API, and the REMOTE mechanisms' settings.
+//! `[nsm]`: this hop's NSM identity, its API, its registration, and the REMOTE mechanisms'
+//! settings.
+//!
+//! The defaults are forwarder-vpp's, except `listen_on` and `connect_to`, which are empty (no
+//! API, no registration) in a run with a configuration file; a run without one
+//! ([`super::from_env`]) starts from forwarder-vpp's `unix:///listen.on.socket` and
+//! `unix:///connect.to.socket`, as a pod that replaces forwarder-vpp expects.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::de::section;
 use super::srv6::Srv6;
@@ -15,11 +24,27 @@ section! {
         /// NSM_TUNNEL_IP: the uplink is the interface that owns it; empty: the default route's
         /// interface and its first address; `"none"`: no uplink, no remote mechanisms.
         tunnel_ip: String = String::new(),
-        /// NSM_VXLAN_PORT: the UDP port of VXLAN tunnels.
+        /// NSM_VXLAN_PORT: the UDP port of VXLAN tunnels; 0 means 4789, as in forwarder-vpp.
         vxlan_port: i64 = 4789,
         /// NSM_MECHANISM_PRIORITY: REMOTE mechanisms offered toward a `tcp://` next hop, most
         /// preferred first, comma-separated (`"VXLAN,SRV6"`).
         mechanism_priority: String = String::new(),
+        /// NSM_CONNECT_TO: `unix:///path` or `tcp://host:port` of nsmgr, where vwire registers
+        /// itself (when it serves the API); empty: no registration.
+        connect_to: String = String::new(),
+        /// NSM_NSNAME: the network service vwire registers under.
+        nsname: String = "forwarder".into(),
+        /// NSM_LABELS: the labels registered under the service, `k1:v1,k2:v2`; nsmgr picks
+        /// forwarders by them (a service's `metadata.labels`, `p2p:true` by default).
+        labels: String = "p2p:true".into(),
+        /// NSM_DIAL_TIMEOUT: bound of every dial to nsmgr, Go duration syntax (`750ms`, `2s`).
+        dial_timeout: String = "750ms".into(),
+        /// NSM_MAX_TOKEN_LIFETIME: lifetime of the tokens vwire will sign, Go duration syntax
+        /// (kept for the security work; unused yet).
+        max_token_lifetime: String = "10m".into(),
+        /// NSM_OPEN_TELEMETRY_ENDPOINT: the OpenTelemetry collector (kept; vwire exports no
+        /// traces yet).
+        open_telemetry_endpoint: String = "otel-collector.observability.svc.cluster.local:4317".into(),
     }
 }
 
@@ -28,7 +53,11 @@ pub(super) struct Nsm {
     pub(super) name: String,
     pub(super) listen_on: Option<Url>,
     pub(super) remote: RemoteConfig,
+    pub(super) registration: super::RegistrationConfig,
 }
+
+/// forwarder-vpp's VXLAN port, which `vxlan_port = 0` stands for.
+const VXLAN_DEFAULT_PORT: u16 = 4789;
 
 /// The mechanisms vwire offers, as `mechanism_priority` names them.
 const MECHANISMS: [&str; 4] = ["VXLAN", "SRV6", "MEMIF", "KERNEL"];
@@ -49,7 +78,10 @@ impl NsmSection {
                 (Some(ip), false)
             }
         };
-        let vxlan_port = super::in_range(ctx, "nsm.vxlan_port", self.vxlan_port, 1..=65535)?;
+        let vxlan_port = match super::in_range(ctx, "nsm.vxlan_port", self.vxlan_port, 0..=65535)? {
+            0 => VXLAN_DEFAULT_PORT,
+            p => p,
+        };
         let mut priority = Vec::new();
         for t in self
             .mechanism_priority
@@ -69,6 +101,29 @@ impl NsmSection {
             "" => None,
             url => Some(Url::parse(url).map_err(|e| ctx.err("nsm.listen_on", e.to_string()))?),
         };
+        let connect_to = match self.connect_to.as_str() {
+            "" => None,
+            url => Some(Url::parse(url).map_err(|e| ctx.err("nsm.connect_to", e.to_string()))?),
+        };
+        if self.nsname.is_empty() {
+            return Err(ctx.err("nsm.nsname", "must not be empty"));
+        }
+        let labels =
+            parse_labels(&self.labels).map_err(|problem| ctx.err("nsm.labels", problem))?;
+        let duration = |key: &str, text: &str| match super::duration::parse(text)
+            .map_err(|problem| ctx.err(key, problem))?
+        {
+            Duration::ZERO => Err(ctx.err(key, "must be more than 0")),
+            d => Ok(d),
+        };
+        let registration = super::RegistrationConfig {
+            connect_to,
+            service_name: self.nsname,
+            labels,
+            dial_timeout: duration("nsm.dial_timeout", &self.dial_timeout)?,
+            max_token_lifetime: duration("nsm.max_token_lifetime", &self.max_token_lifetime)?,
+            open_telemetry_endpoint: self.open_telemetry_endpoint,
+        };
         let remote = RemoteConfig {
             tunnel_ip,
             off,
@@ -81,6 +136,30 @@ impl NsmSection {
             name: self.name,
             listen_on,
             remote,
+            registration,
         })
     }
+}
+
+/// Labels as envconfig writes a map: `k1:v1,k2:v2` (blanks around items are ignored, a value
+/// may contain `:`); empty: no labels. The error says which item is wrong and why.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((k, v)) = item.split_once(':') else {
+            return Err(format!(
+                "{item:?} is not key:value (labels are written k1:v1,k2:v2)"
+            ));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() {
+            return Err(format!(
+                "{item:?} has an empty key (labels are written k1:v1,k2:v2)"
+            ));
+        }
+        if labels.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("label {k:?} is given twice"));
+        }
+    }
+    Ok(labels)
 }

@@ -1,4 +1,11 @@
 use super::*;
+use std::time::Duration;
+
+fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 struct FakeHost;
 impl Host for FakeHost {
@@ -334,8 +341,36 @@ fn every_nsm_variable_names_a_key() {
         ("NSM_TUNNEL_IP", "none"),
         ("NSM_VXLAN_PORT", "4790"),
         ("NSM_MECHANISM_PRIORITY", "srv6,vxlan"),
+        (
+            "NSM_CONNECT_TO",
+            "unix:///var/lib/networkservicemesh/nsm.io.sock",
+        ),
+        ("NSM_NSNAME", "fwd-svc"),
+        ("NSM_LABELS", "p2p:true, zone:a:b"),
+        ("NSM_DIAL_TIMEOUT", "2s"),
+        ("NSM_MAX_TOKEN_LIFETIME", "1m30s"),
+        ("NSM_OPEN_TELEMETRY_ENDPOINT", "otel:4317"),
     ];
     let c = p(GOOD, &env).unwrap();
+    let r = &c.registration;
+    assert_eq!(
+        r.connect_to,
+        Some(crate::transport::Url::Unix(
+            "/var/lib/networkservicemesh/nsm.io.sock".into()
+        ))
+    );
+    assert_eq!(r.service_name, "fwd-svc");
+    assert_eq!(r.labels, labels(&[("p2p", "true"), ("zone", "a:b")]));
+    assert_eq!(r.dial_timeout, Duration::from_secs(2));
+    assert_eq!(r.max_token_lifetime, Duration::from_secs(90));
+    assert_eq!(r.open_telemetry_endpoint, "otel:4317");
+    assert!(c.ignored_variables.is_empty(), "{:?}", c.ignored_variables);
+    for (var, _, _) in env::NSM_ENV {
+        assert!(
+            env.iter().any(|(v, _)| v == var),
+            "{var} is not checked here"
+        );
+    }
     assert_eq!(c.metrics_listen, "0.0.0.0:9300".parse().unwrap());
     assert_eq!(c.log_level, "warn");
     assert_eq!(c.nsm_name, "fwd");
@@ -343,4 +378,169 @@ fn every_nsm_variable_names_a_key() {
     assert!(c.remote.off);
     assert_eq!(c.remote.vxlan_port, 4790);
     assert_eq!(c.remote.priority, vec!["SRV6", "VXLAN"]);
+}
+
+#[test]
+fn registration_defaults_are_forwarder_vpps_and_off_with_a_file() {
+    let c = p(GOOD, &[]).unwrap();
+    let r = &c.registration;
+    assert_eq!(r.connect_to, None);
+    assert_eq!(c.nsm_listen_on, None);
+    assert_eq!(c.nsm_name, "forwarder");
+    assert_eq!(r.service_name, "forwarder");
+    assert_eq!(r.labels, labels(&[("p2p", "true")]));
+    assert_eq!(r.dial_timeout, Duration::from_millis(750));
+    assert_eq!(r.max_token_lifetime, Duration::from_secs(600));
+    assert_eq!(
+        r.open_telemetry_endpoint,
+        "otel-collector.observability.svc.cluster.local:4317"
+    );
+    assert_eq!(c.remote.vxlan_port, 4789);
+}
+
+#[test]
+fn the_file_sets_the_registration_keys_too() {
+    let text = "[nsm]\nconnect_to = \"tcp://nsmgr:5001\"\nnsname = \"fw\"\nlabels = \"a:1,b:2\"\n\
+                dial_timeout = \"100ms\"\nmax_token_lifetime = \"24h\"\nopen_telemetry_endpoint = \"o:1\"\n";
+    let r = p(text, &[]).unwrap().registration;
+    assert_eq!(
+        r.connect_to,
+        Some(crate::transport::Url::Tcp("nsmgr:5001".into()))
+    );
+    assert_eq!(r.service_name, "fw");
+    assert_eq!(r.labels, labels(&[("a", "1"), ("b", "2")]));
+    assert_eq!(r.dial_timeout, Duration::from_millis(100));
+    assert_eq!(r.max_token_lifetime, Duration::from_secs(86_400));
+    assert_eq!(r.open_telemetry_endpoint, "o:1");
+}
+
+#[test]
+fn a_run_without_a_file_starts_from_forwarder_vpps_sockets() {
+    let env = BTreeMap::new();
+    let c = from_env(&env, &FakeHost).unwrap();
+    assert_eq!(
+        c.nsm_listen_on,
+        Some(crate::transport::Url::Unix("/listen.on.socket".into()))
+    );
+    assert_eq!(
+        c.registration.connect_to,
+        Some(crate::transport::Url::Unix("/connect.to.socket".into()))
+    );
+    let env: BTreeMap<String, String> = [
+        ("NSM_LISTEN_ON", "unix:///listen.on.sock"),
+        ("NSM_CONNECT_TO", ""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let c = from_env(&env, &FakeHost).unwrap();
+    assert_eq!(
+        c.nsm_listen_on,
+        Some(crate::transport::Url::Unix("/listen.on.sock".into()))
+    );
+    assert_eq!(
+        c.registration.connect_to, None,
+        "empty turns registration off"
+    );
+    let env: BTreeMap<String, String> = [("NSM_LABELS", "p2p")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let e = from_env(&env, &FakeHost).unwrap_err().to_string();
+    assert!(
+        e.starts_with("(no config file): key `nsm.labels` (from $NSM_LABELS): "),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_registration_values_name_their_variable() {
+    for (var, value, expected) in [
+        (
+            "NSM_LABELS",
+            "p2p",
+            "key `nsm.labels` (from $NSM_LABELS): \"p2p\" is not key:value (labels are written k1:v1,k2:v2)",
+        ),
+        (
+            "NSM_LABELS",
+            "a:1,:2",
+            "key `nsm.labels` (from $NSM_LABELS): \":2\" has an empty key",
+        ),
+        (
+            "NSM_LABELS",
+            "a:1,a:2",
+            "key `nsm.labels` (from $NSM_LABELS): label \"a\" is given twice",
+        ),
+        (
+            "NSM_DIAL_TIMEOUT",
+            "750",
+            "key `nsm.dial_timeout` (from $NSM_DIAL_TIMEOUT): \"750\" is not a duration",
+        ),
+        (
+            "NSM_DIAL_TIMEOUT",
+            "0s",
+            "key `nsm.dial_timeout` (from $NSM_DIAL_TIMEOUT): must be more than 0",
+        ),
+        (
+            "NSM_MAX_TOKEN_LIFETIME",
+            "10 minutes",
+            "key `nsm.max_token_lifetime` (from $NSM_MAX_TOKEN_LIFETIME): \"10 minutes\" is not a duration",
+        ),
+        (
+            "NSM_CONNECT_TO",
+            "/var/lib/nsm.sock",
+            "key `nsm.connect_to` (from $NSM_CONNECT_TO): listen URL \"/var/lib/nsm.sock\"",
+        ),
+        ("NSM_NSNAME", "", "key `nsm.nsname` (from $NSM_NSNAME): must not be empty"),
+        (
+            "NSM_VXLAN_PORT",
+            "65536",
+            "key `nsm.vxlan_port` (from $NSM_VXLAN_PORT): 65536 is out of range (0 to 65535)",
+        ),
+    ] {
+        let e = err(GOOD, &[(var, value)]);
+        assert!(e.contains(expected), "{var}={value}: {e}");
+    }
+    assert!(p(GOOD, &[("NSM_LABELS", "")])
+        .unwrap()
+        .registration
+        .labels
+        .is_empty());
+}
+
+#[test]
+fn vxlan_port_0_means_4789() {
+    let c = p(GOOD, &[("NSM_VXLAN_PORT", "0")]).unwrap();
+    assert_eq!(c.remote.vxlan_port, 4789);
+    let c = p("[nsm]\nvxlan_port = 0", &[]).unwrap();
+    assert_eq!(c.remote.vxlan_port, 4789);
+}
+
+#[test]
+fn unknown_nsm_variables_are_listed_for_one_warning() {
+    let c = p(
+        GOOD,
+        &[
+            ("NSM_VPP_INIT", "AF_XDP"),
+            ("NSM_SRIOV_CONFIG_FILE", "/etc/sriov.yaml"),
+            ("NSM_NAME", "fwd"),
+            ("NSM_REGISTRY_CLIENT_POLICIES", ""),
+            ("NSMX", "not ours"),
+            ("PATH", "/bin"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.ignored_variables,
+        vec![
+            "NSM_REGISTRY_CLIENT_POLICIES",
+            "NSM_SRIOV_CONFIG_FILE",
+            "NSM_VPP_INIT"
+        ]
+    );
+    assert_eq!(
+        c.ignored_variables_warning().unwrap(),
+        "ignoring NSM_* variables vwire does not use: NSM_REGISTRY_CLIENT_POLICIES, NSM_SRIOV_CONFIG_FILE, NSM_VPP_INIT"
+    );
+    assert_eq!(p(GOOD, &[]).unwrap().ignored_variables_warning(), None);
 }

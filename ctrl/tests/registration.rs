@@ -1,0 +1,432 @@
+//! Registration with the registry through nsmgr, end to end: the real `vwire` binary, run from
+//! the environment alone (no config file, as in a pod), registers with a registry stand-in that
+//! serves `registry.NetworkServiceEndpointRegistry` on a real unix socket.
+//!
+//! The stand-in is written here against the generated server trait (it shares no code with
+//! vwire's registration) and answers every Register with an `expiration_time` [`EXPIRY`] ahead,
+//! so that refreshes come within seconds. It runs on its own thread and runtime; stopping it
+//! drops the runtime, which closes every connection at once, as an nsmgr that dies does.
+//!
+//! Checked: the registered name, service names, labels and URL; a refresh before expiry; a new
+//! Register after the stand-in restarts on the same path; retries (logged, the process alive)
+//! while it is absent at start, then a Register once it appears; Unregister on SIGTERM while the
+//! API socket still exists, and exit 0; a malformed NSM_LABELS is exit 2 naming the variable.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use tonic::{Request, Response, Status};
+use vwire_proto::registry::network_service_endpoint_registry_server::{
+    NetworkServiceEndpointRegistry, NetworkServiceEndpointRegistryServer,
+};
+use vwire_proto::registry::{
+    NetworkServiceEndpoint, NetworkServiceEndpointQuery, NetworkServiceEndpointResponse,
+};
+
+/// How far ahead the stand-in sets `expiration_time`: vwire should refresh after about 2 s.
+const EXPIRY: Duration = Duration::from_secs(3);
+/// How long a test waits for something vwire should do within a few seconds (generous: the
+/// machine may be busy with builds).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A call the stand-in received.
+#[derive(Clone, Debug)]
+enum Call {
+    Register {
+        nse: NetworkServiceEndpoint,
+        at: Instant,
+    },
+    Unregister {
+        nse: NetworkServiceEndpoint,
+        /// Whether the socket file the registered URL names existed when Unregister came.
+        url_socket_existed: bool,
+    },
+}
+
+/// The calls of one stand-in, in order.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<Vec<Call>>>);
+
+impl Calls {
+    fn push(&self, c: Call) {
+        self.0.lock().unwrap().push(c);
+    }
+
+    fn registers(&self) -> Vec<(NetworkServiceEndpoint, Instant)> {
+        let calls = self.0.lock().unwrap();
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Register { nse, at } => Some((nse.clone(), *at)),
+                Call::Unregister { .. } => None,
+            })
+            .collect()
+    }
+
+    fn unregisters(&self) -> Vec<(NetworkServiceEndpoint, bool)> {
+        let calls = self.0.lock().unwrap();
+        calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Unregister {
+                    nse,
+                    url_socket_existed,
+                } => Some((nse.clone(), *url_socket_existed)),
+                Call::Register { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` Registers arrived; panics with vwire's log after [`PATIENCE`].
+    fn wait_registers(&self, n: usize, vw: &Node) -> Vec<(NetworkServiceEndpoint, Instant)> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let r = self.registers();
+            if r.len() >= n {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} Register(s) within {PATIENCE:?}, expected {n}:\n{}",
+                r.len(),
+                vw.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The registry the stand-in serves.
+struct Registry(Calls);
+
+#[tonic::async_trait]
+impl NetworkServiceEndpointRegistry for Registry {
+    async fn register(
+        &self,
+        request: Request<NetworkServiceEndpoint>,
+    ) -> Result<Response<NetworkServiceEndpoint>, Status> {
+        let mut nse = request.into_inner();
+        self.0.push(Call::Register {
+            nse: nse.clone(),
+            at: Instant::now(),
+        });
+        nse.expiration_time = Some((SystemTime::now() + EXPIRY).into());
+        Ok(Response::new(nse))
+    }
+
+    type FindStream = tokio_stream::Empty<Result<NetworkServiceEndpointResponse, Status>>;
+
+    async fn find(
+        &self,
+        _: Request<NetworkServiceEndpointQuery>,
+    ) -> Result<Response<Self::FindStream>, Status> {
+        Ok(Response::new(tokio_stream::empty()))
+    }
+
+    async fn unregister(
+        &self,
+        request: Request<NetworkServiceEndpoint>,
+    ) -> Result<Response<()>, Status> {
+        let nse = request.into_inner();
+        let url_socket_existed = nse
+            .url
+            .strip_prefix("unix://")
+            .is_some_and(|p| Path::new(p).exists());
+        self.0.push(Call::Unregister {
+            nse,
+            url_socket_existed,
+        });
+        Ok(Response::new(()))
+    }
+}
+
+/// A registry stand-in serving on a unix socket from its own thread and runtime.
+struct StandIn {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl StandIn {
+    /// Binds `path` (the socket exists when this returns) and serves, recording into `calls`.
+    fn start(path: &Path, calls: Calls) -> Self {
+        let _ = std::fs::remove_file(path);
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the stand-in");
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+                let serve = tonic::transport::Server::builder()
+                    .add_service(NetworkServiceEndpointRegistryServer::new(Registry(calls)))
+                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+                tokio::select! {
+                    r = serve => r.expect("the stand-in server failed"),
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime here ends every connection task: nsmgr is gone.
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A vwire process run from the environment alone.
+struct Node {
+    child: Option<Child>,
+    log: PathBuf,
+    /// The registered name.
+    name: String,
+    /// Its NSM API socket.
+    listen: PathBuf,
+}
+
+impl Node {
+    /// Starts `vwire run` (no `--config`) with the NSM API on `<dir>/listen.sock`, nsmgr at
+    /// `nsmgr`, and `extra` variables.
+    fn start(dir: &Path, nsmgr: &Path, extra: &[(&str, &str)]) -> Self {
+        let name = unique("vwire-reg-");
+        let listen = dir.join("listen.sock");
+        let log = dir.join("vwire.log");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(vwire_bin())
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NSM_NAME", &name)
+            .env("NSM_LISTEN_ON", format!("unix://{}", listen.display()))
+            .env("NSM_CONNECT_TO", format!("unix://{}", nsmgr.display()))
+            .env("NSM_TUNNEL_IP", "none")
+            .env("NSM_PROMETHEUS_LISTEN_ON", metrics)
+            .env("NSM_LABELS", "p2p:true,zone:test")
+            .env("NSM_DIAL_TIMEOUT", "500ms")
+            .env("NSM_LOG_LEVEL", "info")
+            // forwarder-vpp's, which vwire ignores with a warning.
+            .env("NSM_VPP_INIT", "AF_XDP")
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(log.with_extension("err")).expect("log file"))
+            .spawn()
+            .expect("spawn vwire");
+        Self {
+            child: Some(child),
+            log,
+            name,
+            listen,
+        }
+    }
+
+    fn logs(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "{}{}",
+            read(&self.log),
+            read(&self.log.with_extension("err"))
+        )
+    }
+
+    /// Panics with the log if vwire has exited.
+    fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("vwire was stopped");
+        if let Some(status) = child.try_wait().expect("wait for vwire") {
+            panic!("vwire exited ({status}):\n{}", self.logs());
+        }
+    }
+
+    /// Waits until the log contains `needle`.
+    fn wait_log(&mut self, needle: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.logs().contains(needle) {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "vwire did not log {needle:?} within {PATIENCE:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("vwire already stopped");
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for vwire") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("vwire did not exit after SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Checks an endpoint vwire sent: its name, service, labels and URL.
+    fn assert_endpoint(&self, nse: &NetworkServiceEndpoint) {
+        assert_eq!(nse.name, self.name);
+        assert_eq!(nse.network_service_names, vec!["forwarder"]);
+        assert_eq!(nse.network_service_labels.len(), 1, "{nse:?}");
+        let labels = &nse.network_service_labels["forwarder"].labels;
+        assert_eq!(labels.len(), 2, "{nse:?}");
+        assert_eq!(labels["p2p"], "true");
+        assert_eq!(labels["zone"], "test");
+        assert_eq!(nse.url, format!("unix://{}", self.listen.display()));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A fresh directory for one test's sockets and logs.
+fn test_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("vwreg-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn registers_refreshes_and_unregisters_on_sigterm() {
+    require(&[]);
+    let dir = test_dir();
+    let nsmgr = dir.join("nsmgr.sock");
+    let calls = Calls::default();
+    let _standin = StandIn::start(&nsmgr, calls.clone());
+    let mut vw = Node::start(&dir, &nsmgr, &[]);
+
+    let first = calls.wait_registers(1, &vw);
+    vw.assert_endpoint(&first[0].0);
+    assert!(
+        vw.listen.exists(),
+        "the registered URL's socket does not exist"
+    );
+
+    let two = calls.wait_registers(2, &vw);
+    vw.assert_endpoint(&two[1].0);
+    let gap = two[1].1 - two[0].1;
+    assert!(
+        gap < EXPIRY,
+        "the refresh came {gap:?} after the Register, after its expiry ({EXPIRY:?})"
+    );
+    assert!(
+        gap >= Duration::from_millis(500),
+        "the refresh came only {gap:?} after the Register (expected about 2/3 of {EXPIRY:?})"
+    );
+    vw.wait_log("ignoring NSM_* variables vwire does not use: NSM_VPP_INIT");
+
+    let status = vw.terminate();
+    assert_eq!(status.code(), Some(0), "{}", vw.logs());
+    let un = calls.unregisters();
+    assert_eq!(un.len(), 1, "Unregisters: {un:?}\n{}", vw.logs());
+    vw.assert_endpoint(&un[0].0);
+    assert!(
+        un[0].1,
+        "Unregister came after the API socket was gone:\n{}",
+        vw.logs()
+    );
+    assert!(!vw.listen.exists(), "the API socket outlived vwire");
+}
+
+#[test]
+fn registers_again_after_nsmgr_restarts() {
+    require(&[]);
+    let dir = test_dir();
+    let nsmgr = dir.join("nsmgr.sock");
+    let calls = Calls::default();
+    let standin = StandIn::start(&nsmgr, calls.clone());
+    let mut vw = Node::start(&dir, &nsmgr, &[]);
+    calls.wait_registers(1, &vw);
+
+    drop(standin);
+    // The refresh (about 2 s after the Register) fails while nsmgr is gone.
+    vw.wait_log(&format!(
+        "registering with nsmgr at unix://{} failed",
+        nsmgr.display()
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    vw.assert_running();
+
+    let again = Calls::default();
+    let _standin = StandIn::start(&nsmgr, again.clone());
+    let r = again.wait_registers(1, &vw);
+    vw.assert_endpoint(&r[0].0);
+    vw.wait_log("registered with the registry");
+
+    assert_eq!(vw.terminate().code(), Some(0), "{}", vw.logs());
+    assert_eq!(again.unregisters().len(), 1, "{}", vw.logs());
+}
+
+#[test]
+fn keeps_retrying_while_nsmgr_is_absent_then_registers() {
+    require(&[]);
+    let dir = test_dir();
+    let nsmgr = dir.join("nsmgr.sock");
+    let mut vw = Node::start(&dir, &nsmgr, &[]);
+    vw.wait_log(&format!(
+        "registering with nsmgr at unix://{} failed",
+        nsmgr.display()
+    ));
+    vw.wait_log("failed again");
+    vw.assert_running();
+
+    let calls = Calls::default();
+    let _standin = StandIn::start(&nsmgr, calls.clone());
+    let r = calls.wait_registers(1, &vw);
+    vw.assert_endpoint(&r[0].0);
+
+    assert_eq!(vw.terminate().code(), Some(0), "{}", vw.logs());
+    assert_eq!(calls.unregisters().len(), 1, "{}", vw.logs());
+}
+
+#[test]
+fn malformed_labels_are_a_configuration_error_naming_nsm_labels() {
+    let out = Command::new(vwire_bin())
+        .arg("run")
+        .env_clear()
+        .env("NSM_LABELS", "p2p")
+        .output()
+        .expect("run vwire");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("key `nsm.labels` (from $NSM_LABELS)")
+            && stderr.contains("\"p2p\" is not key:value"),
+        "{stderr}"
+    );
+}
