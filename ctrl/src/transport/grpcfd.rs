@@ -10,9 +10,15 @@
 //! * **Sending.** An fd is queued on the connection ([`FdConn::send`]) *before* the message that
 //!   names its URL is written. The next write on the socket carries the queued fds, each on a
 //!   message of its own holding **one byte** of the written data and that one fd; at most
-//!   [`MAX_FDS_PER_WRITE`] fds go with one write (so never more fds than bytes), the bytes after
-//!   them follow as a plain write, and fds still queued ride on the following writes. This is
-//!   upstream's rule, byte for byte: its receivers see the same messages from us as from a Go peer.
+//!   [`MAX_FDS_PER_WRITE`] fds go with one write call (never more fds than bytes). Once the
+//!   queue is empty the rest of the buffer follows as a plain write; while fds remain, the
+//!   write returns short and the next bytes carry them. So every fd queued before a message
+//!   arrives no later than that message's last byte, if the message has at least as many
+//!   bytes as fds were queued (an NSM message has hundreds of bytes for a few fds).
+//!   On the wire this is upstream's rule: one byte and one fd per `sendmsg`, so a Go receiver
+//!   sees the same messages from us as from a Go peer. (Upstream's writer sends the rest of a
+//!   write plainly after 64 fds and leaves the others for a later write; the receiver cannot
+//!   tell the difference.)
 //! * **Receiving.** Every read is a `recvmsg` with room for [`MAX_FDS_PER_READ`] fds (upstream
 //!   reserves the same, and the kernel hands out at most one fd-carrying message per read).
 //!   Every received fd is made close-on-exec atomically (`MSG_CMSG_CLOEXEC`), `fstat`ed and held
@@ -528,8 +534,11 @@ impl FdConn {
                 }
             }
         }
+        // While fds wait, the rest of `buf` stays for the next write, which carries them: so
+        // a message at least as long as the queue carries every fd queued before it.
+        let drained = st.queue.is_empty();
         drop(st);
-        if done == buf.len() {
+        if done == buf.len() || !drained {
             return Ok(done);
         }
         match send_plain(sock, &buf[done..]) {
@@ -857,6 +866,99 @@ mod tests {
         );
         let via = std::fs::metadata(p.strip_prefix("file://").unwrap()).unwrap();
         assert_eq!((via.dev(), via.ino()), (st.dev(), st.ino()));
+    }
+
+    /// A unix socket pair: a client side joined to a fresh [`FdConn`], an accepted server side.
+    fn pair() -> (FdConn, FdStream, FdStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let conn = FdConn::new();
+        let tx = FdStream::join(a, &conn);
+        (conn, tx, FdStream::accept(b))
+    }
+
+    /// Writes `n` bytes on `tx` and reads them on `rx`, concurrently.
+    async fn carry(tx: &mut FdStream, rx: &mut FdStream, n: usize) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let data: Vec<u8> = (0..n).map(|i| i.to_le_bytes()[0]).collect();
+        let mut got = vec![0u8; n];
+        tokio::try_join!(tx.write_all(&data), rx.read_exact(&mut got)).unwrap();
+        assert_eq!(got, data);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn fds_cross_a_socket_pair_and_a_resent_inode_replaces_the_held_one() {
+        let (conn, mut tx, mut rx) = pair();
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let url = conn.send(f.as_fd()).unwrap();
+        assert_eq!(conn.send(f.as_fd()).unwrap(), url);
+        // A waiter registered before the fd comes is woken by its arrival.
+        let rconn = rx.conn().clone();
+        let waiter =
+            tokio::spawn(async move { rconn.recv(url.dev, url.ino, Duration::from_secs(5)).await });
+        tokio::task::yield_now().await;
+        carry(&mut tx, &mut rx, 3).await; // two bytes with an fd each, one plain
+        let got = waiter.await.unwrap().unwrap();
+        assert_eq!(InodeUrl::of(got.as_fd()).unwrap(), url);
+        assert_eq!(rx.conn().held(), 1);
+        assert_eq!(rx.conn().stats().received, 2);
+        assert_eq!(conn.stats().sent, 2);
+        assert_eq!(conn.queued(), 0);
+        // More fds than bytes: the rest waits for the next write.
+        conn.send(f.as_fd()).unwrap();
+        conn.send(f.as_fd()).unwrap();
+        carry(&mut tx, &mut rx, 1).await;
+        assert_eq!(conn.queued(), 1);
+        carry(&mut tx, &mut rx, 1).await;
+        assert_eq!(conn.queued(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_held_table_is_bounded_and_drops_the_oldest() {
+        let dir = std::env::temp_dir().join(format!("vwire-grpcfd-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (conn, mut tx, mut rx) = pair();
+        let total = MAX_HELD + 10;
+        let mut urls = Vec::new();
+        for start in (0..total).step_by(500) {
+            for i in start..total.min(start + 500) {
+                let p = dir.join(i.to_string());
+                std::fs::write(&p, b"x").unwrap();
+                urls.push(conn.send(std::fs::File::open(&p).unwrap().as_fd()).unwrap());
+            }
+            let n = conn.queued();
+            carry(&mut tx, &mut rx, n).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(rx.conn().held(), MAX_HELD);
+        assert_eq!(rx.conn().stats().evicted, 10);
+        for u in &urls[..10] {
+            assert!(rx.conn().try_recv(*u).unwrap().is_none(), "{u}");
+        }
+        for u in &urls[10..] {
+            assert!(rx.conn().try_recv(*u).unwrap().is_some(), "{u}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_server_connection_closes_with_its_socket() {
+        let (_conn, tx, rx) = pair();
+        let sconn = rx.conn().clone();
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let url = sconn.send(f.as_fd()).unwrap();
+        drop(rx); // its queued dup is closed with it
+        assert_eq!(sconn.queued(), 0);
+        assert!(matches!(
+            sconn.send(f.as_fd()),
+            Err(GrpcfdError::SendClosed(u)) if u == url
+        ));
+        let t = std::time::Instant::now();
+        let e = sconn
+            .recv(url.dev, url.ino, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GrpcfdError::Closed(_)), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        drop(tx);
     }
 
     #[tokio::test(flavor = "current_thread")]
