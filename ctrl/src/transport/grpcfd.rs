@@ -46,18 +46,29 @@
 //! # Usage
 //!
 //! Server: [`super::Listener::serve`] on a `unix://` URL wraps every accepted socket, and a tonic
-//! handler finds the connection's state in the request extensions:
+//! handler finds the connection's state in the request extensions (take it before
+//! `into_inner()`; over `tcp://` there is none):
 //!
 //! ```ignore
-//! let fds = request.extensions().get::<FdConn>().cloned(); // None over tcp://
-//! let url: InodeUrl = params["inodeURL"].parse()?;
-//! let netns: OwnedFd = fds.unwrap().recv(url.dev, url.ino, Duration::from_secs(1)).await?;
-//! // ... and to answer with an fd: queue it before returning the response naming it
-//! let url = fds.send(my_netns.as_fd())?;
+//! let fds = request.extensions().get::<FdConn>().cloned().ok_or(no_fds_status)?;
+//! let netns: OwnedFd = fds.recv_url(&params["inodeURL"], Duration::from_secs(1)).await?;
+//! // ... to answer with an fd, queue it before returning the response that names it:
+//! params.insert("inodeURL".into(), fds.send(my_netns.as_fd())?.to_string());
 //! ```
 //!
-//! Client: [`super::dial_with_fds`] gives the channel and its [`FdConn`]: `send` an fd, put the
-//! returned URL in the request, call; `recv` the fds a response names.
+//! Client: [`super::dial_with_fds`] gives the channel and its [`FdConn`]:
+//!
+//! ```ignore
+//! let (channel, fds) = dial_with_fds(&url, DIAL_TIMEOUT).await?;
+//! params.insert("inodeURL".into(), fds.send(netns.as_fd())?.to_string()); // before the call
+//! let conn = NetworkServiceClient::new(channel).request(req).await?.into_inner();
+//! let theirs = fds.recv_url(&conn_params["inodeURL"], Duration::from_secs(1)).await?;
+//! ```
+//!
+//! [`GrpcfdError`] converts into a `tonic::Status` for a handler's `?`.
+//!
+//! Layering: this sits directly on the socket, below anything that wraps the byte stream (TLS
+//! goes on top of an [`FdStream`], as upstream puts it under the TLS credentials).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -260,9 +271,11 @@ struct Counters {
     send_failed: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+/// Counts an event; true the first time, so that a peer-triggered event is logged once per
+/// connection and counted always (a peer must not be able to flood the log).
+fn bump(c: &AtomicU64) -> bool {
     // Relaxed: plain event counts, read only for reporting.
-    c.fetch_add(1, Ordering::Relaxed);
+    c.fetch_add(1, Ordering::Relaxed) == 0
 }
 
 /// The fd state of one connection (server side) or one channel (client side). See the module
@@ -453,8 +466,9 @@ impl FdConn {
             let url = match InodeUrl::of(fd.as_fd()) {
                 Ok(u) => u,
                 Err(e) => {
-                    tracing::warn!("grpcfd: received an fd that fstat refuses, closing it: {e}");
-                    bump(&c.unstatable);
+                    if bump(&c.unstatable) {
+                        tracing::warn!("grpcfd: received an fd that fstat refuses, closed it: {e}");
+                    }
                     continue; // `fd` is closed here
                 }
             };
@@ -469,13 +483,17 @@ impl FdConn {
                     .map(|(u, _)| *u)
                 {
                     st.held.remove(&oldest);
-                    bump(&c.evicted);
-                    tracing::warn!("grpcfd: {MAX_HELD} fds held, closed the oldest ({oldest})");
+                    if bump(&c.evicted) {
+                        tracing::warn!(
+                            "grpcfd: {MAX_HELD} fds held, closed the oldest ({oldest}); further \
+                             evictions on this connection are only counted"
+                        );
+                    }
                 }
             }
             // A re-sent inode replaces (and closes) the fd held for it.
             st.held.insert(url, Held { fd, arrival });
-            bump(&c.received);
+            let _ = bump(&c.received);
         }
         drop(st);
         self.0.arrived.notify_waiters();
@@ -519,7 +537,7 @@ impl FdConn {
             match send_byte_with_fd(sock, buf[done], fd.as_raw_fd()) {
                 Ok(()) => {
                     st.queue.pop_front(); // closes our dup: the peer has its own now
-                    bump(&c.sent);
+                    let _ = bump(&c.sent);
                     done += 1;
                 }
                 Err(e) if done > 0 && retry_later(&e) => return Ok(done),
@@ -528,8 +546,9 @@ impl FdConn {
                     // The socket refused this fd for good (or broke): drop it, like upstream,
                     // rather than offer it again on every write.
                     st.queue.pop_front();
-                    bump(&c.send_failed);
-                    tracing::warn!("grpcfd: sending an fd failed, dropping it: {e}");
+                    if bump(&c.send_failed) {
+                        tracing::warn!("grpcfd: sending an fd failed, dropped it: {e}");
+                    }
                     return if done > 0 { Ok(done) } else { Err(e) };
                 }
             }
@@ -652,11 +671,11 @@ fn recv_with_fds(sock: RawFd, dst: &mut [MaybeUninit<u8>], conn: &FdConn) -> io:
         // SAFETY: `msg` and `cmsg` as above.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        bump(&conn.0.counters.truncated);
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 && bump(&conn.0.counters.truncated) {
         tracing::warn!(
             "grpcfd: a peer sent more fds than one read takes ({MAX_FDS_PER_READ}): the kernel \
-             closed the rest, they will not arrive"
+             closed the rest, they will not arrive; further truncations on this connection are \
+             only counted"
         );
     }
     conn.hold(fds);
@@ -968,6 +987,13 @@ mod tests {
         let url = conn.send(f.as_fd()).unwrap();
         drop(f); // the queue holds its own dup
         assert_eq!(conn.queued(), 1);
+        // By path (O_PATH), the same inode.
+        assert_eq!(conn.send_path(Path::new("/proc/self/exe")).unwrap(), url);
+        assert!(matches!(
+            conn.send_path(Path::new("/nonexistent/grpcfd")),
+            Err(e @ GrpcfdError::Sys { .. }) if e.to_string().contains("/nonexistent/grpcfd")
+        ));
+        assert_eq!(conn.queued(), 2);
         let e = conn
             .recv(url.dev, url.ino, Duration::from_millis(20))
             .await
