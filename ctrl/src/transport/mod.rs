@@ -6,11 +6,23 @@
 //! A leaf module: it uses no other module of this crate. Usage order: parse a [`Url`] (or take
 //! one from the configuration), then [`serve`] a tonic router on it, or [`bind`] first when the
 //! bound address matters (a `tcp://…:0` URL), or [`dial`] / [`dial_lazy`] it for a channel.
+//!
+//! File descriptors travel over unix sockets only ([`grpcfd`], NSM's way of passing a netns or a
+//! memif socket along with a Request): every connection a unix [`Listener`] accepts carries
+//! them, and its handlers find the connection's [`FdConn`] in the request extensions
+//! (`request.extensions().get::<FdConn>()`; none over tcp). A client that passes fds dials with
+//! [`dial_with_fds`] / [`dial_lazy_with_fds`], which return the channel's [`FdConn`] with it.
+//! A path like `unix:///proc/self/fd/<n>` (an `O_PATH` fd of a socket file, as a received
+//! listen socket is) dials like any other path.
+
+pub mod grpcfd;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use grpcfd::{proc_fd_url, FdConn, FdStream, GrpcfdError, InodeUrl};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
@@ -44,6 +56,9 @@ pub enum TransportError {
         /// the transport error
         source: tonic::transport::Error,
     },
+    /// file descriptors travel over unix sockets only
+    #[error("{0}: file descriptors can only be passed over unix:// sockets")]
+    NoFds(Url),
 }
 
 /// A gRPC address: where to listen, or what to dial.
@@ -157,7 +172,9 @@ impl Listener {
         }
     }
 
-    /// Serves `router` on this socket until `shutdown` resolves.
+    /// Serves `router` on this socket until `shutdown` resolves. On a unix socket, every
+    /// accepted connection passes fds ([`FdStream::accept`]): its handlers get its [`FdConn`]
+    /// from the request extensions.
     pub async fn serve(
         self,
         router: Router,
@@ -165,7 +182,10 @@ impl Listener {
     ) -> Result<(), TransportError> {
         match self.0 {
             Bound::Unix(l, _unlink) => router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(l).map(|s| s.map(FdStream::accept)),
+                    shutdown,
+                )
                 .await
                 .map_err(TransportError::Serve),
             Bound::Tcp(l) => router
@@ -204,6 +224,67 @@ fn unix_connector(
                 .map(hyper_util::rt::TokioIo::new)
         }
     })
+}
+
+/// A connector like [`unix_connector`] whose streams carry the fds of `conn`.
+fn fd_connector(
+    path: &Path,
+    conn: &FdConn,
+) -> impl tower::Service<
+    tonic::codegen::http::Uri,
+    Response = hyper_util::rt::TokioIo<FdStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send {
+    let path = path.to_path_buf();
+    let conn = conn.clone();
+    tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let path = path.clone();
+        let conn = conn.clone();
+        async move {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            Ok(hyper_util::rt::TokioIo::new(FdStream::join(s, &conn)))
+        }
+    })
+}
+
+/// Like [`dial`], for a `unix://` URL only, and with the channel's [`FdConn`]: fds queued on it
+/// go out with the channel's next write (queue them before the call whose message names them),
+/// and fds the server sends back can be received from it. The handle serves the channel's
+/// reconnections too; what it holds is closed when the handle and the channel are dropped.
+pub async fn dial_with_fds(
+    url: &Url,
+    timeout: Duration,
+) -> Result<(Channel, FdConn), TransportError> {
+    let Url::Unix(path) = url else {
+        return Err(TransportError::NoFds(url.clone()));
+    };
+    let conn = FdConn::new();
+    let channel = url
+        .endpoint(timeout)?
+        .connect_with_connector(fd_connector(path, &conn))
+        .await
+        .map_err(|source| TransportError::Dial {
+            url: url.clone(),
+            source,
+        })?;
+    Ok((channel, conn))
+}
+
+/// Like [`dial_lazy`], with the channel's [`FdConn`] as [`dial_with_fds`] gives it.
+pub fn dial_lazy_with_fds(
+    url: &Url,
+    timeout: Duration,
+) -> Result<(Channel, FdConn), TransportError> {
+    let Url::Unix(path) = url else {
+        return Err(TransportError::NoFds(url.clone()));
+    };
+    let conn = FdConn::new();
+    let channel = url
+        .endpoint(timeout)?
+        .connect_with_connector_lazy(fd_connector(path, &conn));
+    Ok((channel, conn))
 }
 
 /// A channel to `url`, connected now: fails if nothing answers within `timeout`.
