@@ -43,6 +43,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone, Debug)]
 pub struct Downstream(pub Connection);
 
+/// The channel of the next hop a connection was established through, kept in metadata next to
+/// [`Downstream`] (for the elements that follow the next hop: its monitor stream).
+#[derive(Clone, Debug)]
+pub struct NextHop {
+    /// The next hop's name (`network_service_endpoint_name`).
+    pub name: String,
+    /// Its gRPC channel.
+    pub channel: Channel,
+}
+
 /// The connect element.
 pub struct Connect {
     endpoints: Vec<EndpointConfig>,
@@ -100,17 +110,20 @@ impl Connect {
         }
     }
 
-    fn client(&self, ep: &EndpointConfig) -> Result<NetworkServiceClient<Channel>, Status> {
+    fn channel(&self, ep: &EndpointConfig) -> Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = match channels.get(&ep.name) {
+        Ok(match channels.get(&ep.name) {
             Some(c) => c.clone(),
             None => {
                 let c = channel_to(&ep.url)?;
                 channels.insert(ep.name.clone(), c.clone());
                 c
             }
-        };
-        Ok(NetworkServiceClient::new(ch))
+        })
+    }
+
+    fn client(&self, ep: &EndpointConfig) -> Result<NetworkServiceClient<Channel>, Status> {
+        self.channel(ep).map(NetworkServiceClient::new)
     }
 }
 
@@ -130,7 +143,8 @@ impl Element for Connect {
         Box::pin(async move {
             let conn = connection_of(&req)?.clone();
             let ep = self.pick(&conn)?;
-            let mut client = self.client(ep)?;
+            let channel = self.channel(ep)?;
+            let mut client = NetworkServiceClient::new(channel.clone());
             let mut down = conn.clone();
             down.mechanism = None;
             down.network_service_endpoint_name = ep.name.clone();
@@ -211,6 +225,13 @@ impl Element for Connect {
                 }
             }
             self.metadata.set(&conn.id, Downstream(got.clone()));
+            self.metadata.set(
+                &conn.id,
+                NextHop {
+                    name: ep.name.clone(),
+                    channel,
+                },
+            );
             let mut up = got;
             up.id = conn.id.clone();
             if let (Some(p), Some(mine)) = (up.path.as_mut(), conn.path.as_ref()) {
@@ -224,6 +245,7 @@ impl Element for Connect {
 
     fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
         Box::pin(async move {
+            self.metadata.take::<NextHop>(&conn.id);
             if let Some(Downstream(down)) = self.metadata.take::<Downstream>(&conn.id) {
                 if let Some(ep) = self
                     .endpoints
