@@ -18,8 +18,8 @@ use vwire_proto::connection::{Connection, ConnectionEvent, MonitorScopeSelector}
 use vwire_proto::networkservice::network_service_server::{NetworkService, NetworkServiceServer};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
-use crate::chain::Chain;
-use crate::transport::{TransportError, Url};
+use crate::chain::{with_peer_fds, Chain};
+use crate::transport::{FdConn, TransportError, Url};
 
 /// Where MonitorConnections gets its events (the monitor element, see [`crate::server`]).
 pub trait ConnectionEvents: Send + Sync {
@@ -53,14 +53,17 @@ impl NetworkService for NsmService {
         &self,
         req: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
-        self.chain
-            .request(req.into_inner())
+        let fds = req.extensions().get::<FdConn>().cloned();
+        with_peer_fds(fds, self.chain.request(req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn close(&self, req: Request<Connection>) -> Result<Response<()>, Status> {
-        self.chain.close(req.into_inner()).await.map(Response::new)
+        let fds = req.extensions().get::<FdConn>().cloned();
+        with_peer_fds(fds, self.chain.close(req.into_inner()))
+            .await
+            .map(Response::new)
     }
 }
 

@@ -351,6 +351,7 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
             cfg.endpoints.clone(),
             dp.core.clone(),
             dp.remote.clone(),
+            cfg.registration.dial_timeout,
         )
     });
     let next_hops = match &dp.remote {

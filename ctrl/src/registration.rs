@@ -31,7 +31,7 @@ use vwire_proto::registry::network_service_endpoint_registry_client::NetworkServ
 use vwire_proto::registry::{NetworkServiceEndpoint, NetworkServiceLabels};
 
 use crate::config::RegistrationConfig;
-use crate::transport::{dial, TransportError, Url};
+use crate::transport::{dial, dial_with_fds, FdConn, TransportError, Url};
 
 /// The first retry delay after a failed Register. 100 ms: nsmgr starting in the same pod
 /// restart (the usual reason it is absent) is back within a few hundred milliseconds.
@@ -78,19 +78,37 @@ pub struct Registration {
     endpoint: NetworkServiceEndpoint,
 }
 
-/// The URL the registry records for this forwarder: where nsmgr will dial its NSM API.
-///
-/// The one function that decides it. Today it is the listen URL as configured, so nsmgr must
-/// reach the same path or address (deployments-k8s mounts the forwarder's socket directory in
-/// nsmgr's pod too).
-///
-/// Seam for grpcfd: forwarder-vpp's `sendfd` registry client turns a `unix:///path` listen URL
-/// into `inode://<dev>/<ino>` of the socket file and sends the socket's file descriptor with the
-/// Register call, so that nsmgr can reach it from another mount namespace. When
-/// [`crate::transport`] can pass descriptors, this function returns that inode URL and the dial
-/// of [`Registration`] attaches the descriptor; nothing else changes here.
+/// The URL the registry records for this forwarder, as the listen URL says: where nsmgr will
+/// dial its NSM API. On the wire a unix one becomes `inode://<dev>/<ino>` of the socket file,
+/// its descriptor attached ([`Nsmgr::advertise`]), as forwarder-vpp's `sendfd` registry client
+/// does, so that nsmgr reaches the socket from another mount namespace.
 pub fn advertised_url(listen: &Url) -> String {
     listen.to_string()
+}
+
+/// A client of nsmgr's registry, and the descriptors of its channel when it is a unix socket.
+struct Nsmgr {
+    client: Client,
+    fds: Option<FdConn>,
+}
+
+impl Nsmgr {
+    /// `endpoint` as it goes on the wire: a `unix://` URL turned into the `inode://` URL of the
+    /// socket file, whose descriptor is queued to go with the call (grpcfd). Over TCP, or if the
+    /// socket file cannot be opened (a warning), the URL as configured.
+    fn advertise(&self, endpoint: &NetworkServiceEndpoint) -> NetworkServiceEndpoint {
+        let mut e = endpoint.clone();
+        if let (Some(fds), Ok(Url::Unix(path))) = (&self.fds, Url::parse(&endpoint.url)) {
+            match fds.send_path(&path) {
+                Ok(inode) => e.url = inode.to_string(),
+                Err(err) => warn!(
+                    "registering {} with its path, not as inode:// with its descriptor: {err}",
+                    endpoint.url
+                ),
+            }
+        }
+        e
+    }
 }
 
 impl Registration {
@@ -138,7 +156,7 @@ impl Registration {
 
     /// Registers and refreshes until `stop` fires (or its sender is dropped), then unregisters.
     async fn run(self, mut stop: oneshot::Receiver<()>) {
-        let mut client: Option<Client> = None;
+        let mut client: Option<Nsmgr> = None;
         let mut backoff = BACKOFF_FIRST;
         let mut failures = 0u32;
         let mut ever_registered = false;
@@ -196,23 +214,35 @@ impl Registration {
         }
     }
 
-    /// A client on a fresh channel to nsmgr, the dial bounded by NSM_DIAL_TIMEOUT.
-    async fn connect(&self) -> Result<Client, RegistrationError> {
-        Ok(Client::new(
-            dial(&self.connect_to, self.dial_timeout).await?,
-        ))
+    /// A client on a fresh channel to nsmgr, the dial bounded by NSM_DIAL_TIMEOUT; over a unix
+    /// socket with file descriptor passing.
+    async fn connect(&self) -> Result<Nsmgr, RegistrationError> {
+        Ok(match &self.connect_to {
+            Url::Unix(_) => {
+                let (channel, fds) = dial_with_fds(&self.connect_to, self.dial_timeout).await?;
+                Nsmgr {
+                    client: Client::new(channel),
+                    fds: Some(fds),
+                }
+            }
+            Url::Tcp(_) => Nsmgr {
+                client: Client::new(dial(&self.connect_to, self.dial_timeout).await?),
+                fds: None,
+            },
+        })
     }
 
     /// One Register, on `client` or on a new channel it is set to; the registry's answer.
     async fn register(
         &self,
-        client: &mut Option<Client>,
+        client: &mut Option<Nsmgr>,
     ) -> Result<NetworkServiceEndpoint, RegistrationError> {
         let c = match client {
             Some(c) => c,
             None => client.insert(self.connect().await?),
         };
-        let call = c.register(self.endpoint.clone());
+        let endpoint = c.advertise(&self.endpoint);
+        let call = c.client.register(endpoint);
         let answer = tokio::time::timeout(CALL_TIMEOUT, call)
             .await
             .map_err(|_| RegistrationError::Timeout(CALL_TIMEOUT))??;
@@ -221,13 +251,14 @@ impl Registration {
 
     /// One Unregister, on `client` or a new channel; the whole of it bounded by NSM_DIAL_TIMEOUT,
     /// since it runs while the node shuts down.
-    async fn unregister(&self, client: Option<Client>) -> Result<(), RegistrationError> {
+    async fn unregister(&self, client: Option<Nsmgr>) -> Result<(), RegistrationError> {
         let call = async {
             let mut c = match client {
                 Some(c) => c,
                 None => self.connect().await?,
             };
-            c.unregister(self.endpoint.clone()).await?;
+            let endpoint = c.advertise(&self.endpoint);
+            c.client.unregister(endpoint).await?;
             Ok(())
         };
         tokio::time::timeout(self.dial_timeout, call)

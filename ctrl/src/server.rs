@@ -3,7 +3,7 @@
 //!
 //! The chain, in order (each element's module says why it sits where it does):
 //!
-//! updatepath → begin → metadata → timeout → monitor → mechanisms → xconnect → connect
+//! updatepath → begin → metadata → timeout → monitor → recvfd → mechanisms → xconnect → connect
 //!
 //! KERNEL and MEMIF are cross-connected on this node; VXLAN and SRV6 through the uplink when
 //! there is one ([`crate::remote`]).
@@ -21,6 +21,7 @@ use crate::elements::connect::Connect;
 use crate::elements::mechanisms::Mechanisms;
 use crate::elements::metadata::{Metadata, MetadataElement};
 use crate::elements::monitor::{self, Monitor};
+use crate::elements::recvfd::RecvFd;
 use crate::elements::timeout::Timeout;
 use crate::elements::updatepath::UpdatePath;
 use crate::elements::xconnect::Xconnect;
@@ -51,12 +52,14 @@ impl ConnectionEvents for Monitor {
 
 impl NsmServer {
     /// Builds the chain for a hop named `name` that forwards to `endpoints` and programs
-    /// `dataplane`, with the REMOTE mechanisms of `remote` when there is an uplink.
+    /// `dataplane`, with the REMOTE mechanisms of `remote` when there is an uplink. A file
+    /// descriptor a client names (`inode://`) must arrive within `dial_timeout`.
     pub fn new(
         name: &str,
         endpoints: Vec<EndpointConfig>,
         dataplane: SharedDataplane,
         remote: Option<Arc<Remote>>,
+        dial_timeout: std::time::Duration,
     ) -> Arc<Self> {
         let monitor = Monitor::new();
         let metadata = Metadata::new();
@@ -67,6 +70,7 @@ impl NsmServer {
             Arc::new(MetadataElement::new(metadata.clone())),
             Arc::new(timeout.clone()),
             Arc::new(monitor.clone()),
+            Arc::new(RecvFd::new(metadata.clone(), dial_timeout)),
             Arc::new(Mechanisms::with_remote(remote.clone())),
             Arc::new(Xconnect::new(metadata.clone(), dataplane, remote.clone())),
             Arc::new(Connect::new(endpoints, metadata.clone(), remote)),

@@ -101,8 +101,27 @@ impl Calls {
     }
 }
 
-/// The registry the stand-in serves.
-struct Registry(Calls);
+/// The registry the stand-in serves, from `dir`.
+struct Registry(Calls, PathBuf);
+
+/// `inode://<dev>/<ino>` of the file at `path` (grpcfd's name for it, nsm-api.md §7).
+fn inode_url(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!("inode://{}/{}", m.dev(), m.ino()))
+}
+
+/// Whether a file of `dir` is the one `url` names (an `inode://` URL, or `unix://` path).
+fn names_a_file_in(url: &str, dir: &Path) -> bool {
+    if let Some(p) = url.strip_prefix("unix://") {
+        return Path::new(p).exists();
+    }
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| inode_url(&e.path()).as_deref() == Some(url))
+}
 
 #[tonic::async_trait]
 impl NetworkServiceEndpointRegistry for Registry {
@@ -133,10 +152,7 @@ impl NetworkServiceEndpointRegistry for Registry {
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<()>, Status> {
         let nse = request.into_inner();
-        let url_socket_existed = nse
-            .url
-            .strip_prefix("unix://")
-            .is_some_and(|p| Path::new(p).exists());
+        let url_socket_existed = names_a_file_in(&nse.url, &self.1);
         self.0.push(Call::Unregister {
             nse,
             url_socket_existed,
@@ -159,6 +175,10 @@ impl StandIn {
         let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the stand-in");
         listener.set_nonblocking(true).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let dir = path
+            .parent()
+            .expect("a socket in a directory")
+            .to_path_buf();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -167,7 +187,9 @@ impl StandIn {
             rt.block_on(async move {
                 let listener = tokio::net::UnixListener::from_std(listener).unwrap();
                 let serve = tonic::transport::Server::builder()
-                    .add_service(NetworkServiceEndpointRegistryServer::new(Registry(calls)))
+                    .add_service(NetworkServiceEndpointRegistryServer::new(Registry(
+                        calls, dir,
+                    )))
                     .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
                 tokio::select! {
                     r = serve => r.expect("the stand-in server failed"),
@@ -204,6 +226,8 @@ struct Node {
     name: String,
     /// Its NSM API socket.
     listen: PathBuf,
+    /// The listen socket's `inode://` URL, taken while it exists.
+    listen_inode: std::cell::OnceCell<String>,
 }
 
 impl Node {
@@ -239,6 +263,7 @@ impl Node {
             log,
             name,
             listen,
+            listen_inode: std::cell::OnceCell::new(),
         }
     }
 
@@ -301,7 +326,11 @@ impl Node {
         assert_eq!(labels.len(), 2, "{nse:?}");
         assert_eq!(labels["p2p"], "true");
         assert_eq!(labels["zone"], "test");
-        assert_eq!(nse.url, format!("unix://{}", self.listen.display()));
+        // grpcfd: the unix listen URL goes as the socket file's inode URL (its fd attached).
+        let listen = self
+            .listen_inode
+            .get_or_init(|| inode_url(&self.listen).expect("the API socket exists"));
+        assert_eq!(&nse.url, listen, "{nse:?}");
     }
 }
 

@@ -17,6 +17,27 @@ use tonic::Status;
 use vwire_proto::connection::Connection;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
+use crate::transport::FdConn;
+
+tokio::task_local! {
+    /// The file descriptors of the gRPC connection a Request or Close arrived on.
+    static PEER_FDS: Option<FdConn>;
+}
+
+/// Runs `work` (a Request or Close through the chain) with the file descriptors of the gRPC
+/// connection it arrived on: `Some` over a unix socket (grpcfd), `None` over TCP. Elements read
+/// them with [`peer_fds`]; this is the chain's one piece of per-call context, as Go's
+/// `context.Context` carries grpcfd's transceiver in the NSM sdk.
+pub async fn with_peer_fds<F: Future>(fds: Option<FdConn>, work: F) -> F::Output {
+    PEER_FDS.scope(fds, work).await
+}
+
+/// The file descriptors of the calling gRPC connection; `None` over TCP and for work the chain
+/// starts itself (a timeout's Close).
+pub fn peer_fds() -> Option<FdConn> {
+    PEER_FDS.try_with(Clone::clone).ok().flatten()
+}
+
 /// A boxed future, as elements return (trait objects cannot use `async fn`).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

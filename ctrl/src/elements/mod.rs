@@ -1,7 +1,7 @@
 //! The chain elements of vwire's NSM server, one concern each (see [`crate::chain`]). Their order
 //! is set in [`crate::server`]:
 //!
-//! updatepath → begin → metadata → timeout → monitor → mechanisms → xconnect → connect
+//! updatepath → begin → metadata → timeout → monitor → recvfd → mechanisms → xconnect → connect
 //!
 //! Each module's doc states what the element guarantees and where it may be placed.
 
@@ -10,6 +10,7 @@ pub mod connect;
 pub mod mechanisms;
 pub mod metadata;
 pub mod monitor;
+pub mod recvfd;
 pub mod timeout;
 pub mod updatepath;
 pub mod xconnect;
