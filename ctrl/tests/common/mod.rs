@@ -6,6 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using a subset
 
+pub mod grpcfd_peer;
 pub mod nodes;
 pub mod nsm;
 pub mod testpmd;
