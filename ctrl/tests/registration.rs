@@ -101,8 +101,9 @@ impl Calls {
     }
 }
 
-/// The registry the stand-in serves, from `dir`.
-struct Registry(Calls, PathBuf);
+/// The registry the stand-in serves, from `dir`; it refuses the first `refuse` Registers with
+/// an error, as a registry behind nsmgr that is not ready does.
+struct Registry(Calls, PathBuf, std::sync::atomic::AtomicUsize);
 
 /// `inode://<dev>/<ino>` of the file at `path` (grpcfd's name for it, nsm-api.md §7).
 fn inode_url(path: &Path) -> Option<String> {
@@ -130,6 +131,19 @@ impl NetworkServiceEndpointRegistry for Registry {
         request: Request<NetworkServiceEndpoint>,
     ) -> Result<Response<NetworkServiceEndpoint>, Status> {
         let mut nse = request.into_inner();
+        let refuse = &self.2;
+        if refuse
+            .fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(Status::unavailable(
+                "registry not ready (the stand-in refuses)",
+            ));
+        }
         self.0.push(Call::Register {
             nse: nse.clone(),
             at: Instant::now(),
@@ -171,6 +185,11 @@ struct StandIn {
 impl StandIn {
     /// Binds `path` (the socket exists when this returns) and serves, recording into `calls`.
     fn start(path: &Path, calls: Calls) -> Self {
+        Self::start_refusing(path, calls, 0)
+    }
+
+    /// [`StandIn::start`], refusing the first `refuse` Registers with Unavailable.
+    fn start_refusing(path: &Path, calls: Calls, refuse: usize) -> Self {
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the stand-in");
         listener.set_nonblocking(true).unwrap();
@@ -188,7 +207,9 @@ impl StandIn {
                 let listener = tokio::net::UnixListener::from_std(listener).unwrap();
                 let serve = tonic::transport::Server::builder()
                     .add_service(NetworkServiceEndpointRegistryServer::new(Registry(
-                        calls, dir,
+                        calls,
+                        dir,
+                        refuse.into(),
                     )))
                     .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
                 tokio::select! {
@@ -441,6 +462,23 @@ fn keeps_retrying_while_nsmgr_is_absent_then_registers() {
 
     assert_eq!(vw.terminate().code(), Some(0), "{}", vw.logs());
     assert_eq!(calls.unregisters().len(), 1, "{}", vw.logs());
+}
+
+#[test]
+fn retries_while_the_registry_answers_errors() {
+    require(&[]);
+    let dir = test_dir();
+    let nsmgr = dir.join("nsmgr.sock");
+    let calls = Calls::default();
+    let _standin = StandIn::start_refusing(&nsmgr, calls.clone(), 3);
+    let mut vw = Node::start(&dir, &nsmgr, &[]);
+    let r = calls.wait_registers(1, &vw);
+    vw.assert_endpoint(&r[0].0);
+    // The refusals were logged, with the registry's message, and vwire kept running.
+    vw.wait_log("registry not ready (the stand-in refuses)");
+    vw.wait_log("failed again");
+    vw.assert_running();
+    assert_eq!(vw.terminate().code(), Some(0), "{}", vw.logs());
 }
 
 #[test]
