@@ -7,6 +7,7 @@
 
 pub mod begin;
 pub mod connect;
+pub mod discover;
 pub mod mechanisms;
 pub mod metadata;
 pub mod monitor;
