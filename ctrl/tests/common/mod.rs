@@ -8,6 +8,7 @@
 
 pub mod nodes;
 pub mod nsm;
+pub mod peerfd;
 pub mod testpmd;
 use std::collections::HashMap;
 use std::io::{Read, Write};
