@@ -345,6 +345,12 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
         )))?;
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
     let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
+    if cfg.registration.connect_to.is_some() && !cfg.endpoints.is_empty() {
+        warn!(
+            endpoints = cfg.endpoints.len(),
+            "[[endpoint]] is ignored: with NSM_CONNECT_TO the next hops come from the registry"
+        );
+    }
     let nsm_server = match cfg.nsm_listen_on {
         Some(_) => Some(
             crate::server::NsmServer::new(

@@ -27,7 +27,8 @@
 //! is dialled with grpcfd. A `file://` parameter in what vwire offers (a refresh re-offers the
 //! endpoint's earlier answer) goes as `inode://` with its fd attached. An `inode://` `inodeURL`
 //! in the endpoint's answer is resolved by receiving its fd within NSM_DIAL_TIMEOUT
-//! (InvalidArgument naming the URL if it does not arrive; the endpoint is then closed), the fd
+//! (InvalidArgument naming the URL if it does not arrive; a new connection is then closed at the
+//! endpoint), the fd
 //! is held until the close, and the later elements see `file:///proc/<pid>/fd/<n>` of it
 //! ([`Downstream`]). The close goes to the endpoint with the connection as it returned it.
 //!
@@ -351,10 +352,14 @@ impl Connect {
         let fd = match self.receive_file(&dialled, hop, &mut got).await {
             Ok(fd) => fd,
             Err(e) => {
-                if let (Some(r), true) = (remote, fresh) {
-                    r.settle(&conn.id, &Mechanism::default());
+                if fresh {
+                    // A new connection the endpoint made but vwire cannot use: undo it there.
+                    // (A failed refresh leaves the established one as it was.)
+                    if let Some(r) = remote {
+                        r.settle(&conn.id, &Mechanism::default());
+                    }
+                    close_at(&channel, &describe(hop), returned).await;
                 }
-                close_at(&channel, &describe(hop), returned).await;
                 return Err(e);
             }
         };
@@ -506,5 +511,46 @@ impl Element for Connect {
             drop(returned); // the endpoint's fd, held until it has been told
             next.close(conn).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_file_urls_go_as_inode_urls_with_their_fds() {
+        let fds = FdConn::new();
+        let mut prefs = vec![Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "KERNEL".into(),
+            parameters: [
+                (
+                    "inodeURL".to_string(),
+                    "file:///proc/self/ns/net".to_string(),
+                ),
+                ("name".to_string(), "nsm-1".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        }];
+        send_files(&fds, &mut prefs).unwrap();
+        let ns = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let want = crate::transport::InodeUrl::of(ns.as_fd())
+            .unwrap()
+            .to_string();
+        assert_eq!(prefs[0].parameters["inodeURL"], want);
+        assert_eq!(prefs[0].parameters["name"], "nsm-1");
+        assert_eq!(fds.queued(), 1);
+
+        let mut gone = vec![Mechanism {
+            parameters: [("inodeURL".to_string(), "file:///nonexistent/ns".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }];
+        let e = send_files(&fds, &mut gone).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("parameters[inodeURL]"), "{e:?}");
     }
 }
