@@ -5,17 +5,21 @@
 //! from the protocol (tonic and the generated types); the stand-in passes fds with the raw
 //! `SCM_RIGHTS` peer of `common::peerfd`, not with vwire's grpcfd.
 //!
-//! The point is selection, not the datapath: the endpoints answer MEMIF without a `socketfile`,
-//! which xconnect refuses (FailedPrecondition naming `socketfile`) before it builds anything,
-//! and then closes the endpoint. So every Request here fails *after* connect has chosen and
-//! reached an endpoint; what is checked is which endpoint got it (and the Close that followed).
+//! The point is selection, not the datapath: in the first two tests the endpoints answer MEMIF
+//! without a `socketfile`, which xconnect refuses (FailedPrecondition naming `socketfile`) before
+//! it builds anything, and then closes the endpoint. So those Requests fail *after* connect has
+//! chosen and reached an endpoint; what is checked is which endpoint got it (and the Close that
+//! followed). The third establishes KERNEL connections between two namespaces (root), to
+//! refresh one.
 //!
 //! Checked: round robin among the endpoints a service's `matches` select for the request's
 //! labels, skipping an unreachable one and an expired one; another match for other labels; a
 //! request naming its endpoint; NotFound for an unknown service or endpoint; Unavailable naming
 //! every candidate when none answers; an `inode://` endpoint URL whose socket fd comes with the
 //! Find answer; an endpoint answering with an `inode://` `inodeURL` and its fd, and the Close
-//! carrying that URL back; InvalidArgument naming an `inode://` URL whose fd never comes.
+//! carrying that URL back; InvalidArgument naming an `inode://` URL whose fd never comes; a
+//! refresh and a close going to the endpoint chosen before, the refresh re-offering the
+//! endpoint's namespace as `inode://` with its fd.
 
 mod common;
 
@@ -178,12 +182,16 @@ fn serve_nsmgr(path: &Path, nsmgr: Nsmgr) {
 // Test endpoints.
 
 /// An endpoint that records what reaches it and answers the first mechanism offered, with
-/// `answer_fd` (a file) as an `inode://` `inodeURL` when given.
-#[derive(Clone)]
+/// `answer_fd` (a file) as an `inode://` `inodeURL` when given; or, with `kernel_in`, KERNEL in
+/// that network namespace.
+#[derive(Clone, Default)]
 struct Nse {
     name: String,
     log: Log,
     answer_fd: Option<Arc<std::fs::File>>,
+    kernel_in: Option<String>,
+    /// Each `inode://` `inodeURL` offered to it, and whether its fd came along.
+    offered: Arc<Mutex<Vec<(String, bool)>>>,
 }
 
 #[tonic::async_trait]
@@ -200,8 +208,24 @@ impl NetworkService for Nse {
             .unwrap()
             .push((self.name.clone(), "request", conn.clone()));
         let mut m: Mechanism = r.mechanism_preferences.first().cloned().unwrap_or_default();
-        if let (Some(f), Some(fds)) = (&self.answer_fd, fds) {
+        if let (Some(url), Some(fds)) = (m.parameters.get("inodeURL"), &fds) {
+            if url.starts_with("inode://") {
+                let came = fds.find(url).await.is_some();
+                self.offered.lock().unwrap().push((url.clone(), came));
+            }
+        }
+        if let (Some(f), Some(fds)) = (&self.answer_fd, &fds) {
             m.parameters.insert("inodeURL".into(), fds.queue(f));
+        }
+        if let Some(ns) = &self.kernel_in {
+            m = Mechanism {
+                cls: "LOCAL".into(),
+                r#type: "KERNEL".into(),
+                parameters: map(&[
+                    ("inodeURL", format!("file:///var/run/netns/{ns}").as_str()),
+                    ("name", &format!("nse-{}", conn.id)),
+                ]),
+            };
         }
         conn.mechanism = Some(m);
         Ok(Response::new(conn))
@@ -267,18 +291,34 @@ fn route(dest: &[(&str, &str)]) -> Destination {
     }
 }
 
-/// Starts vwire with NSM_CONNECT_TO = `dir`/nsmgr.sock, serving on `dir`/fwd.sock.
-fn start_vwire(dir: &Path) -> Vwire {
+/// Starts vwire with NSM_CONNECT_TO = `dir`/nsmgr.sock, serving on `dir`/fwd.sock; `extra`
+/// goes first in its config.
+fn start_vwire_with(dir: &Path, extra: &str) -> Vwire {
     Vwire::start(&format!(
-        "[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ntunnel_ip = \"none\"\n\
+        "{extra}[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ntunnel_ip = \"none\"\n\
          connect_to = \"unix://{d}/nsmgr.sock\"\ndial_timeout = \"500ms\"\n",
         d = dir.display()
     ))
 }
 
+fn start_vwire(dir: &Path) -> Vwire {
+    start_vwire_with(dir, "")
+}
+
 /// A Request for `service` with `labels` (and `nse`, if not empty) as a client sends it: KERNEL
 /// in vwire's own namespace, which mechanisms accepts.
 fn request(id: &str, service: &str, labels: &[(&str, &str)], nse: &str) -> NetworkServiceRequest {
+    request_in("/proc/self/ns/net", id, service, labels, nse)
+}
+
+/// [`request`] from a client in the namespace file `netns`.
+fn request_in(
+    netns: &str,
+    id: &str,
+    service: &str,
+    labels: &[(&str, &str)],
+    nse: &str,
+) -> NetworkServiceRequest {
     NetworkServiceRequest {
         connection: Some(Connection {
             id: id.into(),
@@ -290,7 +330,7 @@ fn request(id: &str, service: &str, labels: &[(&str, &str)], nse: &str) -> Netwo
         mechanism_preferences: vec![Mechanism {
             cls: "LOCAL".into(),
             r#type: "KERNEL".into(),
-            parameters: map(&[("inodeURL", "file:///proc/self/ns/net")]),
+            parameters: map(&[("inodeURL", &format!("file://{netns}"))]),
         }],
     }
 }
@@ -348,7 +388,7 @@ async fn round_robin_among_matching_endpoints_skipping_dead_and_expired_ones() {
             Nse {
                 name: n.into(),
                 log: log.clone(),
-                answer_fd: None,
+                ..Default::default()
             },
         );
     }
@@ -479,6 +519,7 @@ async fn inode_urls_resolve_by_the_fds_that_come_with_them() {
             name: "nse-fd".into(),
             log: log.clone(),
             answer_fd: Some(netns.clone()),
+            ..Default::default()
         },
     );
     let mut by_fd = listed("nse-fd", "svc", &[], String::new());
@@ -528,5 +569,92 @@ async fn inode_urls_resolve_by_the_fds_that_come_with_them() {
     let s = c.fails(request("nofd-1", "other", &[], "nse-nofd")).await;
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert!(s.message().contains("inode://1/2"), "{s:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A connection established for real (root: veths into two namespaces), refreshed twice and
+/// closed: both refreshes and the close go to the endpoint round robin chose first, though the
+/// counter has moved on; the refresh re-offers the endpoint's namespace as `inode://` with its
+/// fd (vwire's `sendfd` side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_goes_to_the_endpoint_chosen_before() {
+    require(&["ip"]);
+    let nsc = common::nsm::Ns::new("dc");
+    let nse_ns = common::nsm::Ns::new("de");
+    let dir = temp_file("x", "").with_file_name("");
+    let log: Log = Log::default();
+    let offered: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let sock = |n: &str| dir.join(format!("{n}.sock"));
+    for n in ["nse-a", "nse-b", "nse-c"] {
+        serve_nse(
+            &sock(n),
+            Nse {
+                name: n.into(),
+                log: log.clone(),
+                kernel_in: Some(nse_ns.0.clone()),
+                offered: offered.clone(),
+                ..Default::default()
+            },
+        );
+    }
+    let url = |n: &str| format!("unix://{}", sock(n).display());
+    let nsmgr = Nsmgr {
+        services: vec![Service {
+            name: "svc".into(),
+            payload: "ETHERNET".into(),
+            ..Default::default()
+        }],
+        nses: ["nse-a", "nse-b", "nse-c"]
+            .map(|n| listed(n, "svc", &[], url(n)))
+            .into(),
+    };
+    serve_nsmgr(&dir.join("nsmgr.sock"), nsmgr);
+    let vw = start_vwire_with(&dir, "[dataplane]\nworkers = [1]\n");
+    let mut c = Client::new(&dir).await;
+    let netns = format!("/var/run/netns/{}", nsc.0);
+
+    // Another connection first, so that the counter is not where it starts.
+    let first = request_in(&netns, "other", "svc", &[], "");
+    let other =
+        c.0.request(first)
+            .await
+            .unwrap_or_else(|s| panic!("{s:?}\n{}", vw.logs()));
+    let other = other.into_inner();
+    let mut req = request_in(&netns, "conn", "svc", &[], "");
+    let mut conn = c.0.request(req.clone()).await.unwrap().into_inner();
+    let chosen = conn.network_service_endpoint_name.clone();
+    assert_eq!(chosen, "nse-b", "round robin's second pick");
+    for _ in 0..2 {
+        req.connection = Some(conn.clone());
+        conn = c.0.request(req.clone()).await.unwrap().into_inner();
+        assert_eq!(conn.network_service_endpoint_name, chosen);
+    }
+    c.0.close(conn.clone()).await.unwrap();
+    c.0.close(other.clone()).await.unwrap();
+
+    let got: Vec<(String, &str)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, c)| c.id == "conn")
+        .map(|(n, w, _)| (n.clone(), *w))
+        .collect();
+    let b = "nse-b".to_string();
+    assert_eq!(
+        got,
+        [
+            (b.clone(), "request"),
+            (b.clone(), "request"),
+            (b.clone(), "request"),
+            (b, "close")
+        ],
+        "{}",
+        vw.logs()
+    );
+    let offered = offered.lock().unwrap().clone();
+    assert!(
+        offered.len() >= 2 && offered.iter().all(|(_, came)| *came),
+        "refreshes re-offer the namespace as inode:// with its fd: {offered:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
