@@ -345,15 +345,26 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
         )))?;
     let server = tokio::spawn(metrics::serve(listener, dp.registry.clone()));
     let (nsm_stop, nsm_stopped) = tokio::sync::oneshot::channel::<()>();
-    let nsm_server = cfg.nsm_listen_on.as_ref().map(|_| {
-        crate::server::NsmServer::new(
-            &cfg.nsm_name,
-            cfg.endpoints.clone(),
-            dp.core.clone(),
-            dp.remote.clone(),
-            cfg.registration.dial_timeout,
-        )
-    });
+    if cfg.registration.connect_to.is_some() && !cfg.endpoints.is_empty() {
+        warn!(
+            endpoints = cfg.endpoints.len(),
+            "[[endpoint]] is ignored: with NSM_CONNECT_TO the next hops come from the registry"
+        );
+    }
+    let nsm_server = match cfg.nsm_listen_on {
+        Some(_) => Some(
+            crate::server::NsmServer::new(
+                &cfg.nsm_name,
+                cfg.endpoints.clone(),
+                cfg.registration.connect_to.as_ref(),
+                cfg.registration.dial_timeout,
+                dp.core.clone(),
+                dp.remote.clone(),
+            )
+            .map_err(NodeError::Nsm)?,
+        ),
+        None => None,
+    };
     let next_hops = match &dp.remote {
         Some(r) => Some(follow_next_hops(r, dp.core.clone()).await?),
         None => None,

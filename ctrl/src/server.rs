@@ -9,6 +9,7 @@
 //! there is one ([`crate::remote`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use vwire_proto::connection::{Connection, ConnectionEvent, MonitorScopeSelector};
@@ -27,6 +28,7 @@ use crate::elements::updatepath::UpdatePath;
 use crate::elements::xconnect::Xconnect;
 use crate::grpc::{ConnectionEvents, NsmService};
 use crate::remote::Remote;
+use crate::transport::{TransportError, Url};
 
 /// The assembled server.
 pub struct NsmServer {
@@ -51,16 +53,19 @@ impl ConnectionEvents for Monitor {
 }
 
 impl NsmServer {
-    /// Builds the chain for a hop named `name` that forwards to `endpoints` and programs
-    /// `dataplane`, with the REMOTE mechanisms of `remote` when there is an uplink. A file
-    /// descriptor a client names (`inode://`) must arrive within `dial_timeout`.
+    /// Builds the chain for a hop named `name` that forwards to the endpoints the registry
+    /// lists through nsmgr at `connect_to`, or without it to `endpoints`, each dial bounded by
+    /// `dial_timeout`, and programs `dataplane`, with the REMOTE mechanisms of `remote` when
+    /// there is an uplink. A file descriptor a client names (`inode://`) must arrive within
+    /// `dial_timeout` too. Must run inside a tokio runtime.
     pub fn new(
         name: &str,
         endpoints: Vec<EndpointConfig>,
+        connect_to: Option<&Url>,
+        dial_timeout: Duration,
         dataplane: SharedDataplane,
         remote: Option<Arc<Remote>>,
-        dial_timeout: std::time::Duration,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, TransportError> {
         let monitor = Monitor::new();
         let metadata = Metadata::new();
         let timeout = Timeout::new();
@@ -73,16 +78,22 @@ impl NsmServer {
             Arc::new(RecvFd::new(metadata.clone(), dial_timeout)),
             Arc::new(Mechanisms::with_remote(remote.clone())),
             Arc::new(Xconnect::new(metadata.clone(), dataplane, remote.clone())),
-            Arc::new(Connect::new(endpoints, metadata.clone(), remote)),
+            Arc::new(Connect::new(
+                endpoints,
+                connect_to,
+                dial_timeout,
+                metadata.clone(),
+                remote,
+            )?),
         ]));
         timeout.attach(&chain);
         let service = NsmService::new(chain.clone(), monitor.clone());
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             chain,
             monitor,
             service,
             metadata,
-        })
+        }))
     }
 
     /// The gRPC services over this server's chain, for [`crate::grpc::serve`].

@@ -4,7 +4,7 @@
 //! namespace's fd attached (grpcfd), and maps the answer back for the NSC.
 //!
 //! The stand-in is written here from the protocol: plain tonic over the test's own
-//! `sendmsg`/`recvmsg` peer ([`common::grpcfd_peer`]), none of vwire's grpcfd code. vwire cannot
+//! `sendmsg`/`recvmsg` peer ([`common::peerfd`]), none of vwire's grpcfd code. vwire cannot
 //! resolve an `inode://` URL by path, so a working datapath shows that it used the fd.
 //!
 //! Checked: KERNEL and MEMIF connections, pinged both ways, with vwire answering the nsmgr in
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::grpcfd_peer::{peer_dial, Attach, PeerFds};
+use common::peerfd::{peer_dial, Attach, PeerFds};
 use common::nsm::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};

@@ -1,5 +1,6 @@
-//! `[[endpoint]]`: Network Service Endpoints the NSM server forwards requests to (a static map
-//! until registry discovery exists).
+//! `[[endpoint]]`: Network Service Endpoints the NSM server forwards requests to, a static map
+//! for a vwire without nsmgr (with `nsm.connect_to` the registry names the next hops, see
+//! `elements::connect`).
 
 use super::de::section;
 use super::{ConfigError, Ctx, EndpointConfig};

@@ -191,13 +191,13 @@ impl Config {
 /// How vwire registers itself with the registry, through nsmgr, and the sdk's other settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationConfig {
-    /// NSM_CONNECT_TO: nsmgr; `None`: no registration.
+    /// NSM_CONNECT_TO: nsmgr; `None`: no registration, next hops from `[[endpoint]]`.
     pub connect_to: Option<crate::transport::Url>,
     /// NSM_NSNAME: the network service registered under (`forwarder`).
     pub service_name: String,
     /// NSM_LABELS: the labels registered for that service (`p2p:true`).
     pub labels: BTreeMap<String, String>,
-    /// NSM_DIAL_TIMEOUT: the bound of every dial to nsmgr (750 ms).
+    /// NSM_DIAL_TIMEOUT: the bound of every dial, to nsmgr and to next hops (750 ms).
     pub dial_timeout: std::time::Duration,
     /// NSM_MAX_TOKEN_LIFETIME: the lifetime of signed tokens (10 min); not used yet.
     pub max_token_lifetime: std::time::Duration,

@@ -30,14 +30,16 @@ section! {
         /// preferred first, comma-separated (`"VXLAN,SRV6"`).
         mechanism_priority: String = String::new(),
         /// NSM_CONNECT_TO: `unix:///path` or `tcp://host:port` of nsmgr, where vwire registers
-        /// itself (when it serves the API); empty: no registration.
+        /// itself (when it serves the API) and finds next hops in the registry; empty: no
+        /// registration, next hops from `[[endpoint]]`.
         connect_to: String = String::new(),
         /// NSM_NSNAME: the network service vwire registers under.
         nsname: String = "forwarder".into(),
         /// NSM_LABELS: the labels registered under the service, `k1:v1,k2:v2`; nsmgr picks
         /// forwarders by them (a service's `metadata.labels`, `p2p:true` by default).
         labels: String = "p2p:true".into(),
-        /// NSM_DIAL_TIMEOUT: bound of every dial to nsmgr, Go duration syntax (`750ms`, `2s`).
+        /// NSM_DIAL_TIMEOUT: bound of every dial (to nsmgr and to next hops), and of waiting for
+        /// a passed fd, Go duration syntax (`750ms`, `2s`).
         dial_timeout: String = "750ms".into(),
         /// NSM_MAX_TOKEN_LIFETIME: lifetime of the tokens vwire will sign, Go duration syntax
         /// (kept for the security work; unused yet).

@@ -2,24 +2,46 @@
 //! Endpoint, keeps the connection the endpoint returned (for xconnect and for the close), and
 //! returns it upstream with the upstream mechanism and this hop's id put back.
 //!
-//! The endpoint is the one named by `network_service_endpoint_name`, or else the single endpoint
-//! configured for the connection's `network_service` (`[[endpoint]]` in the config). Toward the
-//! endpoint vwire offers MEMIF, then KERNEL (forwarder-vpp's order for a local next hop), both
-//! with empty parameters; the endpoint chooses and answers with its namespace (`inodeURL`) and,
-//! for MEMIF, its `socketfile`. Toward a `tcp://` next hop (a forwarder on another node) it
-//! offers the REMOTE mechanisms instead (forwarder-vpp's `filtermechanisms`), in the order of
-//! NSM_MECHANISM_PRIORITY, each with this side's parameters ([`Remote::offers`]); the
-//! connection's MTU goes down as the largest any offered tunnel allows and comes back lowered
-//! to what the chosen one allows here.
+//! Which endpoint:
+//! - with NSM_CONNECT_TO, the registry's ([`crate::elements::discover`]): the one named by
+//!   `network_service_endpoint_name` (or, on a refresh that names none, the one the connection
+//!   went to before); else the endpoints of the connection's `network_service` that its labels
+//!   select, tried round robin: one that cannot be reached (Unavailable) is skipped for the next,
+//!   and when all fail the request is Unavailable naming each. The service's `payload` is
+//!   copied into a connection that has none;
+//! - without it, the static `[[endpoint]]` map: the one named by `network_service_endpoint_name`,
+//!   or else the single endpoint configured for the connection's `network_service`.
 //!
-//! Errors: no endpoint → NotFound; several candidates → FailedPrecondition; an endpoint that
-//! cannot be reached or does not answer in time → Unavailable naming it. Other statuses from
-//! the endpoint pass through, prefixed with its name. A close is sent to the endpoint with the
-//! connection it returned; a failure there is logged, not returned (the local state is gone).
+//! The chosen endpoint's name goes into `network_service_endpoint_name`, down and up. Channels
+//! are cached per endpoint name and URL; each dial is bounded by NSM_DIAL_TIMEOUT.
+//!
+//! Toward the endpoint vwire offers MEMIF, then KERNEL (forwarder-vpp's order for a local next
+//! hop), both with empty parameters; the endpoint chooses and answers with its namespace
+//! (`inodeURL`) and, for MEMIF, its `socketfile`. Toward a `tcp://` next hop (a forwarder on
+//! another node) it offers the REMOTE mechanisms instead (forwarder-vpp's `filtermechanisms`),
+//! in the order of NSM_MECHANISM_PRIORITY, each with this side's parameters
+//! ([`Remote::offers`]); the connection's MTU goes down as the largest any offered tunnel allows
+//! and comes back lowered to what the chosen one allows here.
+//!
+//! File descriptors (the sdk's `sendfd`/`recvfd` clients, `nsm-api.md` §7): a `unix://` next hop
+//! is dialled with grpcfd. A `file://` parameter in what vwire offers (a refresh re-offers the
+//! endpoint's earlier answer) goes as `inode://` with its fd attached. An `inode://` `inodeURL`
+//! in the endpoint's answer is resolved by receiving its fd within NSM_DIAL_TIMEOUT
+//! (InvalidArgument naming the URL if it does not arrive; a new connection is then closed at the
+//! endpoint), the fd
+//! is held until the close, and the later elements see `file:///proc/<pid>/fd/<n>` of it
+//! ([`Downstream`]). The close goes to the endpoint with the connection as it returned it.
+//!
+//! Errors: no endpoint → NotFound; several static candidates → FailedPrecondition; an endpoint
+//! that cannot be reached or does not answer in time → Unavailable naming it. Other statuses
+//! from the endpoint pass through, prefixed with its name. A failure of the close at the
+//! endpoint is logged, not returned (the local state is gone).
 //!
 //! Place it last: it does not call `next.request`.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,14 +54,19 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
 use crate::config::EndpointConfig;
+use crate::elements::discover::Discover;
 use crate::elements::metadata::Metadata;
 use crate::remote::Remote;
-use crate::transport::{dial_lazy, Url, DIAL_TIMEOUT};
+use crate::transport::{dial_lazy, dial_lazy_with_fds, proc_fd_url, FdConn, Url};
 
 /// How long the endpoint may take to answer a request or a close.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The connection as the endpoint returned it, kept in metadata.
+/// The mechanism parameter that names a namespace (or memif socket) file (`nsm-api.md` §4).
+const INODE_URL: &str = "inodeURL";
+
+/// The connection as the endpoint returned it, kept in metadata, with an `inode://` `inodeURL`
+/// turned into `file:///proc/<pid>/fd/<n>` of the received fd (what xconnect opens).
 #[derive(Clone, Debug)]
 pub struct Downstream(pub Connection);
 
@@ -53,37 +80,81 @@ pub struct NextHop {
     pub channel: Channel,
 }
 
+/// The connection exactly as the endpoint returned it (what the close sends), and the fd its
+/// `inodeURL` stood for, held until the close.
+struct Returned {
+    conn: Connection,
+    _fd: Option<OwnedFd>,
+}
+
+/// Where next hops come from.
+enum Source {
+    /// The `[[endpoint]]` map.
+    Static(Vec<EndpointConfig>),
+    /// The registry, through nsmgr.
+    Registry(Discover),
+}
+
+/// A next hop to try.
+struct Hop {
+    name: String,
+    /// The URL as configured or as the registry gave it.
+    url: String,
+    /// Already dialable (static), or to be resolved by the registry client.
+    known: Option<Url>,
+}
+
+/// A cached channel to a next hop.
+#[derive(Clone)]
+struct Dialled {
+    channel: Channel,
+    /// Its fds (`unix://` only).
+    fds: Option<FdConn>,
+    /// `tcp://`: a forwarder on another node.
+    remote: bool,
+    /// The fd the dialled `unix:///proc/<pid>/fd/<n>` names, if the URL was `inode://`.
+    _socket: Option<Arc<OwnedFd>>,
+}
+
 /// The connect element.
 pub struct Connect {
-    endpoints: Vec<EndpointConfig>,
+    source: Source,
+    dial_timeout: Duration,
     metadata: Arc<Metadata>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Dialled>>,
     remote: Option<Arc<Remote>>,
 }
 
-fn channel_to(url: &Url) -> Result<Channel, Status> {
-    dial_lazy(url, DIAL_TIMEOUT).map_err(|e| Status::internal(format!("endpoint URL: {e}")))
-}
-
 impl Connect {
-    /// A connect element over the configured endpoints.
+    /// A connect element over the configured endpoints, or over the registry through nsmgr at
+    /// `connect_to` when there is one; every dial bounded by `dial_timeout`. Must run inside a
+    /// tokio runtime.
     pub fn new(
         endpoints: Vec<EndpointConfig>,
+        connect_to: Option<&Url>,
+        dial_timeout: Duration,
         metadata: Arc<Metadata>,
         remote: Option<Arc<Remote>>,
-    ) -> Self {
-        Self {
-            endpoints,
+    ) -> Result<Self, crate::transport::TransportError> {
+        let source = match connect_to {
+            Some(nsmgr) => Source::Registry(Discover::new(nsmgr, dial_timeout)?),
+            None => Source::Static(endpoints),
+        };
+        Ok(Self {
+            source,
+            dial_timeout,
             metadata,
             channels: Mutex::new(HashMap::new()),
             remote,
-        }
+        })
     }
 
-    fn pick(&self, conn: &Connection) -> Result<&EndpointConfig, Status> {
+    fn pick_static<'e>(
+        endpoints: &'e [EndpointConfig],
+        conn: &Connection,
+    ) -> Result<&'e EndpointConfig, Status> {
         if !conn.network_service_endpoint_name.is_empty() {
-            return self
-                .endpoints
+            return endpoints
                 .iter()
                 .find(|e| e.name == conn.network_service_endpoint_name)
                 .ok_or_else(|| {
@@ -93,8 +164,7 @@ impl Connect {
                     ))
                 });
         }
-        let mut candidates = self
-            .endpoints
+        let mut candidates = endpoints
             .iter()
             .filter(|e| e.service.as_deref() == Some(conn.network_service.as_str()));
         match (candidates.next(), candidates.next()) {
@@ -110,28 +180,290 @@ impl Connect {
         }
     }
 
-    fn channel(&self, ep: &EndpointConfig) -> Result<Channel, Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match channels.get(&ep.name) {
-            Some(c) => c.clone(),
-            None => {
-                let c = channel_to(&ep.url)?;
-                channels.insert(ep.name.clone(), c.clone());
-                c
+    /// The next hops for `conn`, in the order to try them; `conn`'s payload is completed
+    /// from the registry.
+    async fn hops(&self, conn: &mut Connection) -> Result<Vec<Hop>, Status> {
+        match &self.source {
+            Source::Static(endpoints) => {
+                let e = Self::pick_static(endpoints, conn)?;
+                Ok(vec![Hop {
+                    name: e.name.clone(),
+                    url: e.url.to_string(),
+                    known: Some(e.url.clone()),
+                }])
             }
-        })
+            Source::Registry(d) => {
+                // A refresh that names no endpoint stays with the one it went to.
+                let name = match conn.network_service_endpoint_name.as_str() {
+                    "" => self
+                        .metadata
+                        .get::<NextHop>(&conn.id)
+                        .map(|h| h.name)
+                        .unwrap_or_default(),
+                    n => n.to_string(),
+                };
+                let found = if name.is_empty() {
+                    let (found, payload) = d.for_service(conn).await?;
+                    if conn.payload.is_empty() {
+                        conn.payload = payload;
+                    }
+                    found
+                } else {
+                    vec![d.by_name(&name).await?]
+                };
+                Ok(found
+                    .into_iter()
+                    .map(|c| Hop {
+                        name: c.name,
+                        url: c.url,
+                        known: None,
+                    })
+                    .collect())
+            }
+        }
     }
 
-    fn client(&self, ep: &EndpointConfig) -> Result<NetworkServiceClient<Channel>, Status> {
-        self.channel(ep).map(NetworkServiceClient::new)
+    /// The channel to `hop`, cached per name and URL.
+    async fn channel(&self, hop: &Hop) -> Result<Dialled, Status> {
+        let key = format!("{} {}", hop.name, hop.url);
+        if let Some(d) = self
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(d.clone());
+        }
+        let (url, socket) = match (&hop.known, &self.source) {
+            (Some(u), _) => (u.clone(), None),
+            (None, Source::Registry(d)) => {
+                let r = d.resolve(&hop.name, &hop.url).await?;
+                (r.url, r.fd.map(Arc::new))
+            }
+            (None, Source::Static(_)) => {
+                return Err(Status::internal(format!(
+                    "endpoint {:?}: no URL to dial",
+                    hop.name
+                )))
+            }
+        };
+        let dial_err = |e| Status::internal(format!("{}: endpoint URL: {e}", describe(hop)));
+        let dialled = match url {
+            Url::Unix(_) => {
+                let (channel, fds) =
+                    dial_lazy_with_fds(&url, self.dial_timeout).map_err(dial_err)?;
+                Dialled {
+                    channel,
+                    fds: Some(fds),
+                    remote: false,
+                    _socket: socket,
+                }
+            }
+            Url::Tcp(_) => Dialled {
+                channel: dial_lazy(&url, self.dial_timeout).map_err(dial_err)?,
+                fds: None,
+                remote: true,
+                _socket: socket,
+            },
+        };
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(channels.entry(key).or_insert(dialled).clone())
+    }
+
+    /// One Request at `hop`: the connection to return upstream.
+    async fn request_at(&self, conn: &Connection, hop: &Hop) -> Result<Connection, Status> {
+        let dialled = self.channel(hop).await?;
+        let channel = dialled.channel.clone();
+        let mut client = NetworkServiceClient::new(channel.clone());
+        let mut down = conn.clone();
+        down.mechanism = None;
+        down.network_service_endpoint_name = hop.name.clone();
+        let remote_hop = dialled.remote;
+        let payload_ip = conn.is_ip_payload();
+        // A refresh re-offers what the endpoint chose before.
+        let previous = self
+            .metadata
+            .get::<Downstream>(&conn.id)
+            .and_then(|d| d.0.mechanism);
+        let fresh = previous.is_none();
+        let mut prefs = match (previous, remote_hop) {
+            (Some(m), _) => vec![m],
+            (None, false) => [MechanismType::Memif, MechanismType::Kernel]
+                .map(MechanismType::mechanism)
+                .into(),
+            (None, true) => {
+                let remote = self.remote.as_ref().ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "{} is on another node (tcp://) but this forwarder has no uplink for remote mechanisms (set NSM_TUNNEL_IP or a default route)",
+                        describe(hop)
+                    ))
+                })?;
+                remote.offers(&conn.id, payload_ip)?
+            }
+        };
+        if let Some(fds) = &dialled.fds {
+            send_files(fds, &mut prefs)?;
+        }
+        let remote = self.remote.as_ref().filter(|_| remote_hop);
+        // The MTU a tunnel of `m`'s type allows; a type that is not SRV6 is held to VXLAN's.
+        let max_mtu = |r: &Remote, m: &Mechanism| {
+            let t = m.mechanism_type().unwrap_or(MechanismType::Vxlan);
+            r.max_mtu(t, payload_ip)
+        };
+        if let Some(r) = remote {
+            let allowed = prefs.iter().map(|m| max_mtu(r, m)).max().unwrap_or(0);
+            let ctx = down.context.get_or_insert_with(Default::default);
+            if ctx.mtu == 0 || ctx.mtu > allowed {
+                ctx.mtu = allowed;
+            }
+        }
+        let call = client.request(NetworkServiceRequest {
+            connection: Some(down),
+            mechanism_preferences: prefs,
+        });
+        let answer = tokio::time::timeout(CALL_TIMEOUT, call).await;
+        if let (Some(r), true, false) = (remote, fresh, matches!(answer, Ok(Ok(_)))) {
+            r.settle(&conn.id, &Mechanism::default()); // the offers' SIDs go back
+        }
+        let got = match answer {
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "{}: no answer within {CALL_TIMEOUT:?}",
+                    describe(hop)
+                )))
+            }
+            Ok(Err(s)) if s.code() == Code::Unavailable || s.code() == Code::Unknown => {
+                return Err(Status::unavailable(format!(
+                    "{} is unreachable: {}",
+                    describe(hop),
+                    s.message()
+                )))
+            }
+            Ok(Err(s)) => {
+                return Err(Status::new(
+                    s.code(),
+                    format!("{}: {}", describe(hop), s.message()),
+                ))
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let returned = got.clone();
+        let mut got = got;
+        let fd = match self.receive_file(&dialled, hop, &mut got).await {
+            Ok(fd) => fd,
+            Err(e) => {
+                if fresh {
+                    // A new connection the endpoint made but vwire cannot use: undo it there.
+                    // (A failed refresh leaves the established one as it was.)
+                    if let Some(r) = remote {
+                        r.settle(&conn.id, &Mechanism::default());
+                    }
+                    close_at(&channel, &describe(hop), returned).await;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(r) = remote {
+            let chosen = got.mechanism.clone().unwrap_or_default();
+            r.settle(&conn.id, &chosen);
+            let allowed = max_mtu(r, &chosen);
+            let ctx = got.context.get_or_insert_with(Default::default);
+            if ctx.mtu == 0 || ctx.mtu > allowed {
+                ctx.mtu = allowed;
+            }
+        }
+        self.metadata.set(&conn.id, Downstream(got.clone()));
+        self.metadata.set(
+            &conn.id,
+            Returned {
+                conn: returned,
+                _fd: fd,
+            },
+        );
+        self.metadata.set(
+            &conn.id,
+            NextHop {
+                name: hop.name.clone(),
+                channel,
+            },
+        );
+        let mut up = got;
+        up.id = conn.id.clone();
+        if let (Some(p), Some(mine)) = (up.path.as_mut(), conn.path.as_ref()) {
+            p.index = mine.index;
+        }
+        up.mechanism = conn.mechanism.clone();
+        up.network_service_endpoint_name = hop.name.clone();
+        Ok(up)
+    }
+
+    /// Receives the fd of an `inode://` `inodeURL` in `got`'s mechanism and points the
+    /// parameter at it (see the module doc); the fd, to be held until the close.
+    async fn receive_file(
+        &self,
+        dialled: &Dialled,
+        hop: &Hop,
+        got: &mut Connection,
+    ) -> Result<Option<OwnedFd>, Status> {
+        let Some(m) = got.mechanism.as_mut() else {
+            return Ok(None);
+        };
+        let Some(url) = m
+            .parameters
+            .get(INODE_URL)
+            .filter(|u| u.starts_with("inode://"))
+        else {
+            return Ok(None);
+        };
+        let bad = |why: String| {
+            Status::invalid_argument(format!(
+                "{}: the answer's connection.mechanism.parameters[inodeURL] {url:?}: {why}",
+                describe(hop)
+            ))
+        };
+        let Some(fds) = &dialled.fds else {
+            return Err(bad("no fd can travel over tcp://".into()));
+        };
+        let fd = fds
+            .recv_url(url, self.dial_timeout)
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        m.parameters
+            .insert(INODE_URL.to_string(), proc_fd_url(fd.as_fd()));
+        Ok(Some(fd))
     }
 }
 
-fn describe(ep: &EndpointConfig) -> String {
-    match &ep.url {
-        Url::Unix(p) => format!("endpoint {:?} (unix://{})", ep.name, p.display()),
-        Url::Tcp(a) => format!("endpoint {:?} (tcp://{a})", ep.name),
+/// Turns every `file://` parameter of `prefs` into `inode://` with its fd queued on `fds`.
+fn send_files(fds: &FdConn, prefs: &mut [Mechanism]) -> Result<(), Status> {
+    for m in prefs {
+        for (k, v) in m.parameters.iter_mut() {
+            let Some(path) = v.strip_prefix("file://") else {
+                continue;
+            };
+            let url = fds.send_path(Path::new(path)).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "mechanism_preferences parameters[{k}] {v:?}: {e}"
+                ))
+            })?;
+            *v = url.to_string();
+        }
     }
+    Ok(())
+}
+
+/// Sends a close for `conn` on `channel`; a failure is logged.
+async fn close_at(channel: &Channel, hop: &str, conn: Connection) {
+    let mut c = NetworkServiceClient::new(channel.clone());
+    match tokio::time::timeout(CALL_TIMEOUT, c.close(conn)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(s)) => tracing::warn!("closing at {hop}: {s}"),
+        Err(_) => tracing::warn!("closing at {hop}: no answer"),
+    }
+}
+
+fn describe(hop: &Hop) -> String {
+    format!("endpoint {:?} ({})", hop.name, hop.url)
 }
 
 impl Element for Connect {
@@ -141,130 +473,84 @@ impl Element for Connect {
         _next: Next<'a>,
     ) -> BoxFut<'a, Result<Connection, Status>> {
         Box::pin(async move {
-            let conn = connection_of(&req)?.clone();
-            let ep = self.pick(&conn)?;
-            let channel = self.channel(ep)?;
-            let mut client = NetworkServiceClient::new(channel.clone());
-            let mut down = conn.clone();
-            down.mechanism = None;
-            down.network_service_endpoint_name = ep.name.clone();
-            let remote_hop = matches!(ep.url, Url::Tcp(_));
-            let payload_ip = conn.is_ip_payload();
-            // A refresh re-offers what the endpoint chose before.
-            let previous = self
-                .metadata
-                .get::<Downstream>(&conn.id)
-                .and_then(|d| d.0.mechanism);
-            let fresh = previous.is_none();
-            let prefs = match (previous, remote_hop) {
-                (Some(m), _) => vec![m],
-                (None, false) => [MechanismType::Memif, MechanismType::Kernel]
-                    .map(MechanismType::mechanism)
-                    .into(),
-                (None, true) => {
-                    let remote = self.remote.as_ref().ok_or_else(|| {
-                        Status::failed_precondition(format!(
-                            "{} is on another node (tcp://) but this forwarder has no uplink for remote mechanisms (set NSM_TUNNEL_IP or a default route)",
-                            describe(ep)
-                        ))
-                    })?;
-                    remote.offers(&conn.id, payload_ip)?
-                }
-            };
-            let remote = self.remote.as_ref().filter(|_| remote_hop);
-            // The MTU a tunnel of `m`'s type allows; a type that is not SRV6 is held to VXLAN's.
-            let max_mtu = |r: &Remote, m: &Mechanism| {
-                let t = m.mechanism_type().unwrap_or(MechanismType::Vxlan);
-                r.max_mtu(t, payload_ip)
-            };
-            if let Some(r) = remote {
-                let allowed = prefs.iter().map(|m| max_mtu(r, m)).max().unwrap_or(0);
-                let ctx = down.context.get_or_insert_with(Default::default);
-                if ctx.mtu == 0 || ctx.mtu > allowed {
-                    ctx.mtu = allowed;
+            let mut conn = connection_of(&req)?.clone();
+            let hops = self.hops(&mut conn).await?;
+            let mut failed = Vec::new();
+            for hop in &hops {
+                match self.request_at(&conn, hop).await {
+                    Ok(up) => return Ok(up),
+                    Err(s) if s.code() == Code::Unavailable && hops.len() > 1 => {
+                        tracing::warn!("{}; trying the next candidate", s.message());
+                        failed.push(s.message().to_string());
+                    }
+                    Err(s) => return Err(s),
                 }
             }
-            let call = client.request(NetworkServiceRequest {
-                connection: Some(down),
-                mechanism_preferences: prefs,
-            });
-            let answer = tokio::time::timeout(CALL_TIMEOUT, call).await;
-            if let (Some(r), true, false) = (remote, fresh, matches!(answer, Ok(Ok(_)))) {
-                r.settle(&conn.id, &Mechanism::default()); // the offers' SIDs go back
-            }
-            let got = match answer {
-                Err(_) => {
-                    return Err(Status::unavailable(format!(
-                        "{}: no answer within {CALL_TIMEOUT:?}",
-                        describe(ep)
-                    )))
-                }
-                Ok(Err(s)) if s.code() == Code::Unavailable || s.code() == Code::Unknown => {
-                    return Err(Status::unavailable(format!(
-                        "{} is unreachable: {}",
-                        describe(ep),
-                        s.message()
-                    )))
-                }
-                Ok(Err(s)) => {
-                    return Err(Status::new(
-                        s.code(),
-                        format!("{}: {}", describe(ep), s.message()),
-                    ))
-                }
-                Ok(Ok(r)) => r.into_inner(),
-            };
-            let mut got = got;
-            if let Some(r) = remote {
-                let chosen = got.mechanism.clone().unwrap_or_default();
-                r.settle(&conn.id, &chosen);
-                let allowed = max_mtu(r, &chosen);
-                let ctx = got.context.get_or_insert_with(Default::default);
-                if ctx.mtu == 0 || ctx.mtu > allowed {
-                    ctx.mtu = allowed;
-                }
-            }
-            self.metadata.set(&conn.id, Downstream(got.clone()));
-            self.metadata.set(
-                &conn.id,
-                NextHop {
-                    name: ep.name.clone(),
-                    channel,
-                },
-            );
-            let mut up = got;
-            up.id = conn.id.clone();
-            if let (Some(p), Some(mine)) = (up.path.as_mut(), conn.path.as_ref()) {
-                p.index = mine.index;
-            }
-            up.mechanism = conn.mechanism.clone();
-            up.network_service_endpoint_name = ep.name.clone();
-            Ok(up)
+            Err(Status::unavailable(format!(
+                "connection.network_service {:?}: none of its {} endpoints answered: {}",
+                conn.network_service,
+                hops.len(),
+                failed.join("; ")
+            )))
         })
     }
 
     fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
         Box::pin(async move {
-            self.metadata.take::<NextHop>(&conn.id);
-            if let Some(Downstream(down)) = self.metadata.take::<Downstream>(&conn.id) {
-                if let Some(ep) = self
-                    .endpoints
-                    .iter()
-                    .find(|e| e.name == down.network_service_endpoint_name)
-                {
-                    match self.client(ep) {
-                        Ok(mut c) => {
-                            match tokio::time::timeout(CALL_TIMEOUT, c.close(down)).await {
-                                Ok(Ok(_)) => {}
-                                Ok(Err(s)) => tracing::warn!("closing at {}: {s}", describe(ep)),
-                                Err(_) => tracing::warn!("closing at {}: no answer", describe(ep)),
-                            }
-                        }
-                        Err(s) => tracing::warn!("closing at {}: {s}", describe(ep)),
-                    }
-                }
+            let hop = self.metadata.take::<NextHop>(&conn.id);
+            let down = self.metadata.take::<Downstream>(&conn.id);
+            let returned = self.metadata.take::<Returned>(&conn.id);
+            let sent = returned
+                .as_ref()
+                .map(|r| r.conn.clone())
+                .or(down.map(|d| d.0));
+            if let (Some(hop), Some(sent)) = (hop, sent) {
+                let name = format!("endpoint {:?}", hop.name);
+                close_at(&hop.channel, &name, sent).await;
             }
+            drop(returned); // the endpoint's fd, held until it has been told
             next.close(conn).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_file_urls_go_as_inode_urls_with_their_fds() {
+        let fds = FdConn::new();
+        let mut prefs = vec![Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "KERNEL".into(),
+            parameters: [
+                (
+                    "inodeURL".to_string(),
+                    "file:///proc/self/ns/net".to_string(),
+                ),
+                ("name".to_string(), "nsm-1".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        }];
+        send_files(&fds, &mut prefs).unwrap();
+        let ns = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let want = crate::transport::InodeUrl::of(ns.as_fd())
+            .unwrap()
+            .to_string();
+        assert_eq!(prefs[0].parameters["inodeURL"], want);
+        assert_eq!(prefs[0].parameters["name"], "nsm-1");
+        assert_eq!(fds.queued(), 1);
+
+        let mut gone = vec![Mechanism {
+            parameters: [("inodeURL".to_string(), "file:///nonexistent/ns".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }];
+        let e = send_files(&fds, &mut gone).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("parameters[inodeURL]"), "{e:?}");
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! updatepath → begin → metadata → timeout → monitor → recvfd → mechanisms → xconnect → connect
 //!
-//! Each module's doc states what the element guarantees and where it may be placed.
+//! Each module's doc states what the element guarantees and where it may be placed. `discover`
+//! is no element of its own: it is connect's registry client.
 
 pub mod begin;
 pub mod connect;
+pub mod discover;
 pub mod mechanisms;
 pub mod metadata;
 pub mod monitor;

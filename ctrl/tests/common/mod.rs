@@ -6,9 +6,9 @@
 
 #![allow(dead_code, unreachable_pub)] // shared by several test binaries, each using a subset
 
-pub mod grpcfd_peer;
 pub mod nodes;
 pub mod nsm;
+pub mod peerfd;
 pub mod testpmd;
 use std::collections::HashMap;
 use std::io::{Read, Write};

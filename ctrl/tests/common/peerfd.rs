@@ -1,6 +1,8 @@
-//! A grpcfd peer written from the protocol alone (nsm-api.md §7: raw `sendmsg`/`recvmsg` with
-//! `SCM_RIGHTS`, one fd per leading byte as upstream's Go grpcfd sends them), none of vwire's
-//! grpcfd code: a unix stream for plain tonic clients and servers, and the fds it passes.
+//! A grpcfd peer written from the protocol alone (raw `sendmsg`/`recvmsg` with `SCM_RIGHTS`,
+//! none of vwire's grpcfd code), to run plain tonic servers and channels over: one byte and one
+//! fd per message as upstream grpcfd sends them (or all in one batch, for a hostile peer), and
+//! every received fd kept in an inbox. Its per-connection state reaches tonic handlers as the
+//! request extension `Arc<PeerFds>`.
 
 #![allow(clippy::cast_possible_truncation)] // fd counts and sizes of a few hundred bytes
 
@@ -87,13 +89,13 @@ pub struct PeerIo {
 }
 
 /// A `cmsghdr`-aligned control buffer.
-fn cmsg_buf(fds: usize) -> Vec<u64> {
+pub fn cmsg_buf(fds: usize) -> Vec<u64> {
     // SAFETY: CMSG_SPACE is arithmetic.
     let bytes = unsafe { libc::CMSG_SPACE((fds * 4) as u32) } as usize;
     vec![0u64; bytes.div_ceil(8)]
 }
 
-fn peer_sendmsg(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+pub fn peer_sendmsg(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
