@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::peerfd::{peer_dial, Attach, PeerFds};
 use common::nsm::*;
+use common::peerfd::{peer_dial, Attach, PeerFds};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use vwire_proto::connection::{Connection, Mechanism};
@@ -108,8 +108,7 @@ impl NetworkService for Nsmgr {
 
 /// The stand-in, serving on its own thread and runtime.
 struct StandIn {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _served: common::served::Served,
     answers: Arc<Mutex<Vec<String>>>,
     fds: Arc<PeerFds>,
 }
@@ -117,54 +116,21 @@ struct StandIn {
 impl StandIn {
     /// Serves on `path`, forwarding to vwire at `vwire`.
     fn start(path: &Path, vwire: &Path) -> Self {
-        let _ = std::fs::remove_file(path);
-        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the stand-in");
-        listener.set_nonblocking(true).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let answers = Arc::new(Mutex::new(Vec::new()));
         let fds = PeerFds::new(Attach::PerByte);
         let (a, f, vwire) = (answers.clone(), fds.clone(), vwire.to_path_buf());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let channel = peer_dial(&vwire, f.clone()).await;
-                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
-                let svc = Nsmgr {
-                    vwire: NetworkServiceClient::new(channel),
-                    fds: f,
-                    answers: a,
-                };
-                tonic::transport::Server::builder()
-                    .add_service(NetworkServiceServer::new(svc))
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::UnixListenerStream::new(listener),
-                        async {
-                            let _ = stopped.await;
-                        },
-                    )
-                    .await
-                    .expect("stand-in server");
-            });
+        let served = common::served::Served::start(path, move || async move {
+            let channel = peer_dial(&vwire, f.clone()).await;
+            tonic::transport::Server::builder().add_service(NetworkServiceServer::new(Nsmgr {
+                vwire: NetworkServiceClient::new(channel),
+                fds: f,
+                answers: a,
+            }))
         });
         Self {
-            stop: Some(stop),
-            thread: Some(thread),
+            _served: served,
             answers,
             fds,
-        }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -175,23 +141,8 @@ fn nsmgr_sock(s: &Setup) -> PathBuf {
 
 /// Starts vwire-nsc in the NSC namespace against the stand-in, waiting for `connected`.
 fn nsc_via_nsmgr(s: &Setup, extra: &[&str]) -> (Proc, Lines, String) {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &s.nsc.0])
-        .arg(example("vwire-nsc"))
-        .args(["--connect", &format!("unix://{}", nsmgr_sock(s).display())])
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start vwire-nsc");
-    let out = Lines::new(child.stdout.take().expect("stdout"));
-    let line = out.wait("", Duration::from_secs(20), "vwire-nsc");
-    assert!(
-        line.starts_with("connected "),
-        "vwire-nsc: {line:?}\n{}",
-        s.vw.logs()
-    );
-    (Proc(child), out, line)
+    let nsc = start_nsc_at(s, &nsmgr_sock(s), extra);
+    (nsc.proc, nsc.out, nsc.line)
 }
 
 fn fd_count(pid: u32) -> usize {

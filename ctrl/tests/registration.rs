@@ -175,11 +175,10 @@ impl NetworkServiceEndpointRegistry for Registry {
     }
 }
 
-/// A registry stand-in serving on a unix socket from its own thread and runtime.
+/// A registry stand-in serving on a unix socket from its own thread and runtime; stopping it
+/// (dropping it) ends every connection at once, as an nsmgr that dies does.
 struct StandIn {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    path: PathBuf,
+    _served: common::served::Served,
 }
 
 impl StandIn {
@@ -190,52 +189,16 @@ impl StandIn {
 
     /// [`StandIn::start`], refusing the first `refuse` Registers with Unavailable.
     fn start_refusing(path: &Path, calls: Calls, refuse: usize) -> Self {
-        let _ = std::fs::remove_file(path);
-        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind the stand-in");
-        listener.set_nonblocking(true).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let dir = path
             .parent()
             .expect("a socket in a directory")
             .to_path_buf();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::UnixListener::from_std(listener).unwrap();
-                let serve = tonic::transport::Server::builder()
-                    .add_service(NetworkServiceEndpointRegistryServer::new(Registry(
-                        calls,
-                        dir,
-                        refuse.into(),
-                    )))
-                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
-                tokio::select! {
-                    r = serve => r.expect("the stand-in server failed"),
-                    _ = stopped => {}
-                }
-            });
-            // Dropping the runtime here ends every connection task: nsmgr is gone.
+        let served = common::served::Served::start(path, move || async move {
+            tonic::transport::Server::builder().add_service(
+                NetworkServiceEndpointRegistryServer::new(Registry(calls, dir, refuse.into())),
+            )
         });
-        Self {
-            stop: Some(stop),
-            thread: Some(thread),
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
+        StandIn { _served: served }
     }
 }
 

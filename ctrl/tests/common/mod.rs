@@ -9,6 +9,7 @@
 pub mod nodes;
 pub mod nsm;
 pub mod peerfd;
+pub mod served;
 pub mod testpmd;
 use std::collections::HashMap;
 use std::io::{Read, Write};

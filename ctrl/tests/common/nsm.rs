@@ -165,10 +165,15 @@ pub struct Nsc {
 
 /// Starts vwire-nsc in the NSC namespace and waits for its `connected` line.
 pub fn start_nsc(s: &Setup, extra: &[&str]) -> Nsc {
+    start_nsc_at(s, &s.dir.join("fwd.sock"), extra)
+}
+
+/// [`start_nsc`] asking the NSM API at `socket` (vwire's, or an nsmgr stand-in's).
+pub fn start_nsc_at(s: &Setup, socket: &std::path::Path, extra: &[&str]) -> Nsc {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &s.nsc.0])
         .arg(example("vwire-nsc"))
-        .args(["--connect", &format!("unix://{}/fwd.sock", s.dir.display())])
+        .args(["--connect", &format!("unix://{}", socket.display())])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
