@@ -14,12 +14,17 @@
 
 mod common;
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use vwire_proto::registry::network_service_endpoint_registry_server::{
     NetworkServiceEndpointRegistry, NetworkServiceEndpointRegistryServer,
@@ -161,6 +166,78 @@ impl NetworkServiceEndpointRegistry for Registry {
     }
 }
 
+/// One connection of the stand-in: a plain unix stream (the fds vwire attaches are discarded by
+/// the kernel, this registry does not take them) that reads as a Go gRPC server's connection
+/// does, `read(2)` until `EAGAIN`.
+///
+/// Not tokio's `UnixStream::poll_read`: that takes a short read for a drained socket and waits
+/// for the next readiness event (tokio-rs/tokio#5866), but a unix stream read ends after every
+/// byte that carries fds, with the bytes behind it still queued. grpcfd sends each fd on a
+/// byte of its own ahead of the message naming it, so when both are queued before the read,
+/// that reader takes the one byte and then waits for an event that only vwire's next write
+/// brings, while vwire waits for the answer (see
+/// [`the_stand_in_reads_past_a_byte_that_carries_an_fd`]).
+struct StandInIo(tokio::net::UnixStream);
+
+impl AsyncRead for StandInIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            // try_read clears the readiness on EAGAIN only.
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for StandInIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for StandInIo {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
 /// A registry stand-in serving on a unix socket from its own thread and runtime.
 struct StandIn {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -190,7 +267,10 @@ impl StandIn {
                     .add_service(NetworkServiceEndpointRegistryServer::new(Registry(
                         calls, dir,
                     )))
-                    .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+                    .serve_with_incoming(
+                        tokio_stream::wrappers::UnixListenerStream::new(listener)
+                            .map(|s| s.map(StandInIo)),
+                    );
                 tokio::select! {
                     r = serve => r.expect("the stand-in server failed"),
                     _ = stopped => {}
@@ -348,6 +428,40 @@ fn test_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(unique("vwreg-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// The stand-in's reading ([`StandInIo`]) against vwire's grpcfd writing, deterministically:
+/// each time an fd is queued and a message written whole (the fd's byte and the rest both
+/// queued on the socket) before the stand-in reads, as when the stand-in's thread is slow to
+/// run, the stand-in must read the whole message. A reader that stops after the fd's byte
+/// stalls here as the refresh did (the 2nd Register on a connection, its fd freshly queued).
+#[test]
+fn the_stand_in_reads_past_a_byte_that_carries_an_fd() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let fds = vwire::transport::FdConn::new();
+        let mut vwire_side = vwire::transport::FdStream::join(ours, &fds);
+        let mut standin = StandInIo(theirs);
+        let message: Vec<u8> = (0..=255).collect();
+        for round in 1..=3 {
+            fds.send_path(Path::new("/proc/self/exe")).unwrap();
+            vwire_side.write_all(&message).await.unwrap();
+            assert_eq!(fds.queued(), 0, "round {round}: the fd was not written");
+            let mut got = vec![0; message.len()];
+            tokio::time::timeout(Duration::from_secs(5), standin.read_exact(&mut got))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: the stand-in stopped reading after the fd's byte")
+                })
+                .unwrap();
+            assert_eq!(got, message, "round {round}");
+        }
+    });
 }
 
 #[test]
