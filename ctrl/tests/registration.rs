@@ -334,6 +334,40 @@ fn test_dir() -> PathBuf {
     dir
 }
 
+/// The stand-in's reading ([`common::served::PlainIo`]) against vwire's grpcfd writing, deterministically:
+/// each time an fd is queued and a message written whole (the fd's byte and the rest both
+/// queued on the socket) before the stand-in reads, as when the stand-in's thread is slow to
+/// run, the stand-in must read the whole message. A reader that stops after the fd's byte
+/// stalls here as the refresh did (the 2nd Register on a connection, its fd freshly queued).
+#[test]
+fn the_stand_in_reads_past_a_byte_that_carries_an_fd() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let fds = vwire::transport::FdConn::new();
+        let mut vwire_side = vwire::transport::FdStream::join(ours, &fds);
+        let mut standin = common::served::PlainIo(theirs);
+        let message: Vec<u8> = (0..=255).collect();
+        for round in 1..=3 {
+            fds.send_path(Path::new("/proc/self/exe")).unwrap();
+            vwire_side.write_all(&message).await.unwrap();
+            assert_eq!(fds.queued(), 0, "round {round}: the fd was not written");
+            let mut got = vec![0; message.len()];
+            tokio::time::timeout(Duration::from_secs(5), standin.read_exact(&mut got))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: the stand-in stopped reading after the fd's byte")
+                })
+                .unwrap();
+            assert_eq!(got, message, "round {round}");
+        }
+    });
+}
+
 #[test]
 fn registers_refreshes_and_unregisters_on_sigterm() {
     require(&[]);

@@ -25,6 +25,14 @@
 //!   by its `(st_dev, st_ino)`. A read whose control data was truncated (`MSG_CTRUNC`: a peer
 //!   sent more fds than fit) is logged and counted ([`FdStats::truncated`]); the kernel closes
 //!   the fds that did not fit, the ones that did are held as usual.
+//! * **Reading until `EAGAIN`.** The kernel ends every read of a unix stream after a byte that
+//!   carries fds, whatever is queued behind it and however big the buffer, so a short read does
+//!   not mean the socket is drained. [`FdStream`] reads until `EAGAIN`; tokio's plain
+//!   `UnixStream` does not (on epoll it takes a short read for a drained socket and waits for
+//!   the next readiness event, tokio-rs/tokio#5866), and under it a peer's whole message may
+//!   sit unread behind the fd's byte. So every unix stream vwire reads is an [`FdStream`],
+//!   even where nothing takes the fds (`super::dial`), and a peer that receives our fds must
+//!   read the same way (Go's `net.Conn` does).
 //!
 //! # What is held, and until when
 //!

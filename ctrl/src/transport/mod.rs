@@ -206,22 +206,34 @@ pub async fn serve(
 }
 
 /// A connector that opens a unix stream to `path`, whatever URI tonic asks for.
+///
+/// The stream is an [`FdStream`] of its own [`FdConn`], which nothing sends on or takes from:
+/// not for the fds, but for how it reads. A grpcfd peer (any NSM component) may attach fds to
+/// what it writes, one per byte, and the kernel ends every read of a unix stream after such a
+/// byte, with the rest still queued. tokio's `UnixStream::poll_read` takes that short read for
+/// a drained socket and waits for the next readiness event (tokio-rs/tokio#5866), which may
+/// never come: the peer has written its whole answer and waits for us. [`FdStream`] reads until
+/// `EAGAIN`. The fds that come are held with the connection (at most [`grpcfd::MAX_HELD`]) and
+/// closed with it.
 fn unix_connector(
     path: &Path,
 ) -> impl tower::Service<
     tonic::codegen::http::Uri,
-    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Response = hyper_util::rt::TokioIo<FdStream>,
     Error = std::io::Error,
-    Future = impl Send,
+    Future = impl std::future::Future<Output = std::io::Result<hyper_util::rt::TokioIo<FdStream>>>
+                 + Send,
 > + Clone
        + Send {
     let path = path.to_path_buf();
     tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let path = path.clone();
         async move {
-            tokio::net::UnixStream::connect(path)
-                .await
-                .map(hyper_util::rt::TokioIo::new)
+            let s = tokio::net::UnixStream::connect(path).await?;
+            Ok(hyper_util::rt::TokioIo::new(FdStream::join(
+                s,
+                &FdConn::new(),
+            )))
         }
     })
 }
@@ -402,6 +414,48 @@ mod tests {
         assert_eq!(serve_and_dial(url.clone()).await, url);
         assert!(!path.exists(), "the socket file outlived the server");
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    /// A plain unix channel's stream reads past a byte that carries an fd, though nothing takes
+    /// the fd: a grpcfd peer's answer, its fd's byte and the rest both queued before we read
+    /// (see [`unix_connector`]). With tokio's `UnixStream` the read stops after that one byte
+    /// and waits for an event that does not come.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_plain_unix_stream_reads_past_a_byte_that_carries_an_fd() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tower::Service;
+        let dir = std::env::temp_dir().join(format!("vwire-transport-fd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let mut connector = unix_connector(&path);
+        let (ours, theirs) = tokio::join!(
+            connector.call(tonic::codegen::http::Uri::from_static("http://x")),
+            listener.accept()
+        );
+        let mut ours = ours.unwrap().into_inner();
+        let peer_fds = FdConn::new();
+        let mut peer = FdStream::join(theirs.unwrap().0, &peer_fds);
+        let answer: Vec<u8> = (0..=255).collect();
+        for round in 1..=3 {
+            peer_fds.send_path(&path).unwrap();
+            peer.write_all(&answer).await.unwrap();
+            assert_eq!(
+                peer_fds.queued(),
+                0,
+                "round {round}: the fd was not written"
+            );
+            let mut got = vec![0; answer.len()];
+            tokio::time::timeout(Duration::from_secs(5), ours.read_exact(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the read stopped after the fd's byte"))
+                .unwrap();
+            assert_eq!(got, answer, "round {round}");
+        }
+        assert_eq!(ours.conn().stats().received, 3);
+        drop(listener);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "current_thread")]
