@@ -3,7 +3,15 @@
 //!
 //! The chain, in order (each element's module says why it sits where it does):
 //!
-//! updatepath → begin → metadata → timeout → monitor → mechanisms → xconnect → connect
+//! updatepath → begin → metadata → timeout → nsmonitor → monitor → monitor_downstream →
+//! mechanisms → xconnect → connect
+//!
+//! - nsmonitor sits next to timeout: both close a connection themselves through the whole chain
+//!   (a client namespace that is gone), so both come after begin, which serialises that close
+//!   with the requests of the same id, and before monitor, so the close is reported (DELETE).
+//! - monitor_downstream sits right after monitor, which it reports the next hop's events
+//!   through, and before connect: it follows the next hop connect stored, and stops following
+//!   before connect closes it.
 //!
 //! KERNEL and MEMIF are cross-connected on this node; VXLAN and SRV6 through the uplink when
 //! there is one ([`crate::remote`]).
@@ -21,6 +29,8 @@ use crate::elements::connect::Connect;
 use crate::elements::mechanisms::Mechanisms;
 use crate::elements::metadata::{Metadata, MetadataElement};
 use crate::elements::monitor::{self, Monitor};
+use crate::elements::monitor_downstream::MonitorDownstream;
+use crate::elements::nsmonitor::NsMonitor;
 use crate::elements::timeout::Timeout;
 use crate::elements::updatepath::UpdatePath;
 use crate::elements::xconnect::Xconnect;
@@ -61,17 +71,21 @@ impl NsmServer {
         let monitor = Monitor::new();
         let metadata = Metadata::new();
         let timeout = Timeout::new();
+        let nsmonitor = NsMonitor::new();
         let chain = Arc::new(Chain::new(vec![
             Arc::new(UpdatePath::new(name)),
             Arc::new(Begin::new()),
             Arc::new(MetadataElement::new(metadata.clone())),
             Arc::new(timeout.clone()),
+            Arc::new(nsmonitor.clone()),
             Arc::new(monitor.clone()),
+            Arc::new(MonitorDownstream::new(monitor.clone(), metadata.clone())),
             Arc::new(Mechanisms::with_remote(remote.clone())),
             Arc::new(Xconnect::new(metadata.clone(), dataplane, remote.clone())),
             Arc::new(Connect::new(endpoints, metadata.clone(), remote)),
         ]));
         timeout.attach(&chain);
+        nsmonitor.attach(&chain);
         let service = NsmService::new(chain.clone(), monitor.clone());
         Arc::new(Self {
             chain,

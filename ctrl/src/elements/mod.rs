@@ -1,7 +1,8 @@
 //! The chain elements of vwire's NSM server, one concern each (see [`crate::chain`]). Their order
 //! is set in [`crate::server`]:
 //!
-//! updatepath → begin → metadata → timeout → monitor → mechanisms → xconnect → connect
+//! updatepath → begin → metadata → timeout → nsmonitor → monitor → monitor_downstream → mechanisms →
+//! xconnect → connect
 //!
 //! Each module's doc states what the element guarantees and where it may be placed.
 
@@ -10,6 +11,8 @@ pub mod connect;
 pub mod mechanisms;
 pub mod metadata;
 pub mod monitor;
+pub mod monitor_downstream;
+pub mod nsmonitor;
 pub mod timeout;
 pub mod updatepath;
 pub mod xconnect;
