@@ -63,26 +63,24 @@ pub struct MonitorDownstream {
 
 /// What an event of the next hop means for the followed connection.
 #[derive(Debug, PartialEq)]
-enum Action {
+enum Action<'e> {
     /// Nothing for us (another connection, or an initial state with it UP).
     Ignore,
     /// Put the next hop's connection into ours and broadcast it.
-    Reflect(Connection),
+    Reflect(&'e Connection),
     /// The next hop closed it.
     Deleted,
 }
 
 /// Classifies `ev` for the next hop's connection `theirs` (its id at the next hop).
-fn classify(ev: &ConnectionEvent, theirs: &str) -> Action {
+fn classify<'e>(ev: &'e ConnectionEvent, theirs: &str) -> Action<'e> {
     let Some(c) = ev.connections.get(theirs) else {
         return Action::Ignore;
     };
     match ev.r#type() {
         ConnectionEventType::Delete => Action::Deleted,
-        ConnectionEventType::Update => Action::Reflect(c.clone()),
-        ConnectionEventType::InitialStateTransfer if c.state() != State::Up => {
-            Action::Reflect(c.clone())
-        }
+        ConnectionEventType::Update => Action::Reflect(c),
+        ConnectionEventType::InitialStateTransfer if c.state() != State::Up => Action::Reflect(c),
         ConnectionEventType::InitialStateTransfer => Action::Ignore,
     }
 }
@@ -149,7 +147,7 @@ async fn follow(monitor: Arc<Monitor>, id: String, hop: NextHop, seg: PathSegmen
                         Action::Reflect(theirs) => {
                             tracing::debug!(%id, next_hop = %hop.name, state = ?theirs.state(),
                                 "relaying the next hop's update");
-                            monitor.relay(&id, |mine| reflect(mine, &theirs));
+                            monitor.relay(&id, |mine| reflect(mine, theirs));
                         }
                         Action::Deleted => break "it deleted the connection".to_string(),
                     },
@@ -317,11 +315,11 @@ mod tests {
                 &ev(ConnectionEventType::InitialStateTransfer, theirs.clone()),
                 "e"
             ),
-            Action::Reflect(theirs.clone())
+            Action::Reflect(&theirs)
         );
         assert_eq!(
             classify(&ev(ConnectionEventType::Update, theirs.clone()), "e"),
-            Action::Reflect(theirs)
+            Action::Reflect(&theirs)
         );
     }
 
