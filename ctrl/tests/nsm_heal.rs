@@ -103,6 +103,45 @@ async fn next_event(
     }
 }
 
+/// The host-side links whose peer is in one of the namespaces `nss` (this test's veths only:
+/// the tests of this file run in parallel, so the host's other `vw*` links are not ours).
+fn host_links_into(nss: &[&str]) -> Vec<String> {
+    sh("ip -o link show")
+        .lines()
+        .filter(|l| {
+            let words: Vec<&str> = l.split([' ', '\\']).collect();
+            words
+                .windows(2)
+                .any(|w| w[0] == "link-netns" && nss.contains(&w[1]))
+        })
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// Waits (at most 5 s) until none of the host links `names` exists and `nse` holds no `nse-`
+/// link; fails naming what is left.
+fn links_gone(s: &Setup, names: &[String]) {
+    let t0 = Instant::now();
+    loop {
+        let host = sh("ip -o link show");
+        let left: Vec<&String> = names
+            .iter()
+            .filter(|n| host.contains(&format!(": {n}@")) || host.contains(&format!(": {n}:")))
+            .collect();
+        if left.is_empty() && !s.nse.links().contains("nse-") {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "left behind: host {left:?}, NSE namespace: {}\n{}",
+            s.nse.links(),
+            s.vw.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -145,6 +184,8 @@ async fn next_hop_death_is_reported_down_within_a_second() {
     // Give the subscription to the NSE time to be established (it starts after the request).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(s.nse.links().contains("nse-"), "{}", s.nse.links());
+    let veths = host_links_into(&[&s.nsc.0, &s.nse.0]);
+    assert_eq!(veths.len(), 2, "the connection's host veths: {veths:?}");
 
     // A refresh: vwire's own UPDATE, and the NSE's UPDATE for it relayed (in vwire's view, UP).
     let mut refresh = request(&s.nsc);
@@ -154,7 +195,13 @@ async fn next_hop_death_is_reported_down_within_a_second() {
         .await
         .expect("refresh");
     for n in 0..2 {
-        let e = next_event(&s, &mut events, Duration::from_secs(1), "the refresh").await;
+        let e = next_event(
+            &s,
+            &mut events,
+            Duration::from_secs(1),
+            &format!("the refresh, event {n}"),
+        )
+        .await;
         assert_eq!(e.r#type(), ConnectionEventType::Update, "event {n}: {e:?}");
         let c = &e.connections[&fwd_id(&conn)];
         assert_eq!(
@@ -197,7 +244,7 @@ async fn next_hop_death_is_reported_down_within_a_second() {
         .expect("close");
     let gone = next_event(&s, &mut events, Duration::from_secs(2), "the close").await;
     assert_eq!(gone.r#type(), ConnectionEventType::Delete);
-    nothing_left(&s);
+    links_gone(&s, &veths);
 }
 
 /// (b) The client's namespace is deleted (no process in it): vwire closes the connection
@@ -215,8 +262,9 @@ async fn deleted_client_namespace_closes_the_connection() {
         .await
         .expect("request")
         .into_inner();
+    let warm_veths = host_links_into(&[&s.nsc.0, &s.nse.0]);
     nsc.close(warm).await.expect("close");
-    nothing_left(&s);
+    links_gone(&s, &warm_veths);
     let fds = fd_count(s.vw.pid());
 
     let client_ns = Ns::new("h");
@@ -229,6 +277,8 @@ async fn deleted_client_namespace_closes_the_connection() {
     let up = next_event(&s, &mut events, Duration::from_secs(2), "the request").await;
     assert_eq!(up.r#type(), ConnectionEventType::Update);
     assert!(client_ns.links().contains("nsm-h"), "{}", client_ns.links());
+    let veths = host_links_into(&[&client_ns.0, &s.nse.0]);
+    assert_eq!(veths.len(), 2, "the connection's host veths: {veths:?}");
 
     let t0 = Instant::now();
     sh(&format!("ip netns del {}", client_ns.0));
@@ -250,19 +300,7 @@ async fn deleted_client_namespace_closes_the_connection() {
     );
 
     // Nothing left: interfaces (host, NSE namespace), monitor, fds.
-    let t1 = Instant::now();
-    loop {
-        let host = sh("ip -o link show");
-        if !host.contains(" vwc") && !host.contains(" vwe") && !s.nse.links().contains("nse-") {
-            break;
-        }
-        assert!(
-            t1.elapsed() < Duration::from_secs(5),
-            "left behind:\nhost: {host}\nnse: {}",
-            s.nse.links()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    links_gone(&s, &veths);
     let (_, initial) = subscribe(&ch).await;
     assert!(
         initial.connections.is_empty(),
@@ -294,6 +332,8 @@ async fn a_namespace_with_a_process_stays_connected_until_the_process_exits() {
         .into_inner();
     let up = next_event(&s, &mut events, Duration::from_secs(2), "the request").await;
     assert_eq!(up.r#type(), ConnectionEventType::Update);
+    let veths = host_links_into(&[&client_ns.0, &s.nse.0]);
+    assert_eq!(veths.len(), 2, "the connection's host veths: {veths:?}");
 
     sh(&format!("ip netns del {}", client_ns.0));
     if let Ok(Ok(Some(e))) =
@@ -317,5 +357,5 @@ async fn a_namespace_with_a_process_stays_connected_until_the_process_exits() {
     assert_eq!(gone.r#type(), ConnectionEventType::Delete, "{gone:?}");
     assert!(gone.connections.contains_key(&fwd_id(&conn)));
     println!("closed {:?} after the last process left", t0.elapsed());
-    nothing_left(&s);
+    links_gone(&s, &veths);
 }
