@@ -84,7 +84,13 @@ impl MonitorConnection for NsmService {
         let _ = tx.send(Ok(initial)).await;
         tokio::spawn(async move {
             loop {
-                let mut ev = match rx.recv().await {
+                // A subscriber that went away ends the task at once, not at the next matching
+                // event (with a narrow selector, that may never come).
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    () = tx.closed() => return,
+                };
+                let mut ev = match next {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         let _ = tx

@@ -3,7 +3,18 @@
 //!
 //! The chain, in order (each element's module says why it sits where it does):
 //!
-//! updatepath → begin → metadata → timeout → monitor → recvfd → mechanisms → xconnect → connect
+//! updatepath → begin → metadata → timeout → monitor → recvfd → nsmonitor → monitor_downstream →
+//! mechanisms → xconnect → connect
+//!
+//! - recvfd comes after monitor, which must see the client's own `inode://` URLs, and before
+//!   every element that opens the client's namespace by path.
+//! - nsmonitor closes a connection itself through the whole chain when the client's namespace
+//!   is gone, as timeout does when a token expires; it comes after recvfd, whose
+//!   `/proc/<pid>/fd/<n>` paths it watches (by scanning /proc, since vwire's own fd keeps the
+//!   path alive), and after begin, which serialises that close with the requests of the same id.
+//! - monitor_downstream comes after monitor, which it reports the next hop's events through,
+//!   and before connect: it follows the next hop connect stored, and stops following before
+//!   connect closes it.
 //!
 //! KERNEL and MEMIF are cross-connected on this node; VXLAN and SRV6 through the uplink when
 //! there is one ([`crate::remote`]).
@@ -22,6 +33,8 @@ use crate::elements::connect::Connect;
 use crate::elements::mechanisms::Mechanisms;
 use crate::elements::metadata::{Metadata, MetadataElement};
 use crate::elements::monitor::{self, Monitor};
+use crate::elements::monitor_downstream::MonitorDownstream;
+use crate::elements::nsmonitor::NsMonitor;
 use crate::elements::recvfd::RecvFd;
 use crate::elements::timeout::Timeout;
 use crate::elements::updatepath::UpdatePath;
@@ -69,6 +82,7 @@ impl NsmServer {
         let monitor = Monitor::new();
         let metadata = Metadata::new();
         let timeout = Timeout::new();
+        let nsmonitor = NsMonitor::new();
         let chain = Arc::new(Chain::new(vec![
             Arc::new(UpdatePath::new(name)),
             Arc::new(Begin::new()),
@@ -76,6 +90,8 @@ impl NsmServer {
             Arc::new(timeout.clone()),
             Arc::new(monitor.clone()),
             Arc::new(RecvFd::new(metadata.clone(), dial_timeout)),
+            Arc::new(nsmonitor.clone()),
+            Arc::new(MonitorDownstream::new(monitor.clone(), metadata.clone())),
             Arc::new(Mechanisms::with_remote(remote.clone())),
             Arc::new(Xconnect::new(metadata.clone(), dataplane, remote.clone())),
             Arc::new(Connect::new(
@@ -87,6 +103,7 @@ impl NsmServer {
             )?),
         ]));
         timeout.attach(&chain);
+        nsmonitor.attach(&chain);
         let service = NsmService::new(chain.clone(), monitor.clone());
         Ok(Arc::new(Self {
             chain,

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::nsm::*;
 use common::peerfd::{peer_dial, Attach, PeerFds};
+use common::sh;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use vwire_proto::connection::{Connection, Mechanism};
@@ -317,4 +318,53 @@ fn an_inode_url_without_its_fd_is_an_invalid_argument() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(!s.nsc.links().contains("nsm-"), "{}", s.nsc.links());
     fds_back_to(&s, fds);
+}
+
+/// A client namespace that vwire only holds as a passed fd: when the NSC dies without a Close
+/// and its namespace is deleted, vwire's own fd must not keep the connection alive (nsmonitor
+/// scans /proc and the mounts for `/proc/<pid>/fd/<n>` namespaces): it closes the connection and
+/// removes what it built, and the namespace's last reference (vwire's fd) goes with it.
+#[test]
+fn a_passed_namespace_that_goes_away_closes_the_connection() {
+    let s = setup(&[]);
+    let standin = StandIn::start(&nsmgr_sock(&s), &s.dir.join("fwd.sock"));
+    let (mut nsc, _out, _line) = nsc_via_nsmgr(&s, &[]);
+    kernel_ping(&s, &s.nse, "172.16.1.101");
+    answers_were_inode_urls(&standin);
+    // The NSC dies without a Close; then its namespace is deleted.
+    let _ = nsc.0.kill();
+    let _ = nsc.0.wait();
+    sh(&format!("ip netns del {}", s.nsc.0));
+    // Noticed within a few ticks (200 ms each); the teardown may then wait for the kernel's
+    // RTNL, which namespace deletions of tests running in parallel hold for seconds.
+    let t0 = Instant::now();
+    let mut noticed = None;
+    loop {
+        let host = sh("ip -o link show");
+        let clean =
+            !host.contains(" vwc") && !host.contains(" vwe") && !s.nse.links().contains("nse-");
+        if noticed.is_none() && s.vw.logs().contains("the client's network namespace") {
+            noticed = Some(t0.elapsed());
+        }
+        if clean && noticed.is_some() {
+            break;
+        }
+        assert!(
+            noticed.is_some() || t0.elapsed() < Duration::from_secs(2),
+            "vwire did not notice the deleted namespace within 2 s:\n{}",
+            s.vw.logs()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the connection of a deleted namespace is still there after 15 s:\nhost: {host}\nnse: {}\n{}",
+            s.nse.links(),
+            s.vw.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "noticed after {:?}, everything removed after {:?}",
+        noticed.unwrap_or_default(),
+        t0.elapsed()
+    );
 }

@@ -14,6 +14,10 @@
 //!   carries when it reaches this endpoint (`context.MTU`, set by the forwarder; 0: no limit),
 //!   fragmenting and reassembling IPv4 like a kernel. A refresh keeps the running server and
 //!   its link, and takes a changed MTU in place. Close, and the endpoint's shutdown, stop it.
+//!
+//! It also serves `connection.MonitorConnections` (as every sdk endpoint does), from vwire's own
+//! monitor element: an UPDATE per successful Request and a DELETE per Close, each connection in
+//! the endpoint's view (its id, its path index), so a forwarder can follow it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,7 +38,11 @@ use crate::memif_app::{
 use crate::path::{restore, update_path};
 use crate::pinger::{PingReport, PingSpec};
 use crate::MechanismKind;
+use vwire::chain::Chain;
+use vwire::elements::monitor::Monitor;
+use vwire::grpc::NsmService;
 use vwire::transport::{TransportError, Url};
+use vwire_proto::connection::monitor_connection_server::MonitorConnectionServer;
 
 /// `vwire-nse` command line.
 #[derive(Debug, Clone, Parser)]
@@ -328,16 +336,23 @@ pub struct Nse {
     service: String,
     ipam: Mutex<P2pIpam>,
     mechanisms: Vec<Box<dyn MechanismHandler>>,
+    /// vwire's monitor element alone in a chain: the source of this endpoint's
+    /// MonitorConnections (an UPDATE per request, a DELETE per close, in the endpoint's view).
+    monitor: Arc<Monitor>,
+    monitor_chain: Chain,
 }
 
 impl Nse {
     /// An endpoint named `name` for `service` with a pool from `cidr`.
     pub fn new(name: &str, service: &str, cidr: &str) -> Result<Self, IpamError> {
+        let monitor = Monitor::new();
         Ok(Self {
             name: name.to_string(),
             service: service.to_string(),
             ipam: Mutex::new(P2pIpam::new(cidr)?),
             mechanisms: vec![Box::new(Kernel)],
+            monitor_chain: Chain::new(vec![Arc::new(monitor.clone())]),
+            monitor,
         })
     }
 
@@ -529,14 +544,31 @@ impl NetworkService for Nse {
         req: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
         let r = self.handle_request(req.into_inner());
-        if let Err(s) = &r {
-            tracing::warn!("request refused: {}: {}", s.code(), s.message());
+        match &r {
+            Err(s) => tracing::warn!("request refused: {}: {}", s.code(), s.message()),
+            Ok(c) => {
+                let mut mine = c.clone();
+                if update_path(&mut mine, &self.name).is_ok() {
+                    let _ = self
+                        .monitor_chain
+                        .request(NetworkServiceRequest {
+                            connection: Some(mine),
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
         }
         r.map(Response::new)
     }
 
     async fn close(&self, req: Request<Connection>) -> Result<Response<()>, Status> {
-        self.handle_close(req.into_inner()).map(Response::new)
+        let conn = req.into_inner();
+        let mut mine = conn.clone();
+        if update_path(&mut mine, &self.name).is_ok() {
+            let _ = self.monitor_chain.close(mine).await;
+        }
+        self.handle_close(conn).map(Response::new)
     }
 }
 
@@ -549,10 +581,17 @@ pub async fn run(
 ) -> Result<(), TransportError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NetworkServiceServer<Nse>>().await;
+    health
+        .set_serving::<MonitorConnectionServer<NsmService>>()
+        .await;
     let nse = Arc::new(nse);
+    // MonitorConnections from vwire's own service over the monitor alone (its chain is only
+    // the monitor, so its Request/Close are not served here).
+    let monitor = NsmService::new(Arc::new(nse.monitor_chain.clone()), nse.monitor.clone());
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(NetworkServiceServer::from_arc(nse.clone()));
+        .add_service(NetworkServiceServer::from_arc(nse.clone()))
+        .add_service(MonitorConnectionServer::from_arc(monitor));
     let r = crate::transport::serve(router, url, shutdown).await;
     nse.shutdown();
     r

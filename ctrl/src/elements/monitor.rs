@@ -106,6 +106,28 @@ impl Monitor {
         let _ = self.events.send(event(ConnectionEventType::Update, [conn]));
     }
 
+    /// Applies `change` to the established connection `id` (a change its next hop reported, see
+    /// [`crate::elements::monitor_downstream`]) and broadcasts it as an UPDATE. Nothing happens
+    /// if `id` is not established (closed meanwhile).
+    pub fn relay(&self, id: &str, change: impl FnOnce(&mut Connection)) {
+        let conn = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(c) = conns.get_mut(id) else { return };
+            change(c);
+            c.clone()
+        };
+        let _ = self.events.send(event(ConnectionEventType::Update, [conn]));
+    }
+
+    /// The established connection `id`.
+    pub fn connection(&self, id: &str) -> Option<Connection> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     /// Established connections.
     pub fn connections(&self) -> Vec<Connection> {
         self.conns
