@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio_stream::wrappers::UnixListenerStream;
-use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response, Status};
 use vwire::transport::{
@@ -28,7 +26,7 @@ use vwire_proto::networkservice::network_service_server::{NetworkService, Networ
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 mod common;
-use common::peerfd::{peer_dial, Attach, PeerFds, PeerIo};
+use common::peerfd::{peer_dial, peer_incoming, Attach, PeerFds};
 
 // ---------------------------------------------------------------------------------------------
 // The peer: fd passing written from the protocol, in `common::peerfd`.
@@ -69,13 +67,7 @@ impl NetworkService for PeerService {
 /// Serves [`PeerService`] on `path` until the returned sender is dropped or fired.
 async fn peer_server(path: &Path) -> Running {
     let _ = std::fs::remove_file(path);
-    let l = tokio::net::UnixListener::bind(path).unwrap();
-    let incoming = UnixListenerStream::new(l).map(|s| {
-        s.map(|io| PeerIo {
-            io,
-            fds: PeerFds::new(Attach::PerByte),
-        })
-    });
+    let incoming = peer_incoming(path);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(
         Server::builder()

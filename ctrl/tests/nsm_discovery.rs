@@ -29,10 +29,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use common::peerfd::{Attach, PeerFds, PeerIo};
+use common::peerfd::{peer_incoming, PeerFds};
 use common::*;
-use tokio_stream::wrappers::UnixListenerStream;
-use tokio_stream::StreamExt;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 use vwire::transport::{dial, Url};
@@ -163,13 +161,7 @@ impl NetworkServiceEndpointRegistry for Nsmgr {
 
 /// Serves `nsmgr` on `path` with the raw fd peer under every connection.
 fn serve_nsmgr(path: &Path, nsmgr: Nsmgr) {
-    let l = tokio::net::UnixListener::bind(path).unwrap();
-    let incoming = UnixListenerStream::new(l).map(|s| {
-        s.map(|io| PeerIo {
-            io,
-            fds: PeerFds::new(Attach::PerByte),
-        })
-    });
+    let incoming = peer_incoming(path);
     tokio::spawn(
         Server::builder()
             .add_service(NetworkServiceRegistryServer::new(nsmgr.clone()))
@@ -242,13 +234,7 @@ impl NetworkService for Nse {
 
 /// Serves `nse` on `path` (with the raw fd peer under it, for answers that carry an fd).
 fn serve_nse(path: &Path, nse: Nse) {
-    let l = tokio::net::UnixListener::bind(path).unwrap();
-    let incoming = UnixListenerStream::new(l).map(|s| {
-        s.map(|io| PeerIo {
-            io,
-            fds: PeerFds::new(Attach::PerByte),
-        })
-    });
+    let incoming = peer_incoming(path);
     tokio::spawn(
         Server::builder()
             .add_service(NetworkServiceServer::new(nse))

@@ -8,15 +8,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::nsm::*;
 use common::*;
 use vwire::transport::{dial, Url, DIAL_TIMEOUT};
 use vwire_proto::connection::monitor_connection_client::MonitorConnectionClient;
 use vwire_proto::connection::{
-    Connection, ConnectionEvent, ConnectionEventType, Mechanism, MonitorScopeSelector, Path,
-    PathSegment, State,
+    Connection, ConnectionEvent, ConnectionEventType, MonitorScopeSelector, State,
 };
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
@@ -25,41 +24,7 @@ type Events = tonic::codec::Streaming<ConnectionEvent>;
 
 /// A KERNEL request from the client namespace `ns` (10-minute token: no timeout interferes).
 fn request(ns: &Ns) -> NetworkServiceRequest {
-    let id = format!("heal-{}", unique(""));
-    let at = SystemTime::now() + Duration::from_secs(600);
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let expires = prost_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-    };
-    NetworkServiceRequest {
-        connection: Some(Connection {
-            id: id.clone(),
-            network_service: "icmp-responder".into(),
-            path: Some(Path {
-                index: 0,
-                path_segments: vec![PathSegment {
-                    name: "test-nsc".into(),
-                    id,
-                    expires: Some(expires),
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        }),
-        mechanism_preferences: vec![Mechanism {
-            cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters: [
-                (
-                    "inodeURL".to_string(),
-                    format!("file:///var/run/netns/{}", ns.0),
-                ),
-                ("name".to_string(), "nsm-h".to_string()),
-            ]
-            .into(),
-        }],
-    }
+    kernel_request(ns, "nsm-h", Duration::from_secs(600))
 }
 
 /// vwire's own id of `conn` (its path segment's), which keys its monitor events.

@@ -7,15 +7,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::nsm::*;
 use common::*;
 use vwire::transport::{dial, Url, DIAL_TIMEOUT};
 use vwire_proto::connection::monitor_connection_client::MonitorConnectionClient;
-use vwire_proto::connection::{
-    Connection, ConnectionEventType, Mechanism, MonitorScopeSelector, Path, PathSegment,
-};
+use vwire_proto::connection::{ConnectionEventType, MonitorScopeSelector};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
@@ -110,41 +108,7 @@ fn nse_iface(s: &Setup) -> String {
 }
 
 fn request(s: &Setup, expires_in: Duration) -> NetworkServiceRequest {
-    let id = format!("test-{}", unique(""));
-    let at = SystemTime::now() + expires_in;
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    let expires = prost_types::Timestamp {
-        seconds: since.as_secs() as i64,
-        nanos: since.subsec_nanos() as i32,
-    };
-    NetworkServiceRequest {
-        connection: Some(Connection {
-            id: id.clone(),
-            network_service: "icmp-responder".into(),
-            path: Some(Path {
-                index: 0,
-                path_segments: vec![PathSegment {
-                    name: "test-nsc".into(),
-                    id,
-                    expires: Some(expires),
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        }),
-        mechanism_preferences: vec![Mechanism {
-            cls: "LOCAL".into(),
-            r#type: "KERNEL".into(),
-            parameters: [
-                (
-                    "inodeURL".to_string(),
-                    format!("file:///var/run/netns/{}", s.nsc.0),
-                ),
-                ("name".to_string(), "nsm-t".to_string()),
-            ]
-            .into(),
-        }],
-    }
+    kernel_request(&s.nsc, "nsm-t", expires_in)
 }
 
 async fn channel(s: &Setup) -> tonic::transport::Channel {

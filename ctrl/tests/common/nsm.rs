@@ -239,3 +239,48 @@ pub fn nothing_left(s: &Setup) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A KERNEL Request for icmp-responder from the client namespace `ns`: a fresh connection id,
+/// the client's path segment with a token expiring in `expires_in`, and interface `iface`.
+pub fn kernel_request(
+    ns: &Ns,
+    iface: &str,
+    expires_in: Duration,
+) -> vwire_proto::networkservice::NetworkServiceRequest {
+    use vwire_proto::connection::{Connection, Mechanism, Path, PathSegment};
+    let id = format!("test-{}", unique(""));
+    let at = std::time::SystemTime::now() + expires_in;
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let expires = prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    };
+    vwire_proto::networkservice::NetworkServiceRequest {
+        connection: Some(Connection {
+            id: id.clone(),
+            network_service: "icmp-responder".into(),
+            path: Some(Path {
+                index: 0,
+                path_segments: vec![PathSegment {
+                    name: "test-nsc".into(),
+                    id,
+                    expires: Some(expires),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        mechanism_preferences: vec![Mechanism {
+            cls: "LOCAL".into(),
+            r#type: "KERNEL".into(),
+            parameters: [
+                (
+                    "inodeURL".to_string(),
+                    format!("file:///var/run/netns/{}", ns.0),
+                ),
+                ("name".to_string(), iface.to_string()),
+            ]
+            .into(),
+        }],
+    }
+}

@@ -269,3 +269,18 @@ pub async fn peer_dial(path: &Path, fds: Arc<PeerFds>) -> Channel {
         .await
         .unwrap()
 }
+
+/// The connections accepted on a new unix socket at `path`, each wrapped in a [`PeerIo`] that
+/// attaches fds one per byte, for `serve_with_incoming`. Must run inside a tokio runtime.
+pub fn peer_incoming(
+    path: &Path,
+) -> impl tokio_stream::Stream<Item = io::Result<PeerIo>> + Send + 'static {
+    use tokio_stream::StreamExt;
+    let l = tokio::net::UnixListener::bind(path).expect("bind the peer's socket");
+    tokio_stream::wrappers::UnixListenerStream::new(l).map(|s| {
+        s.map(|io| PeerIo {
+            io,
+            fds: PeerFds::new(Attach::PerByte),
+        })
+    })
+}
