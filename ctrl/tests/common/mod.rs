@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod nsm;
 pub mod peerfd;
 pub mod served;
+pub mod spiffe;
 pub mod testpmd;
 use std::collections::HashMap;
 use std::io::{Read, Write};
