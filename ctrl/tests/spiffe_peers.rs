@@ -6,13 +6,16 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::peerfd::{Attach, PeerFds};
 use common::spiffe::pb::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use common::spiffe::{
-    dial_mtls, dial_tls_no_client_cert, mint_token, pb, token_claims, token_header, verify_token,
-    MtlsServed, TestCa, WorkloadApi, SECURITY_HEADER,
+    dial_mtls, dial_mtls_fds, dial_tls_no_client_cert, mint_token, pb, peer_fds, peer_id,
+    token_claims, token_header, verify_token, MtlsServed, TestCa, WorkloadApi, SECURITY_HEADER,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -183,11 +186,6 @@ async fn healthy(ch: tonic::transport::Channel) -> bool {
     )
 }
 
-fn health_router() -> tonic::transport::server::Router {
-    let (_reporter, service) = tonic_health::server::health_reporter();
-    tonic::transport::Server::builder().add_service(service)
-}
-
 /// The mTLS pair over `url`: a good client is served and recorded, clients without a
 /// certificate, with one from another CA, or with an expired one are refused.
 async fn mtls_pair(url: &str) {
@@ -195,7 +193,8 @@ async fn mtls_pair(url: &str) {
     let other = TestCa::new("other.org");
     let server_svid = ca.svid("/nse", HOUR);
     let client_svid = ca.svid("/forwarder", HOUR);
-    let server = MtlsServed::start(url, &server_svid, &ca.der, health_router());
+    let (router, calls) = recording_health_router();
+    let server = MtlsServed::start(url, &server_svid, &ca.der, router);
 
     let (ch, cert) = dial_mtls(server.url(), &client_svid, &ca.der)
         .await
@@ -205,6 +204,9 @@ async fn mtls_pair(url: &str) {
     assert!(healthy(ch).await, "the health check over mTLS failed");
     assert_eq!(server.peer_ids(), vec![client_svid.id.clone()]);
     assert_eq!(server.rejected(), 0);
+    let call = calls.lock().unwrap()[0].clone();
+    assert_eq!(call.0.as_deref(), Some(client_svid.id.as_str()));
+    assert!(call.1.is_none(), "fd state on a server that keeps no fds");
 
     // Refused at the server: under TLS 1.3 the client's side of the handshake ends before the
     // server checks the certificate, so the refusal may show only at the first call.
@@ -241,6 +243,78 @@ async fn mtls_over_unix() {
 #[tokio::test]
 async fn mtls_over_tcp() {
     mtls_pair("tcp://127.0.0.1:0").await;
+}
+
+/// A health router whose interceptor records, per call, the caller's SPIFFE ID and its
+/// connection's fd state as the handlers see them.
+type Calls = Arc<Mutex<Vec<(Option<String>, Option<Arc<PeerFds>>)>>>;
+
+fn recording_health_router() -> (tonic::transport::server::Router, Calls) {
+    let calls = Calls::default();
+    let seen = calls.clone();
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let service = InterceptedService::new(service, move |req: tonic::Request<()>| {
+        seen.lock().unwrap().push((peer_id(&req), peer_fds(&req)));
+        Ok(req)
+    });
+    (
+        tonic::transport::Server::builder().add_service(service),
+        calls,
+    )
+}
+
+/// grpcfd beneath TLS, as vwire speaks it on unix sockets: the client sends fds one per byte
+/// ahead of the TLS records. A server that keeps fds finds them by inode; one that does not
+/// still answers (it reads until EAGAIN, so a read cut short at an fd byte does not stall it).
+#[tokio::test]
+async fn fds_pass_beneath_tls() {
+    let dir = TempDir::new();
+    let ca = TestCa::new("example.org");
+    let server_svid = ca.svid("/nse", HOUR);
+    let client_svid = ca.svid("/forwarder", HOUR);
+    let file = std::fs::File::create(dir.0.join("netns")).unwrap();
+
+    for keep in [true, false] {
+        let sock = dir.0.join(format!("nse-{keep}.sock"));
+        let url = format!("unix://{}", sock.display());
+        let (router, calls) = recording_health_router();
+        let server = if keep {
+            MtlsServed::start_with_fds(&url, &server_svid, &ca.der, router)
+        } else {
+            MtlsServed::start(&url, &server_svid, &ca.der, router)
+        };
+        let fds = PeerFds::new(Attach::PerByte);
+        let (ch, _) = dial_mtls_fds(&sock, &client_svid, &ca.der, fds.clone())
+            .await
+            .expect("dial");
+        let mut urls = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..3 {
+                urls.push(fds.queue(&file));
+            }
+            assert!(healthy(ch.clone()).await, "a call carrying fds stalled");
+        }
+        assert!(fds.outbox.lock().unwrap().is_empty(), "fds left unsent");
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 3);
+        for (id, server_fds) in &calls {
+            assert_eq!(id.as_deref(), Some(client_svid.id.as_str()));
+            assert_eq!(server_fds.is_some(), keep);
+        }
+        if keep {
+            let server_fds = calls[0].1.clone().unwrap();
+            assert!(server_fds.find(&urls[0]).await.is_some());
+            assert_eq!(server_fds.inbox.lock().unwrap().len(), urls.len());
+            assert!(server_fds
+                .per_message
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|&n| n == 1));
+        }
+        drop(server);
+        assert!(!sock.exists());
+    }
 }
 
 #[test]
