@@ -163,6 +163,70 @@ async fn workload_api_requires_the_security_header() {
     assert_eq!(bundles.bundles["spiffe://example.org"], ca.der);
 }
 
+/// An agent with no identity for the caller answers PermissionDenied; the spiffe crate keeps
+/// retrying and syncs once an SVID is issued; revoking ends the open stream.
+#[tokio::test]
+async fn workload_api_denies_without_an_identity() {
+    let dir = TempDir::new();
+    let sock = dir.0.join("agent.sock");
+    let ca = TestCa::new("example.org");
+    let api = WorkloadApi::start(&sock, ca.svid("/nsc", HOUR), ca.der.clone());
+    api.revoke();
+    let mut client = workload_client(sock.clone()).await;
+    let with_header = || {
+        let mut req = tonic::Request::new(pb::X509svidRequest {});
+        req.metadata_mut()
+            .insert(SECURITY_HEADER, "true".parse().unwrap());
+        req
+    };
+    let err = client
+        .fetch_x509svid(with_header())
+        .await
+        .expect_err("denied");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert_eq!(api.fetches(), 0);
+
+    let build = tokio::spawn({
+        let endpoint = api.endpoint();
+        async move {
+            spiffe::X509SourceBuilder::new()
+                .endpoint(endpoint)
+                .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200))
+                .build()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !build.is_finished(),
+        "the source synced without an identity"
+    );
+    let svid = ca.svid("/nsc", 2 * HOUR);
+    api.rotate(svid.clone());
+    let source = tokio::time::timeout(WAIT, build)
+        .await
+        .expect("the source did not sync after the SVID was issued")
+        .unwrap()
+        .expect("the X509Source failed");
+    assert_eq!(source.svid().unwrap().leaf().as_bytes(), &svid.cert_der[..]);
+    source.shutdown().await;
+
+    let mut stream = client
+        .fetch_x509svid(with_header())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    api.revoke();
+    let end = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("revoke did not reach the open stream");
+    assert_eq!(
+        end.expect_err("denied").code(),
+        tonic::Code::PermissionDenied
+    );
+}
+
 #[test]
 fn workload_api_removes_its_socket() {
     let dir = TempDir::new();

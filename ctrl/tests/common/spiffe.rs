@@ -200,15 +200,23 @@ pub fn spiffe_id(cert_der: &[u8]) -> Option<String> {
 /// What the Workload API hands out now.
 struct Material {
     svid: Svid,
+    /// False after [`WorkloadApi::revoke`]: the caller gets no SVID.
+    entitled: bool,
     bundle: Vec<u8>,
     /// Trust domain name to bundle (DER certificates concatenated).
     federated: Vec<(String, Vec<u8>)>,
 }
 
 impl Material {
-    fn x509_svid_response(&self) -> pb::X509svidResponse {
+    fn x509_svid_response(&self) -> Result<pb::X509svidResponse, Status> {
+        //= SPIFFE_Workload_API.md#5.1
+        //# If the client is not entitled to receive any X509-SVIDs, then the server SHOULD
+        //# respond with the "PermissionDenied" gRPC status code
+        if !self.entitled {
+            return Err(Status::permission_denied("no identity issued"));
+        }
         let td = trust_domain_of(&self.svid.id);
-        pb::X509svidResponse {
+        Ok(pb::X509svidResponse {
             svids: vec![pb::X509svid {
                 spiffe_id: self.svid.id.clone(),
                 x509_svid: self.svid.cert_der.clone(),
@@ -223,10 +231,10 @@ impl Material {
                 .filter(|(d, _)| *d != td)
                 .map(|(d, b)| (format!("spiffe://{d}"), b.clone()))
                 .collect(),
-        }
+        })
     }
 
-    fn x509_bundles_response(&self) -> pb::X509BundlesResponse {
+    fn x509_bundles_response(&self) -> Result<pb::X509BundlesResponse, Status> {
         let mut bundles: std::collections::HashMap<String, Vec<u8>> = self
             .federated
             .iter()
@@ -236,10 +244,10 @@ impl Material {
             format!("spiffe://{}", trust_domain_of(&self.svid.id)),
             self.bundle.clone(),
         );
-        pb::X509BundlesResponse {
+        Ok(pb::X509BundlesResponse {
             crl: Vec::new(),
             bundles,
-        }
+        })
     }
 }
 
@@ -270,10 +278,10 @@ impl WorkloadState {
     }
 
     /// A stream that sends `make(material)` at once and again after every change, until the
-    /// client goes away.
+    /// client goes away or `make` fails (the error ends the stream).
     fn stream<T: Send + 'static>(
         self: &Arc<Self>,
-        make: fn(&Material) -> T,
+        make: fn(&Material) -> Result<T, Status>,
     ) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>> {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (state, mut changes) = (self.clone(), self.version.subscribe());
@@ -281,7 +289,8 @@ impl WorkloadState {
             loop {
                 changes.borrow_and_update();
                 let msg = make(&state.material.lock().unwrap());
-                if tx.send(Ok(msg)).await.is_err() {
+                let end = msg.is_err();
+                if tx.send(msg).await.is_err() || end {
                     return;
                 }
                 tokio::select! {
@@ -310,6 +319,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         req: Request<pb::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         WorkloadState::check_header(&req)?;
+        self.0.material.lock().unwrap().x509_svid_response()?;
         self.0.fetches.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(self.0.stream(Material::x509_svid_response)))
     }
@@ -370,6 +380,7 @@ impl WorkloadApi {
         let state = Arc::new(WorkloadState {
             material: Mutex::new(Material {
                 svid,
+                entitled: true,
                 bundle,
                 federated: Vec::new(),
             }),
@@ -398,9 +409,20 @@ impl WorkloadApi {
         self.state.version.send_modify(|v| *v += 1);
     }
 
-    /// Hands out `svid` from now on and pushes it to every open stream (bundle unchanged).
+    /// Hands out `svid` from now on and pushes it to every open stream (bundle unchanged); after
+    /// [`Self::revoke`], entitles the caller again.
     pub fn rotate(&self, svid: Svid) {
-        self.change(|m| m.svid = svid);
+        self.change(|m| {
+            m.svid = svid;
+            m.entitled = true;
+        });
+    }
+
+    /// Withdraws the caller's identity, as an agent does when its registration entry goes:
+    /// open FetchX509SVID streams end with PermissionDenied, and new calls get it at once, until
+    /// [`Self::rotate`]. Bundles are still served.
+    pub fn revoke(&self) {
+        self.change(|m| m.entitled = false);
     }
 
     /// Replaces the SVID's trust bundle and pushes it to every open stream.
@@ -416,7 +438,7 @@ impl WorkloadApi {
         });
     }
 
-    /// How many FetchX509SVID streams were opened (calls without the header are not counted).
+    /// How many FetchX509SVID streams were opened (refused calls are not counted).
     pub fn fetches(&self) -> usize {
         self.state.fetches.load(Ordering::SeqCst)
     }
