@@ -209,9 +209,8 @@ struct Material {
 
 impl Material {
     fn x509_svid_response(&self) -> Result<pb::X509svidResponse, Status> {
-        //= SPIFFE_Workload_API.md#5.1
-        //# If the client is not entitled to receive any X509-SVIDs, then the server SHOULD
-        //# respond with the "PermissionDenied" gRPC status code
+        // The Workload API standard (X.509-SVID profile): a caller entitled to no X509-SVID gets
+        // PermissionDenied. (Paraphrased, not quoted.)
         if !self.entitled {
             return Err(Status::permission_denied("no identity issued"));
         }
@@ -267,8 +266,9 @@ struct WorkloadState {
 
 impl WorkloadState {
     fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
-        //= SPIFFE_Workload_Endpoint.md#5-authentication
-        //# ... MUST reject requests that do not include it with InvalidArgument
+        // The SPIFFE Workload Endpoint standard (Authentication, Error Codes): calls must carry
+        // the header, against SSRF-style calls from a workload's proxies; a server refuses a call
+        // without it with InvalidArgument. (Paraphrased, not quoted.)
         match req.metadata().get(SECURITY_HEADER).map(|v| v.to_str()) {
             Some(Ok("true")) => Ok(()),
             _ => Err(Status::invalid_argument(
