@@ -1,0 +1,3 @@
+//! Path tokens ([`token`]) and the authorization policies that check them ([`policy`]).
+
+pub mod token;
