@@ -36,8 +36,11 @@
 //!
 //! [`Policies`] is `Send + Sync`; [`Policies::check`] takes `&self` and clones each prepared
 //! engine (reference-counted modules and compiled state), so concurrent checks share nothing
-//! mutable. Measured cost of a check of the four server defaults on a 3-segment path: see
-//! `check_latency` in the tests.
+//! mutable (an engine clone costs ~0.2-1.3 µs). A check of the four server defaults on a
+//! 3-segment path costs ~145 µs in a release build on a 2-core AMD EPYC VM, of which ~56 µs is
+//! the one ES256 verification (ring) and ~25-40 µs each policy's evaluation; ~1 ms in a
+//! debug build. Measure with `cargo test --release -p vwire --lib security -- --ignored
+//! --nocapture` (`check_latency`).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -635,7 +638,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("README"), "not a policy").unwrap();
-        let p = Policies::load(&[dir.clone()]).unwrap();
+        let p = Policies::load(std::slice::from_ref(&dir)).unwrap();
         assert_eq!(p.names().collect::<Vec<_>>(), ["only_fwd"]);
         let (path, _) = valid_path();
         let mut input = input(&path);
@@ -698,5 +701,11 @@ mod tests {
         }
         let per = start.elapsed() / n;
         println!("server defaults check: {per:?} per check ({n} checks)");
+        let pem = cert_pem(&path.peer_cert);
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            token::verify_es256(&path.tokens[1], pem.as_bytes()).unwrap();
+        }
+        println!("verify: {:?}", start.elapsed() / n);
     }
 }

@@ -19,7 +19,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
-use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -216,15 +216,21 @@ pub fn verify_es256(token: &str, cert: &[u8]) -> Result<bool, TokenError> {
     let Ok(signature) = B64URL_LENIENT.decode(parts.signature) else {
         return Ok(false);
     };
-    let Ok(signature) = Signature::from_slice(&signature) else {
-        return Ok(false);
-    };
     // The signing input is the exact header.payload text received, not a re-encoding.
     let signing_input = &token[..parts.header.len() + 1 + parts.payload.len()];
+    // ring, not p256, verifies: it was 365 µs per verify with p256 0.13 and 56 µs with ring 0.17
+    // (release, 2-core AMD EPYC VM), and this is most of a policy check. FIXED is JWS's r||s.
+    let point = key.to_encoded_point(false);
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        point.as_bytes(),
+    );
     Ok(key.verify(signing_input.as_bytes(), &signature).is_ok())
 }
 
 /// The P-256 public key of a DER or PEM certificate; `None` if the key is of another kind.
+/// Parsing with p256 accepts compressed and uncompressed points and rejects points off the
+/// curve.
 fn cert_public_key(cert: &[u8]) -> Result<Option<VerifyingKey>, TokenError> {
     let bad = |e: &dyn std::fmt::Display| TokenError::Certificate(e.to_string());
     let pem;
