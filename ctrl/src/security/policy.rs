@@ -555,6 +555,26 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_checks_share_one_policy_set() {
+        let (path, hops) = valid_path();
+        let p = Policies::server_defaults();
+        let good = input(&path);
+        let mut bad_path = valid_path().0;
+        bad_path.tokens[0] = token(&hops[0], "spiffe://t/x", in_10_min());
+        let bad = input(&bad_path);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        p.check(&good).unwrap();
+                        assert_eq!(denied_by(p.check(&bad)), "tokens_chained");
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
     fn not_a_jwt_is_denied_by_tokens_valid() {
         let (mut path, _) = valid_path();
         path.tokens[0] = "not a jwt".to_string();

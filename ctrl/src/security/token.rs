@@ -178,7 +178,7 @@ pub(crate) fn decode_with_signature(
     token: &str,
 ) -> Result<(serde_json::Value, serde_json::Value, Vec<u8>), TokenError> {
     let parts = split(token)?;
-    let header = json_object(parts.header, "the header is not base64url JSON object")?;
+    let header = json_object(parts.header, "the header is not a base64url JSON object")?;
     let payload = json_object(parts.payload, "the payload is not a base64url JSON object")?;
     let signature = B64URL_LENIENT
         .decode(parts.signature)
