@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod node;
 pub mod registration;
 pub mod remote;
+pub mod security;
 pub mod server;
 pub mod transport;
