@@ -34,6 +34,7 @@ listen = "127.0.0.1:9196"
 [nsm]
 name = "fwd"
 listen_on = "unix://$D/fwd.sock"
+insecure = true
 tunnel_ip = "none"    # single node: no uplink
 [[endpoint]]
 name = "nse-1"

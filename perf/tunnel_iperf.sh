@@ -59,6 +59,7 @@ listen = "127.0.0.1:$([ "$1" = a ] && echo 9311 || echo 9312)"
 [nsm]
 name = "fwd-$1"
 listen_on = "$2"
+insecure = true
 tunnel_ip = "$3"
 [[endpoint]]
 name = "nse-1"

@@ -18,8 +18,10 @@ use vwire_proto::connection::{Connection, ConnectionEvent, MonitorScopeSelector}
 use vwire_proto::networkservice::network_service_server::{NetworkService, NetworkServiceServer};
 use vwire_proto::networkservice::NetworkServiceRequest;
 
-use crate::chain::{with_peer_fds, Chain};
-use crate::transport::{FdConn, TransportError, Url};
+use crate::chain::{with_caller, Caller, Chain};
+use crate::elements::authorize::Authorize;
+use crate::security::{parse_rfc3339, TOKEN_EXPIRES_HEADER, TOKEN_HEADER};
+use crate::transport::{Peer, Transport, TransportError, Url};
 
 /// Where MonitorConnections gets its events (the monitor element, see [`crate::server`]).
 pub trait ConnectionEvents: Send + Sync {
@@ -38,12 +40,27 @@ pub trait ConnectionEvents: Send + Sync {
 pub struct NsmService {
     chain: Arc<Chain>,
     events: Arc<dyn ConnectionEvents>,
+    /// Checks MonitorConnections subscriptions (with SPIFFE).
+    authorize: Option<Arc<Authorize>>,
+    /// Where and how the services are served.
+    transport: Transport,
 }
 
 impl NsmService {
-    /// Services that run requests and closes through `chain` and stream `events`.
-    pub fn new(chain: Arc<Chain>, events: Arc<dyn ConnectionEvents>) -> Arc<Self> {
-        Arc::new(Self { chain, events })
+    /// Services that run requests and closes through `chain` and stream `events` to the
+    /// subscribers `authorize` allows (all without it), served through `transport`.
+    pub fn new(
+        chain: Arc<Chain>,
+        events: Arc<dyn ConnectionEvents>,
+        authorize: Option<Arc<Authorize>>,
+        transport: Transport,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            chain,
+            events,
+            authorize,
+            transport,
+        })
     }
 }
 
@@ -53,17 +70,34 @@ impl NetworkService for NsmService {
         &self,
         req: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
-        let fds = req.extensions().get::<FdConn>().cloned();
-        with_peer_fds(fds, self.chain.request(req.into_inner()))
+        let caller = caller_of(&req);
+        with_caller(caller, self.chain.request(req.into_inner()))
             .await
             .map(Response::new)
     }
 
     async fn close(&self, req: Request<Connection>) -> Result<Response<()>, Status> {
-        let fds = req.extensions().get::<FdConn>().cloned();
-        with_peer_fds(fds, self.chain.close(req.into_inner()))
+        let caller = caller_of(&req);
+        with_caller(caller, self.chain.close(req.into_inner()))
             .await
             .map(Response::new)
+    }
+}
+
+/// The chain's view of the caller of `req`: its connection's fds and certificate, and the
+/// path token of its metadata.
+fn caller_of<T>(req: &Request<T>) -> Caller {
+    let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
+    let md = req.metadata();
+    let text = |key| md.get(key).and_then(|v| v.to_str().ok());
+    let token = text(TOKEN_HEADER).map(|t| {
+        let expires = text(TOKEN_EXPIRES_HEADER).and_then(parse_rfc3339);
+        (t.to_string(), expires)
+    });
+    Caller {
+        fds: peer.fds,
+        certificate: peer.certificate,
+        token,
     }
 }
 
@@ -77,6 +111,10 @@ impl MonitorConnection for NsmService {
         &self,
         req: Request<MonitorScopeSelector>,
     ) -> Result<Response<Self::MonitorConnectionsStream>, Status> {
+        if let Some(authorize) = &self.authorize {
+            let peer = req.extensions().get::<Peer>();
+            authorize.check_monitor(peer.and_then(|p| p.certificate.as_ref()), req.get_ref())?;
+        }
         let sel = req.into_inner();
         let (initial, mut rx) = self.events.subscribe(&sel);
         let events = self.events.clone();
@@ -117,13 +155,16 @@ impl MonitorConnection for NsmService {
     }
 }
 
-/// Serves the services (and grpc.health.v1, SERVING) on `listen` until `shutdown` resolves. A
-/// unix socket file is removed when the server stops.
+/// Serves the services (and grpc.health.v1, SERVING) on `listen`, through the service's
+/// transport (mTLS with SPIFFE), until `shutdown` resolves. Health is not authorised beyond
+/// the TLS handshake: probes (`grpc-health-probe -spiffe`) carry no token. A unix socket file
+/// is removed when the server stops.
 pub async fn serve(
     service: Arc<NsmService>,
     listen: &Url,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), TransportError> {
+    let transport = service.transport.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<NetworkServiceServer<NsmService>>()
@@ -135,5 +176,5 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(NetworkServiceServer::from_arc(service.clone()))
         .add_service(MonitorConnectionServer::from_arc(service));
-    crate::transport::serve(router, listen, shutdown).await
+    transport.bind(listen).await?.serve(router, shutdown).await
 }

@@ -17,10 +17,13 @@ use vwire_dataplane::engine::{EngineBuilder, EngineConfig};
 use vwire_mechanisms::afxdp::{self, PortOptions, Umem, FRAMES_PER_QUEUE};
 use vwire_mechanisms::kernel::neigh::{NeighEvent, NeighWatcher};
 
-use crate::config::{self, Config, PortKind};
+use crate::config::{self, Config, PortKind, SecurityConfig};
 use crate::dataplane::{DataplaneCore, DataplaneError, SharedDataplane, UplinkPort};
 use crate::metrics;
 use crate::remote::{Remote, Uplink};
+use crate::security::policy::Policies;
+use crate::security::{Identity, Trust};
+use crate::transport::Transport;
 
 /// Largest number of ports (the size of the forwarding table and of each worker's counters).
 const MAX_PORTS: usize = 1024;
@@ -49,6 +52,9 @@ pub enum NodeError {
     /// the NSM API server failed
     #[error("NSM API: {0}")]
     Nsm(crate::transport::TransportError),
+    /// the SPIFFE identity or the policies could not be set up
+    #[error("security: {0}")]
+    Security(String),
     /// a memif port failed to start
     #[error("port {name:?}: {source}")]
     Memif {
@@ -351,13 +357,36 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
             "[[endpoint]] is ignored: with NSM_CONNECT_TO the next hops come from the registry"
         );
     }
+    let uses_nsm = cfg.nsm_listen_on.is_some() || cfg.registration.connect_to.is_some();
+    let trust = match &cfg.security {
+        SecurityConfig::Spiffe { .. } if uses_nsm => {
+            let start = trust(cfg);
+            tokio::select! {
+                t = start => Some(t?),
+                _ = term.recv() => { info!("SIGTERM while waiting for an SVID"); return Ok(()); }
+                _ = int.recv() => { info!("SIGINT while waiting for an SVID"); return Ok(()); }
+            }
+        }
+        _ => {
+            if uses_nsm {
+                warn!("NSM_INSECURE: the NSM API and vwire's NSM clients run WITHOUT mTLS, path tokens or authorisation; anyone who reaches the socket can connect and close workloads. For labs only.");
+            }
+            None
+        }
+    };
+    let identity = trust.as_ref().map(|t| t.identity.clone());
+    let transport = match &identity {
+        Some(id) => Transport::tls(id.tls(), cfg.registration.dial_timeout),
+        None => Transport::plain(cfg.registration.dial_timeout),
+    };
     let nsm_server = match cfg.nsm_listen_on {
         Some(_) => Some(
             crate::server::NsmServer::new(
                 &cfg.nsm_name,
                 cfg.endpoints.clone(),
                 cfg.registration.connect_to.as_ref(),
-                cfg.registration.dial_timeout,
+                transport.clone(),
+                trust,
                 dp.core.clone(),
                 dp.remote.clone(),
             )
@@ -385,7 +414,7 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
     let registration = match (&cfg.nsm_listen_on, &cfg.registration.connect_to) {
         (Some(listen), Some(_)) => {
             crate::registration::Registration::new(&cfg.registration, &cfg.nsm_name, listen)
-                .map(crate::registration::Registration::spawn)
+                .map(|r| r.secured(transport.clone(), identity.clone()).spawn())
         }
         (None, Some(nsmgr)) => {
             warn!(%nsmgr, "NSM_CONNECT_TO is set but the NSM API is not served (no NSM_LISTEN_ON): not registering");
@@ -436,7 +465,41 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
     if let Some(t) = next_hops {
         t.abort();
     }
+    if let Some(id) = identity {
+        id.shutdown().await;
+    }
     result
+}
+
+/// This hop's SPIFFE identity and policies, per `cfg` (which must be [`SecurityConfig::Spiffe`]).
+async fn trust(cfg: &Config) -> Result<Trust, NodeError> {
+    let SecurityConfig::Spiffe {
+        endpoint,
+        authorize_policies,
+        monitor_policies,
+    } = &cfg.security
+    else {
+        unreachable!("trust() is called for SPIFFE configurations only")
+    };
+    let load = |paths: &[std::path::PathBuf], defaults: fn() -> Policies| {
+        if paths.is_empty() {
+            Ok(defaults())
+        } else {
+            Policies::load(paths)
+        }
+    };
+    let requests = load(authorize_policies, Policies::server_defaults)
+        .map_err(|e| NodeError::Security(e.to_string()))?;
+    let monitors = load(monitor_policies, Policies::monitor_defaults)
+        .map_err(|e| NodeError::Security(e.to_string()))?;
+    let identity = Identity::start(endpoint, cfg.registration.max_token_lifetime)
+        .await
+        .map_err(|e| NodeError::Security(e.to_string()))?;
+    Ok(Trust {
+        identity,
+        requests,
+        monitors,
+    })
 }
 
 /// Follows the kernel's neighbour table for tunnel next hops: when one changes its MAC, the

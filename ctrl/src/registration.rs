@@ -21,6 +21,7 @@
 //!
 //! Uses only the configuration and [`crate::transport`]; nothing of the server chain.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
@@ -31,7 +32,8 @@ use vwire_proto::registry::network_service_endpoint_registry_client::NetworkServ
 use vwire_proto::registry::{NetworkServiceEndpoint, NetworkServiceLabels};
 
 use crate::config::RegistrationConfig;
-use crate::transport::{dial, dial_with_fds, FdConn, TransportError, Url};
+use crate::security::{Identity, SecurityError, Signer};
+use crate::transport::{FdConn, Transport, TransportError, Url};
 
 /// The first retry delay after a failed Register. 100 ms: nsmgr starting in the same pod
 /// restart (the usual reason it is absent) is back within a few hundred milliseconds.
@@ -63,6 +65,9 @@ pub enum RegistrationError {
     /// nsmgr did not answer in time
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// signing the call's path token failed
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 type Client = NetworkServiceEndpointRegistryClient<Channel>;
@@ -74,6 +79,10 @@ pub struct Registration {
     connect_to: Url,
     /// The bound of each dial, and of the whole Unregister.
     dial_timeout: Duration,
+    /// How nsmgr is dialled (plain or mTLS).
+    transport: Transport,
+    /// Signs the calls' path tokens (with SPIFFE).
+    identity: Option<Arc<Identity>>,
     /// What Register and Unregister send.
     endpoint: NetworkServiceEndpoint,
 }
@@ -90,6 +99,7 @@ pub fn advertised_url(listen: &Url) -> String {
 struct Nsmgr {
     client: Client,
     fds: Option<FdConn>,
+    signer: Signer,
 }
 
 impl Nsmgr {
@@ -137,8 +147,20 @@ impl Registration {
         Some(Self {
             connect_to,
             dial_timeout: cfg.dial_timeout,
+            transport: Transport::plain(cfg.dial_timeout),
+            identity: None,
             endpoint,
         })
+    }
+
+    /// This registration dialling nsmgr through `transport` (mTLS), its calls signed by
+    /// `identity`.
+    pub fn secured(self, transport: Transport, identity: Option<Arc<Identity>>) -> Self {
+        Self {
+            transport,
+            identity,
+            ..self
+        }
     }
 
     /// What Register sends.
@@ -180,7 +202,7 @@ impl Registration {
                     wait
                 }
                 Err(e) => {
-                    let e = with_causes(&e);
+                    let e = crate::transport::error_chain(&e);
                     client = None;
                     failures += 1;
                     let wait = backoff;
@@ -217,18 +239,11 @@ impl Registration {
     /// A client on a fresh channel to nsmgr, the dial bounded by NSM_DIAL_TIMEOUT; over a unix
     /// socket with file descriptor passing.
     async fn connect(&self) -> Result<Nsmgr, RegistrationError> {
-        Ok(match &self.connect_to {
-            Url::Unix(_) => {
-                let (channel, fds) = dial_with_fds(&self.connect_to, self.dial_timeout).await?;
-                Nsmgr {
-                    client: Client::new(channel),
-                    fds: Some(fds),
-                }
-            }
-            Url::Tcp(_) => Nsmgr {
-                client: Client::new(dial(&self.connect_to, self.dial_timeout).await?),
-                fds: None,
-            },
+        let d = self.transport.dial(&self.connect_to).await?;
+        Ok(Nsmgr {
+            client: Client::new(d.channel),
+            fds: d.fds,
+            signer: Signer::new(self.identity.clone(), d.server),
         })
     }
 
@@ -242,7 +257,8 @@ impl Registration {
             None => client.insert(self.connect().await?),
         };
         let endpoint = c.advertise(&self.endpoint);
-        let call = c.client.register(endpoint);
+        let call = c.signer.call(endpoint)?;
+        let call = c.client.register(call);
         let answer = tokio::time::timeout(CALL_TIMEOUT, call)
             .await
             .map_err(|_| RegistrationError::Timeout(CALL_TIMEOUT))??;
@@ -258,28 +274,14 @@ impl Registration {
                 None => self.connect().await?,
             };
             let endpoint = c.advertise(&self.endpoint);
-            c.client.unregister(endpoint).await?;
+            let call = c.signer.call(endpoint)?;
+            c.client.unregister(call).await?;
             Ok(())
         };
         tokio::time::timeout(self.dial_timeout, call)
             .await
             .map_err(|_| RegistrationError::Timeout(self.dial_timeout))?
     }
-}
-
-/// `e` and its causes, `a: b: c`, leaving out a cause whose words are already there (tonic's
-/// dial error says only "transport error"; what failed is in its sources).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let words = c.to_string();
-        if !text.contains(&words) {
-            text = format!("{text}: {words}");
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// When to refresh a registration the registry answered with `expiration`, at `now`: at 2/3 of

@@ -3,9 +3,12 @@
 //!
 //! The chain, in order (each element's module says why it sits where it does):
 //!
-//! updatepath → begin → metadata → timeout → monitor → recvfd → nsmonitor → monitor_downstream →
-//! mechanisms → xconnect → connect
+//! updatepath → begin → updatetoken → authorize → metadata → timeout → monitor → recvfd →
+//! nsmonitor → monitor_downstream → mechanisms → xconnect → connect
 //!
+//! - updatetoken and authorize (with SPIFFE only) come right after begin, as in the NSM sdk:
+//!   nothing below them runs for a request the policies refuse, and timeout sees the caller's
+//!   token expiry that updatetoken wrote.
 //! - recvfd comes after monitor, which must see the client's own `inode://` URLs, and before
 //!   every element that opens the client's namespace by path.
 //! - nsmonitor closes a connection itself through the whole chain when the client's namespace
@@ -20,14 +23,14 @@
 //! there is one ([`crate::remote`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::broadcast;
 use vwire_proto::connection::{Connection, ConnectionEvent, MonitorScopeSelector};
 
-use crate::chain::Chain;
+use crate::chain::{Chain, Element};
 use crate::config::EndpointConfig;
 use crate::dataplane::SharedDataplane;
+use crate::elements::authorize::Authorize;
 use crate::elements::begin::Begin;
 use crate::elements::connect::Connect;
 use crate::elements::mechanisms::Mechanisms;
@@ -38,10 +41,12 @@ use crate::elements::nsmonitor::NsMonitor;
 use crate::elements::recvfd::RecvFd;
 use crate::elements::timeout::Timeout;
 use crate::elements::updatepath::UpdatePath;
+use crate::elements::updatetoken::UpdateToken;
 use crate::elements::xconnect::Xconnect;
 use crate::grpc::{ConnectionEvents, NsmService};
 use crate::remote::Remote;
-use crate::transport::{TransportError, Url};
+use crate::security::Trust;
+use crate::transport::{Transport, TransportError, Url};
 
 /// The assembled server.
 pub struct NsmServer {
@@ -67,26 +72,35 @@ impl ConnectionEvents for Monitor {
 
 impl NsmServer {
     /// Builds the chain for a hop named `name` that forwards to the endpoints the registry
-    /// lists through nsmgr at `connect_to`, or without it to `endpoints`, each dial bounded by
-    /// `dial_timeout`, and programs `dataplane`, with the REMOTE mechanisms of `remote` when
+    /// lists through nsmgr at `connect_to`, or without it to `endpoints`, dialling through
+    /// `transport`, and programs `dataplane`, with the REMOTE mechanisms of `remote` when
     /// there is an uplink. A file descriptor a client names (`inode://`) must arrive within
-    /// `dial_timeout` too. Must run inside a tokio runtime.
+    /// the dial timeout too. With `trust` (SPIFFE), tokens are signed and checked and the
+    /// policies applied. Must run inside a tokio runtime.
     pub fn new(
         name: &str,
         endpoints: Vec<EndpointConfig>,
         connect_to: Option<&Url>,
-        dial_timeout: Duration,
+        transport: Transport,
+        trust: Option<Trust>,
         dataplane: SharedDataplane,
         remote: Option<Arc<Remote>>,
     ) -> Result<Arc<Self>, TransportError> {
+        let dial_timeout = transport.dial_timeout();
         let monitor = Monitor::new();
         let metadata = Metadata::new();
         let timeout = Timeout::new();
         let nsmonitor = NsMonitor::new();
-        let chain = Arc::new(Chain::new(vec![
-            Arc::new(UpdatePath::new(name)),
-            Arc::new(Begin::new()),
-            Arc::new(MetadataElement::new(metadata.clone())),
+        let identity = trust.as_ref().map(|t| t.identity.clone());
+        let authorize = trust.map(|t| Arc::new(Authorize::new(t.requests, t.monitors)));
+        let mut elements: Vec<Arc<dyn Element>> =
+            vec![Arc::new(UpdatePath::new(name)), Arc::new(Begin::new())];
+        if let (Some(identity), Some(authorize)) = (&identity, &authorize) {
+            elements.push(Arc::new(UpdateToken::new(identity.clone())));
+            elements.push(authorize.clone());
+        }
+        elements.extend([
+            Arc::new(MetadataElement::new(metadata.clone())) as Arc<dyn Element>,
             Arc::new(timeout.clone()),
             Arc::new(monitor.clone()),
             Arc::new(RecvFd::new(metadata.clone(), dial_timeout)),
@@ -97,14 +111,16 @@ impl NsmServer {
             Arc::new(Connect::new(
                 endpoints,
                 connect_to,
-                dial_timeout,
+                transport.clone(),
+                identity,
                 metadata.clone(),
                 remote,
             )?),
-        ]));
+        ]);
+        let chain = Arc::new(Chain::new(elements));
         timeout.attach(&chain);
         nsmonitor.attach(&chain);
-        let service = NsmService::new(chain.clone(), monitor.clone());
+        let service = NsmService::new(chain.clone(), monitor.clone(), authorize, transport);
         Ok(Arc::new(Self {
             chain,
             monitor,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Response, Status};
 use vwire::transport::{
-    bind, dial, dial_with_fds, FdConn, InodeUrl, TransportError, Url, DIAL_TIMEOUT,
+    bind, dial, dial_with_fds, InodeUrl, Peer, TransportError, Url, DIAL_TIMEOUT,
 };
 use vwire_proto::connection::{Connection, Mechanism};
 use vwire_proto::networkservice::network_service_client::NetworkServiceClient;
@@ -95,7 +95,7 @@ impl NetworkService for VwireService {
         &self,
         req: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
-        let fds = req.extensions().get::<FdConn>().cloned();
+        let fds = req.extensions().get::<Peer>().and_then(|p| p.fds.clone());
         let params = params_of(req.into_inner());
         let mut out = HashMap::new();
         out.insert("has_fdconn".into(), fds.is_some().to_string());

@@ -20,7 +20,7 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 
 fn start(listen: &str) -> Vwire {
     Vwire::start(&format!(
-        "[nsm]\nname = \"vwire-test\"\nlisten_on = \"{listen}\"\ntunnel_ip = \"none\"\n"
+        "[nsm]\nname = \"vwire-test\"\nlisten_on = \"{listen}\"\ninsecure = true\ntunnel_ip = \"none\"\n"
     ))
 }
 

@@ -281,7 +281,7 @@ fn route(dest: &[(&str, &str)]) -> Destination {
 /// goes first in its config.
 fn start_vwire_with(dir: &Path, extra: &str) -> Vwire {
     Vwire::start(&format!(
-        "{extra}[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ntunnel_ip = \"none\"\n\
+        "{extra}[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ninsecure = true\ntunnel_ip = \"none\"\n\
          connect_to = \"unix://{d}/nsmgr.sock\"\ndial_timeout = \"500ms\"\n",
         d = dir.display()
     ))

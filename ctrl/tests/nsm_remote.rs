@@ -313,7 +313,7 @@ fn second_vwire(
 ) -> (Option<std::process::ExitStatus>, String) {
     let sock = dir.join("fwd-2.sock");
     let mut text = format!(
-        "[dataplane]\nworkers = [1]\n[metrics]\nlisten = \"127.0.0.1:9465\"\n[nsm]\nname = \"fwd-2\"\nlisten_on = \"unix://{}\"\n",
+        "[dataplane]\nworkers = [1]\n[metrics]\nlisten = \"127.0.0.1:9465\"\n[nsm]\nname = \"fwd-2\"\nlisten_on = \"unix://{}\"\ninsecure = true\n",
         sock.display()
     );
     if let Some(ip) = tunnel_ip {

@@ -229,6 +229,7 @@ impl Node {
             .env("NSM_NAME", &name)
             .env("NSM_LISTEN_ON", format!("unix://{}", listen.display()))
             .env("NSM_CONNECT_TO", format!("unix://{}", nsmgr.display()))
+            .env("NSM_INSECURE", "true")
             .env("NSM_TUNNEL_IP", "none")
             .env("NSM_PROMETHEUS_LISTEN_ON", metrics)
             .env("NSM_LABELS", "p2p:true,zone:test")

@@ -587,7 +587,12 @@ pub async fn run(
     let nse = Arc::new(nse);
     // MonitorConnections from vwire's own service over the monitor alone (its chain is only
     // the monitor, so its Request/Close are not served here).
-    let monitor = NsmService::new(Arc::new(nse.monitor_chain.clone()), nse.monitor.clone());
+    let monitor = NsmService::new(
+        Arc::new(nse.monitor_chain.clone()),
+        nse.monitor.clone(),
+        None,
+        vwire::transport::Transport::plain(vwire::transport::DIAL_TIMEOUT),
+    );
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(NetworkServiceServer::from_arc(nse.clone()))

@@ -1,26 +1,13 @@
 //! What the examples add to vwire's transport ([`vwire::transport`], which parses the
-//! `unix://` and `tcp://` URLs, listens and dials): a bounded shutdown grace for servers, and
-//! error messages with their whole chain of causes.
+//! `unix://` and `tcp://` URLs, listens and dials, and words errors with their whole chain of
+//! causes): a bounded shutdown grace for servers.
 
 use std::time::Duration;
 
 use tonic::transport::server::Router;
 use vwire::transport::{TransportError, Url};
 
-/// `e` and its chain of sources, joined by `: ` (tonic's transport errors say little on their own).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.ends_with(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub use vwire::transport::error_chain;
 
 /// How long open client connections may delay the exit after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);

@@ -17,25 +17,59 @@ use tonic::Status;
 use vwire_proto::connection::Connection;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
+use rustls::pki_types::CertificateDer;
+
 use crate::transport::FdConn;
 
-tokio::task_local! {
-    /// The file descriptors of the gRPC connection a Request or Close arrived on.
-    static PEER_FDS: Option<FdConn>;
+/// What the chain knows of the caller of a Request or Close: the gRPC connection it arrived
+/// on and the call's metadata. This is the chain's one piece of per-call context, as Go's
+/// `context.Context` carries the peer, grpcfd's transceiver and the per-RPC token in the NSM
+/// sdk.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The connection's file descriptors: `Some` over a unix socket (grpcfd), `None` over TCP.
+    pub fds: Option<FdConn>,
+    /// The caller's TLS certificate (mTLS only).
+    pub certificate: Option<CertificateDer<'static>>,
+    /// The caller's path token (`nsm-client-token`) and its expiry
+    /// (`nsm-client-token-expires`, when given and valid).
+    pub token: Option<(String, Option<std::time::SystemTime>)>,
 }
 
-/// Runs `work` (a Request or Close through the chain) with the file descriptors of the gRPC
-/// connection it arrived on: `Some` over a unix socket (grpcfd), `None` over TCP. Elements read
-/// them with [`peer_fds`]; this is the chain's one piece of per-call context, as Go's
-/// `context.Context` carries grpcfd's transceiver in the NSM sdk.
+tokio::task_local! {
+    /// The caller of the Request or Close the chain runs.
+    static CALLER: Caller;
+}
+
+/// Runs `work` (a Request or Close through the chain) for `caller`. Elements read it with
+/// [`caller`].
+pub async fn with_caller<F: Future>(caller: Caller, work: F) -> F::Output {
+    CALLER.scope(caller, work).await
+}
+
+/// The caller of the work running; `None` for work the chain starts itself (a timeout's
+/// Close).
+pub fn caller() -> Option<Caller> {
+    CALLER.try_with(Clone::clone).ok()
+}
+
+/// Runs `work` for a caller of which only the file descriptors are known (see
+/// [`with_caller`]).
 pub async fn with_peer_fds<F: Future>(fds: Option<FdConn>, work: F) -> F::Output {
-    PEER_FDS.scope(fds, work).await
+    with_caller(
+        Caller {
+            fds,
+            ..Caller::default()
+        },
+        work,
+    )
+    .await
 }
 
 /// The file descriptors of the calling gRPC connection; `None` over TCP and for work the chain
-/// starts itself (a timeout's Close).
+/// starts itself.
 pub fn peer_fds() -> Option<FdConn> {
-    PEER_FDS.try_with(Clone::clone).ok().flatten()
+    caller().and_then(|c| c.fds)
 }
 
 /// A boxed future, as elements return (trait objects cannot use `async fn`).

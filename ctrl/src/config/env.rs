@@ -37,6 +37,10 @@ pub(super) const NSM_ENV: &[(&str, &str, &str)] = &[
     ("NSM_LABELS", "nsm", "labels"),
     ("NSM_DIAL_TIMEOUT", "nsm", "dial_timeout"),
     ("NSM_MAX_TOKEN_LIFETIME", "nsm", "max_token_lifetime"),
+    ("NSM_INSECURE", "nsm", "insecure"),
+    ("SPIFFE_ENDPOINT_SOCKET", "nsm", "spiffe_endpoint_socket"),
+    ("NSM_AUTHORIZE_POLICIES", "nsm", "authorize_policies"),
+    ("NSM_MONITOR_POLICIES", "nsm", "monitor_policies"),
     (
         "NSM_OPEN_TELEMETRY_ENDPOINT",
         "nsm",

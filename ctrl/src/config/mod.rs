@@ -172,6 +172,8 @@ pub struct Config {
     pub control_cpus: Vec<usize>,
     /// Registration with the registry through nsmgr, and the other NSM settings of the sdk.
     pub registration: RegistrationConfig,
+    /// mTLS, tokens and policies, or none.
+    pub security: SecurityConfig,
     /// `NSM_*` variables of the environment that vwire does not use, sorted.
     pub ignored_variables: Vec<String>,
 }
@@ -188,6 +190,22 @@ impl Config {
     }
 }
 
+/// How the NSM API and vwire's NSM clients are secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityConfig {
+    /// NSM_INSECURE (or no NSM API at all): plaintext gRPC, no tokens, no policies.
+    Insecure,
+    /// mTLS with an X.509-SVID of the SPIFFE Workload API, path tokens, policies.
+    Spiffe {
+        /// SPIFFE_ENDPOINT_SOCKET.
+        endpoint: String,
+        /// NSM_AUTHORIZE_POLICIES; empty: vwire's defaults.
+        authorize_policies: Vec<std::path::PathBuf>,
+        /// NSM_MONITOR_POLICIES; empty: vwire's defaults.
+        monitor_policies: Vec<std::path::PathBuf>,
+    },
+}
+
 /// How vwire registers itself with the registry, through nsmgr, and the sdk's other settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationConfig {
@@ -199,7 +217,7 @@ pub struct RegistrationConfig {
     pub labels: BTreeMap<String, String>,
     /// NSM_DIAL_TIMEOUT: the bound of every dial, to nsmgr and to next hops (750 ms).
     pub dial_timeout: std::time::Duration,
-    /// NSM_MAX_TOKEN_LIFETIME: the lifetime of signed tokens (10 min); not used yet.
+    /// NSM_MAX_TOKEN_LIFETIME: the longest lifetime of signed path tokens (10 min).
     pub max_token_lifetime: std::time::Duration,
     /// NSM_OPEN_TELEMETRY_ENDPOINT: the collector; not used yet.
     pub open_telemetry_endpoint: String,
@@ -396,6 +414,7 @@ impl ConfigFile {
             endpoints,
             control_cpus: dataplane.control_cpus,
             registration: nsm.registration,
+            security: nsm.security,
             ignored_variables: Vec::new(),
         })
     }

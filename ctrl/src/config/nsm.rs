@@ -41,9 +41,20 @@ section! {
         /// NSM_DIAL_TIMEOUT: bound of every dial (to nsmgr and to next hops), and of waiting for
         /// a passed fd, Go duration syntax (`750ms`, `2s`).
         dial_timeout: String = "750ms".into(),
-        /// NSM_MAX_TOKEN_LIFETIME: lifetime of the tokens vwire will sign, Go duration syntax
-        /// (kept for the security work; unused yet).
+        /// NSM_MAX_TOKEN_LIFETIME: the longest lifetime of the path tokens vwire signs, Go
+        /// duration syntax.
         max_token_lifetime: String = "10m".into(),
+        /// NSM_INSECURE: plaintext gRPC, no tokens, no authorisation (labs only; loudly
+        /// logged at start).
+        insecure: bool = false,
+        /// SPIFFE_ENDPOINT_SOCKET: the SPIFFE Workload API (`unix:///path`), where vwire gets its
+        /// X.509-SVID; required with the NSM API unless `insecure`.
+        spiffe_endpoint_socket: String = String::new(),
+        /// NSM_AUTHORIZE_POLICIES: Rego files or directories (of `*.rego`), comma-separated,
+        /// that replace vwire's default policies for Requests and Closes; empty: the defaults.
+        authorize_policies: String = String::new(),
+        /// NSM_MONITOR_POLICIES: likewise for MonitorConnections subscriptions.
+        monitor_policies: String = String::new(),
         /// NSM_OPEN_TELEMETRY_ENDPOINT: the OpenTelemetry collector (kept; vwire exports no
         /// traces yet).
         open_telemetry_endpoint: String = "otel-collector.observability.svc.cluster.local:4317".into(),
@@ -56,6 +67,7 @@ pub(super) struct Nsm {
     pub(super) listen_on: Option<Url>,
     pub(super) remote: RemoteConfig,
     pub(super) registration: super::RegistrationConfig,
+    pub(super) security: super::SecurityConfig,
 }
 
 /// forwarder-vpp's VXLAN port, which `vxlan_port = 0` stands for.
@@ -126,6 +138,30 @@ impl NsmSection {
             max_token_lifetime: duration("nsm.max_token_lifetime", &self.max_token_lifetime)?,
             open_telemetry_endpoint: self.open_telemetry_endpoint,
         };
+        let uses_nsm = listen_on.is_some() || registration.connect_to.is_some();
+        let security = match (self.insecure, self.spiffe_endpoint_socket.as_str()) {
+            (true, _) => super::SecurityConfig::Insecure,
+            (false, "") if uses_nsm => {
+                return Err(ctx.err(
+                    "nsm.spiffe_endpoint_socket",
+                    "must be set to the SPIFFE Workload API (unix:///path) for the NSM API's mTLS, unless nsm.insecure = true (NSM_INSECURE) for a lab",
+                ))
+            }
+            (false, "") => super::SecurityConfig::Insecure,
+            (false, endpoint) => {
+                if !endpoint.starts_with("unix://") && !endpoint.starts_with("tcp://") {
+                    return Err(ctx.err(
+                        "nsm.spiffe_endpoint_socket",
+                        format!("{endpoint:?}: expected unix:///path (or tcp://host:port)"),
+                    ));
+                }
+                super::SecurityConfig::Spiffe {
+                    endpoint: endpoint.to_string(),
+                    authorize_policies: policy_paths(ctx, "nsm.authorize_policies", &self.authorize_policies)?,
+                    monitor_policies: policy_paths(ctx, "nsm.monitor_policies", &self.monitor_policies)?,
+                }
+            }
+        };
         let remote = RemoteConfig {
             tunnel_ip,
             off,
@@ -139,8 +175,22 @@ impl NsmSection {
             listen_on,
             remote,
             registration,
+            security,
         })
     }
+}
+
+/// A comma-separated list of policy files or directories, each of which must exist.
+fn policy_paths(ctx: &Ctx, key: &str, text: &str) -> Result<Vec<std::path::PathBuf>, ConfigError> {
+    let mut paths = Vec::new();
+    for p in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let path = std::path::PathBuf::from(p);
+        if !path.exists() {
+            return Err(ctx.err(key, format!("{p:?} does not exist")));
+        }
+        paths.push(path);
+    }
+    Ok(paths)
 }
 
 /// Labels as envconfig writes a map: `k1:v1,k2:v2` (blanks around items are ignored, a value

@@ -350,8 +350,23 @@ fn every_nsm_variable_names_a_key() {
         ("NSM_DIAL_TIMEOUT", "2s"),
         ("NSM_MAX_TOKEN_LIFETIME", "1m30s"),
         ("NSM_OPEN_TELEMETRY_ENDPOINT", "otel:4317"),
+        ("NSM_INSECURE", "false"),
+        (
+            "SPIFFE_ENDPOINT_SOCKET",
+            "unix:///run/spire/sockets/agent.sock",
+        ),
+        ("NSM_AUTHORIZE_POLICIES", "/"),
+        ("NSM_MONITOR_POLICIES", "/, /proc"),
     ];
     let c = p(GOOD, &env).unwrap();
+    assert_eq!(
+        c.security,
+        SecurityConfig::Spiffe {
+            endpoint: "unix:///run/spire/sockets/agent.sock".into(),
+            authorize_policies: vec!["/".into()],
+            monitor_policies: vec!["/".into(), "/proc".into()],
+        }
+    );
     let r = &c.registration;
     assert_eq!(
         r.connect_to,
@@ -401,8 +416,11 @@ fn registration_defaults_are_forwarder_vpps_and_off_with_a_file() {
 #[test]
 fn the_file_sets_the_registration_keys_too() {
     let text = "[nsm]\nconnect_to = \"tcp://nsmgr:5001\"\nnsname = \"fw\"\nlabels = \"a:1,b:2\"\n\
-                dial_timeout = \"100ms\"\nmax_token_lifetime = \"24h\"\nopen_telemetry_endpoint = \"o:1\"\n";
-    let r = p(text, &[]).unwrap().registration;
+                dial_timeout = \"100ms\"\nmax_token_lifetime = \"24h\"\nopen_telemetry_endpoint = \"o:1\"\n\
+                insecure = true\n";
+    let c = p(text, &[]).unwrap();
+    assert_eq!(c.security, SecurityConfig::Insecure);
+    let r = c.registration;
     assert_eq!(
         r.connect_to,
         Some(crate::transport::Url::Tcp("nsmgr:5001".into()))
@@ -416,7 +434,14 @@ fn the_file_sets_the_registration_keys_too() {
 
 #[test]
 fn a_run_without_a_file_starts_from_forwarder_vpps_sockets() {
-    let env = BTreeMap::new();
+    let spire = (
+        "SPIFFE_ENDPOINT_SOCKET",
+        "unix:///run/spire/sockets/agent.sock",
+    );
+    let env: BTreeMap<String, String> = [spire]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let c = from_env(&env, &FakeHost).unwrap();
     assert_eq!(
         c.nsm_listen_on,
@@ -429,6 +454,7 @@ fn a_run_without_a_file_starts_from_forwarder_vpps_sockets() {
     let env: BTreeMap<String, String> = [
         ("NSM_LISTEN_ON", "unix:///listen.on.sock"),
         ("NSM_CONNECT_TO", ""),
+        spire,
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -449,6 +475,44 @@ fn a_run_without_a_file_starts_from_forwarder_vpps_sockets() {
     let e = from_env(&env, &FakeHost).unwrap_err().to_string();
     assert!(
         e.starts_with("(no config file): key `nsm.labels` (from $NSM_LABELS): "),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_nsm_api_needs_spiffe_or_the_insecure_opt_out() {
+    let env = BTreeMap::new();
+    let e = from_env(&env, &FakeHost).unwrap_err().to_string();
+    assert!(
+        e.starts_with("(no config file): key `nsm.spiffe_endpoint_socket`: must be set"),
+        "{e}"
+    );
+    assert!(e.contains("NSM_INSECURE"), "{e}");
+    let insecure: BTreeMap<String, String> =
+        [("NSM_INSECURE".to_string(), "true".to_string())].into();
+    assert_eq!(
+        from_env(&insecure, &FakeHost).unwrap().security,
+        SecurityConfig::Insecure
+    );
+    // Without the NSM API, nothing needs securing.
+    assert_eq!(p(GOOD, &[]).unwrap().security, SecurityConfig::Insecure);
+    let e = err(
+        "[nsm]\nlisten_on = \"unix:///x.sock\"\nspiffe_endpoint_socket = \"/run/agent.sock\"",
+        &[],
+    );
+    assert!(
+        e.contains("key `nsm.spiffe_endpoint_socket`: \"/run/agent.sock\": expected unix:///path"),
+        "{e}"
+    );
+    let e = err(
+        "[nsm]\nlisten_on = \"unix:///x.sock\"",
+        &[
+            ("SPIFFE_ENDPOINT_SOCKET", "unix:///a.sock"),
+            ("NSM_AUTHORIZE_POLICIES", "/nonexistent/p.rego"),
+        ],
+    );
+    assert!(
+        e.contains("key `nsm.authorize_policies` (from $NSM_AUTHORIZE_POLICIES): \"/nonexistent/p.rego\" does not exist"),
         "{e}"
     );
 }

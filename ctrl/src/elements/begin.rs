@@ -8,6 +8,8 @@
 //! - A successful request returns state UP.
 //! - Close of an unknown id succeeds without going further; otherwise the *last successfully
 //!   returned* connection goes down the chain, not what the caller sent.
+//! - A close refused with PermissionDenied (authorize, before anything was torn down) leaves
+//!   the connection established; any other outcome of a close forgets it.
 //!
 //! Place it right after updatepath, so that the id it serialises on is this hop's.
 
@@ -120,7 +122,14 @@ impl Element for Begin {
             };
             let mut last = slot.clone().lock_owned().await;
             let result = match last.take() {
-                Some(c) => next.close(c).await,
+                Some(c) => {
+                    let r = next.close(c.clone()).await;
+                    if matches!(&r, Err(s) if s.code() == tonic::Code::PermissionDenied) {
+                        *last = Some(c); // refused: nothing was torn down
+                        return r;
+                    }
+                    r
+                }
                 None => Ok(()),
             };
             drop(last);
@@ -210,6 +219,53 @@ mod tests {
         let begin = Arc::new(Begin::new());
         let chain = Chain::new(vec![begin.clone(), rec]);
         assert!(chain.request(req("b", State::Up)).await.is_err());
+        assert!(begin.is_empty());
+    }
+
+    /// Refuses closes (PermissionDenied) while `refuse` is set, as authorize does.
+    #[derive(Default)]
+    struct Refuser {
+        refuse: std::sync::atomic::AtomicBool,
+        closes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Element for Refuser {
+        fn request<'a>(
+            &'a self,
+            req: NetworkServiceRequest,
+            next: Next<'a>,
+        ) -> BoxFut<'a, Result<Connection, Status>> {
+            next.request(req)
+        }
+        fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
+            Box::pin(async move {
+                if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Status::permission_denied("refused by policy x"));
+                }
+                self.closes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                next.close(conn).await
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_close_leaves_the_connection_established() {
+        let refuser = Arc::new(Refuser::default());
+        let begin = Arc::new(Begin::new());
+        let chain = Chain::new(vec![begin.clone(), refuser.clone()]);
+        let up = chain.request(req("c", State::Up)).await.unwrap();
+        refuser
+            .refuse
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let e = chain.close(up.clone()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(!begin.is_empty(), "a refused close forgot the connection");
+        refuser
+            .refuse
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        chain.close(up).await.unwrap();
+        assert_eq!(refuser.closes.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(begin.is_empty());
     }
 }

@@ -57,7 +57,8 @@ use crate::config::EndpointConfig;
 use crate::elements::discover::Discover;
 use crate::elements::metadata::Metadata;
 use crate::remote::Remote;
-use crate::transport::{dial_lazy, dial_lazy_with_fds, proc_fd_url, FdConn, Url};
+use crate::security::{self, Identity, Signer};
+use crate::transport::{proc_fd_url, FdConn, Transport, Url};
 
 /// How long the endpoint may take to answer a request or a close.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -78,6 +79,15 @@ pub struct NextHop {
     pub name: String,
     /// Its gRPC channel.
     pub channel: Channel,
+    /// Its certificate (mTLS), and this hop's identity, for the calls' path tokens.
+    signer: Signer,
+}
+
+impl NextHop {
+    /// `msg` as a call to this next hop, with this hop's path token when it has an identity.
+    pub fn call<T>(&self, msg: T) -> Result<tonic::Request<T>, Status> {
+        Ok(self.signer.call(msg)?)
+    }
 }
 
 /// The connection exactly as the endpoint returned it (what the close sends), and the fd its
@@ -110,6 +120,8 @@ struct Dialled {
     channel: Channel,
     /// Its fds (`unix://` only).
     fds: Option<FdConn>,
+    /// Signs its calls.
+    signer: Signer,
     /// `tcp://`: a forwarder on another node.
     remote: bool,
     /// The fd the dialled `unix:///proc/<pid>/fd/<n>` names, if the URL was `inode://`.
@@ -119,6 +131,8 @@ struct Dialled {
 /// The connect element.
 pub struct Connect {
     source: Source,
+    transport: Transport,
+    identity: Option<Arc<Identity>>,
     dial_timeout: Duration,
     metadata: Arc<Metadata>,
     channels: Mutex<HashMap<String, Dialled>>,
@@ -127,22 +141,26 @@ pub struct Connect {
 
 impl Connect {
     /// A connect element over the configured endpoints, or over the registry through nsmgr at
-    /// `connect_to` when there is one; every dial bounded by `dial_timeout`. Must run inside a
-    /// tokio runtime.
+    /// `connect_to` when there is one; every dial through `transport` (its TLS, its dial
+    /// timeout). With an `identity`, every call carries this hop's path token. Must run inside
+    /// a tokio runtime.
     pub fn new(
         endpoints: Vec<EndpointConfig>,
         connect_to: Option<&Url>,
-        dial_timeout: Duration,
+        transport: Transport,
+        identity: Option<Arc<Identity>>,
         metadata: Arc<Metadata>,
         remote: Option<Arc<Remote>>,
     ) -> Result<Self, crate::transport::TransportError> {
         let source = match connect_to {
-            Some(nsmgr) => Source::Registry(Discover::new(nsmgr, dial_timeout)?),
+            Some(nsmgr) => Source::Registry(Discover::new(nsmgr, &transport, identity.clone())?),
             None => Source::Static(endpoints),
         };
         Ok(Self {
             source,
-            dial_timeout,
+            dial_timeout: transport.dial_timeout(),
+            transport,
+            identity,
             metadata,
             channels: Mutex::new(HashMap::new()),
             remote,
@@ -247,24 +265,20 @@ impl Connect {
                 )))
             }
         };
-        let dial_err = |e| Status::internal(format!("{}: endpoint URL: {e}", describe(hop)));
-        let dialled = match url {
-            Url::Unix(_) => {
-                let (channel, fds) =
-                    dial_lazy_with_fds(&url, self.dial_timeout).map_err(dial_err)?;
-                Dialled {
-                    channel,
-                    fds: Some(fds),
-                    remote: false,
-                    _socket: socket,
-                }
-            }
-            Url::Tcp(_) => Dialled {
-                channel: dial_lazy(&url, self.dial_timeout).map_err(dial_err)?,
-                fds: None,
-                remote: true,
-                _socket: socket,
-            },
+        // Dialled now, not on first use: the path token's audience is the server's certificate.
+        let d = self.transport.dial(&url).await.map_err(|e| {
+            Status::unavailable(format!(
+                "{} is unreachable: {}",
+                describe(hop),
+                crate::transport::error_chain(&e)
+            ))
+        })?;
+        let dialled = Dialled {
+            channel: d.channel,
+            fds: d.fds,
+            signer: Signer::new(self.identity.clone(), d.server),
+            remote: matches!(url, Url::Tcp(_)),
+            _socket: socket,
         };
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         Ok(channels.entry(key).or_insert(dialled).clone())
@@ -317,10 +331,23 @@ impl Connect {
                 ctx.mtu = allowed;
             }
         }
-        let call = client.request(NetworkServiceRequest {
+        // This hop's token for the next hop, in its own segment and in the call's metadata.
+        let signed = dialled.signer.token().map_err(Status::from)?;
+        if let (Some((token, expires)), Some(path)) = (&signed, down.path.as_mut()) {
+            let index = usize::try_from(path.index).unwrap_or(usize::MAX);
+            if let Some(own) = path.path_segments.get_mut(index) {
+                own.token = token.clone();
+                own.expires = Some(prost_types::Timestamp::from(*expires));
+            }
+        }
+        let mut call = tonic::Request::new(NetworkServiceRequest {
             connection: Some(down),
             mechanism_preferences: prefs,
         });
+        if let Some((token, expires)) = &signed {
+            security::add_token(&mut call, token, *expires);
+        }
+        let call = client.request(call);
         let answer = tokio::time::timeout(CALL_TIMEOUT, call).await;
         if let (Some(r), true, false) = (remote, fresh, matches!(answer, Ok(Ok(_)))) {
             r.settle(&conn.id, &Mechanism::default()); // the offers' SIDs go back
@@ -358,7 +385,7 @@ impl Connect {
                     if let Some(r) = remote {
                         r.settle(&conn.id, &Mechanism::default());
                     }
-                    close_at(&channel, &describe(hop), returned).await;
+                    close_at(&channel, &dialled.signer, &describe(hop), returned).await;
                 }
                 return Err(e);
             }
@@ -385,6 +412,7 @@ impl Connect {
             NextHop {
                 name: hop.name.clone(),
                 channel,
+                signer: dialled.signer.clone(),
             },
         );
         let mut up = got;
@@ -452,10 +480,17 @@ fn send_files(fds: &FdConn, prefs: &mut [Mechanism]) -> Result<(), Status> {
     Ok(())
 }
 
-/// Sends a close for `conn` on `channel`; a failure is logged.
-async fn close_at(channel: &Channel, hop: &str, conn: Connection) {
+/// Sends a close for `conn` on `channel`, signed by `signer`; a failure is logged.
+async fn close_at(channel: &Channel, signer: &Signer, hop: &str, conn: Connection) {
     let mut c = NetworkServiceClient::new(channel.clone());
-    match tokio::time::timeout(CALL_TIMEOUT, c.close(conn)).await {
+    let call = match signer.call(conn) {
+        Ok(call) => call,
+        Err(e) => {
+            tracing::warn!("closing at {hop}: {e}");
+            return;
+        }
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, c.close(call)).await {
         Ok(Ok(_)) => {}
         Ok(Err(s)) => tracing::warn!("closing at {hop}: {s}"),
         Err(_) => tracing::warn!("closing at {hop}: no answer"),
@@ -506,7 +541,7 @@ impl Element for Connect {
                 .or(down.map(|d| d.0));
             if let (Some(hop), Some(sent)) = (hop, sent) {
                 let name = format!("endpoint {:?}", hop.name);
-                close_at(&hop.channel, &name, sent).await;
+                close_at(&hop.channel, &hop.signer, &name, sent).await;
             }
             drop(returned); // the endpoint's fd, held until it has been told
             next.close(conn).await

@@ -127,8 +127,12 @@ async fn follow(monitor: Arc<Monitor>, id: String, hop: NextHop, seg: PathSegmen
         path_segments: vec![seg.clone()],
         ..Default::default()
     };
-    let mut client = MonitorConnectionClient::new(hop.channel);
-    let why = match client.monitor_connections(sel).await {
+    let mut client = MonitorConnectionClient::new(hop.channel.clone());
+    let subscribed = match hop.call(sel) {
+        Ok(call) => client.monitor_connections(call).await,
+        Err(s) => Err(s),
+    };
+    let why = match subscribed {
         Err(s) if s.code() == Code::Unimplemented => {
             tracing::info!(%id, next_hop = %hop.name,
                 "the next hop does not serve MonitorConnections: its events are not relayed");

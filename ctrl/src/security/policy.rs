@@ -388,7 +388,7 @@ pub fn path_input(
         .map(|s| {
             let mut v = json!({ "name": s.name, "id": s.id, "token": s.token });
             if let Some(expires) = s.expires {
-                v["expires"] = serde_json::Value::String(rfc3339(expires));
+                v["expires"] = serde_json::Value::String(super::rfc3339(expires));
             }
             v
         })
@@ -421,37 +421,6 @@ where
         "selector_connection_ids": selector_connection_ids,
         "service_spiffe_id": service_spiffe_id,
     })
-}
-
-/// RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano, which NSM
-/// uses). Times before the epoch are clamped to it.
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days to civil date: Howard Hinnant's days_from_civil inverse, for days >= 0.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut s = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    let nanos = d.subsec_nanos();
-    if nanos != 0 {
-        let frac = format!(".{nanos:09}");
-        s.push_str(frac.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
 }
 
 #[cfg(test)]
@@ -693,14 +662,17 @@ mod tests {
     #[test]
     fn rfc3339_formats_like_go() {
         let at = |s, n| UNIX_EPOCH + Duration::new(s, n);
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(951_782_400, 0)), "2000-02-29T00:00:00Z");
+        assert_eq!(super::super::rfc3339(at(0, 0)), "1970-01-01T00:00:00Z");
         assert_eq!(
-            rfc3339(at(1_700_000_000, 500_000_000)),
+            super::super::rfc3339(at(951_782_400, 0)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            super::super::rfc3339(at(1_700_000_000, 500_000_000)),
             "2023-11-14T22:13:20.5Z"
         );
         assert_eq!(
-            rfc3339(at(4_102_444_799, 123)),
+            super::super::rfc3339(at(4_102_444_799, 123)),
             "2099-12-31T23:59:59.000000123Z"
         );
     }

@@ -16,13 +16,13 @@
 //! listen socket is) dials like any other path.
 
 pub mod grpcfd;
+pub mod tls;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use grpcfd::{proc_fd_url, FdConn, FdStream, GrpcfdError, InodeUrl};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tokio_stream::StreamExt;
+pub use tls::{Peer, ServerCert, Stream, TlsConfig};
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Endpoint};
 
@@ -120,6 +120,21 @@ impl std::fmt::Display for Url {
     }
 }
 
+/// `e` and its causes, `a: b: c`, leaving out a cause whose words are already there (tonic's
+/// dial error says only "transport error"; what failed is in its sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let words = c.to_string();
+        if !text.contains(&words) {
+            text = format!("{text}: {words}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Removes a unix socket file when dropped.
 #[derive(Debug)]
 struct Unlink(PathBuf);
@@ -130,73 +145,298 @@ impl Drop for Unlink {
     }
 }
 
+/// How vwire's gRPC connections are made: plain or TLS ([`TlsConfig`]), and how long a dial
+/// may take. Cheap to clone; one per process, handed to everything that listens or dials.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    tls: Option<TlsConfig>,
+    dial_timeout: Duration,
+}
+
+/// A channel [`Transport::dial`] made, with what it knows of its connection.
+#[derive(Clone, Debug)]
+pub struct Dialled {
+    /// The channel.
+    pub channel: Channel,
+    /// Its fds (a `unix://` URL only): fds queued here go out with the channel's next write
+    /// (queue them before the call whose message names them); fds the server sends back are
+    /// received here. Serves the channel's reconnections too.
+    pub fds: Option<FdConn>,
+    /// The server's certificate of the latest TLS handshake.
+    pub server: ServerCert,
+}
+
+impl Transport {
+    /// Plain gRPC (no TLS), each dial bounded by `dial_timeout`.
+    pub fn plain(dial_timeout: Duration) -> Self {
+        Self {
+            tls: None,
+            dial_timeout,
+        }
+    }
+
+    /// gRPC over TLS with `tls`, on every socket, each dial bounded by `dial_timeout`.
+    pub fn tls(tls: TlsConfig, dial_timeout: Duration) -> Self {
+        Self {
+            tls: Some(tls),
+            dial_timeout,
+        }
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The bound of each dial.
+    pub fn dial_timeout(&self) -> Duration {
+        self.dial_timeout
+    }
+
+    /// Binds `url` (see [`bind`]); the listener's connections use this transport's TLS.
+    pub async fn bind(&self, url: &Url) -> Result<Listener, TransportError> {
+        let listen_err = |source| TransportError::Listen {
+            url: url.clone(),
+            source,
+        };
+        let (bound, unlink) = match url {
+            Url::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path).map_err(listen_err)?;
+                (Bound::Unix(l, path.clone()), Some(Unlink(path.clone())))
+            }
+            Url::Tcp(addr) => (
+                Bound::Tcp(
+                    tokio::net::TcpListener::bind(addr.as_str())
+                        .await
+                        .map_err(listen_err)?,
+                ),
+                None,
+            ),
+        };
+        Ok(Listener {
+            bound,
+            _unlink: unlink,
+            tls: self.tls.clone(),
+        })
+    }
+
+    /// A channel to `url`, connected now (TLS handshake included): fails if that does not
+    /// succeed within the dial timeout. Over a `unix://` URL the channel passes fds.
+    pub async fn dial(&self, url: &Url) -> Result<Dialled, TransportError> {
+        let (endpoint, connector) = self.prepare(url)?;
+        let (fds, server) = (connector.fds.clone(), connector.server.clone());
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|source| TransportError::Dial {
+                url: url.clone(),
+                source,
+            })?;
+        Ok(Dialled {
+            channel,
+            fds,
+            server,
+        })
+    }
+
+    /// Like [`Transport::dial`], but the channel connects on first use, and again after a
+    /// failure. Fails only for a URL that is no valid endpoint.
+    pub fn dial_lazy(&self, url: &Url) -> Result<Dialled, TransportError> {
+        let (endpoint, connector) = self.prepare(url)?;
+        let (fds, server) = (connector.fds.clone(), connector.server.clone());
+        let channel = endpoint.connect_with_connector_lazy(connector);
+        Ok(Dialled {
+            channel,
+            fds,
+            server,
+        })
+    }
+
+    /// The endpoint for `url` and the connector of a new channel to it.
+    fn prepare(&self, url: &Url) -> Result<(Endpoint, Connector), TransportError> {
+        let endpoint = url.endpoint(self.dial_timeout)?;
+        let connector = Connector {
+            url: url.clone(),
+            tls: self.tls.clone(),
+            fds: matches!(url, Url::Unix(_)).then(FdConn::new),
+            server: ServerCert::default(),
+        };
+        Ok((endpoint, connector))
+    }
+}
+
+/// Opens the socket a [`Dialled`] channel runs on, whatever URI tonic asks for: a unix socket
+/// as an [`FdStream`] of the channel's [`FdConn`], or a TCP socket; then TLS when configured.
+///
+/// Unix sockets are [`FdStream`]s even where no fd is passed, for how they read: a grpcfd peer
+/// (any NSM component) may attach fds to what it writes, one per byte, and the kernel ends
+/// every read of a unix stream after such a byte, with the rest still queued. tokio's
+/// `UnixStream::poll_read` takes that short read for a drained socket and waits for the next
+/// readiness event (tokio-rs/tokio#5866), which may never come: the peer has written its whole
+/// answer and waits for us. [`FdStream`] reads until `EAGAIN`. The fds that come are held with
+/// the connection (at most [`grpcfd::MAX_HELD`]) and closed with it.
+#[derive(Clone)]
+struct Connector {
+    url: Url,
+    tls: Option<TlsConfig>,
+    fds: Option<FdConn>,
+    server: ServerCert,
+}
+
+impl tower::Service<tonic::codegen::http::Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<Stream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (raw, host) = match &this.url {
+                Url::Unix(path) => {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    let conn = this.fds.clone().unwrap_or_default();
+                    (tls::Raw::Unix(FdStream::join(s, &conn)), "localhost")
+                }
+                Url::Tcp(addr) => {
+                    let s = tokio::net::TcpStream::connect(addr.as_str()).await?;
+                    s.set_nodelay(true)?;
+                    (tls::Raw::Tcp(s), host_of(addr))
+                }
+            };
+            let stream = tls::connect(raw, this.tls.as_ref(), host, &this.server).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 address removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// A bound socket, not yet serving. A unix socket's file is removed when the listener (or the
 /// server it became) is dropped, however the server ends.
 #[derive(Debug)]
-pub struct Listener(Bound);
+pub struct Listener {
+    bound: Bound,
+    /// Removes a unix socket's file.
+    _unlink: Option<Unlink>,
+    tls: Option<TlsConfig>,
+}
 
 #[derive(Debug)]
 enum Bound {
-    /// A unix socket and the guard that removes its file.
-    Unix(tokio::net::UnixListener, Unlink),
+    /// A unix socket and its path.
+    Unix(tokio::net::UnixListener, PathBuf),
     /// A TCP socket.
     Tcp(tokio::net::TcpListener),
 }
 
-/// Binds `url`. A stale unix socket file is replaced. Must run inside a tokio runtime.
+/// Binds `url` for plain gRPC. A stale unix socket file is replaced. Must run inside a tokio
+/// runtime.
 pub async fn bind(url: &Url) -> Result<Listener, TransportError> {
-    let listen_err = |source| TransportError::Listen {
-        url: url.clone(),
-        source,
-    };
-    match url {
-        Url::Unix(path) => {
-            let _ = std::fs::remove_file(path);
-            let l = tokio::net::UnixListener::bind(path).map_err(listen_err)?;
-            Ok(Listener(Bound::Unix(l, Unlink(path.clone()))))
-        }
-        Url::Tcp(addr) => Ok(Listener(Bound::Tcp(
-            tokio::net::TcpListener::bind(addr.as_str())
-                .await
-                .map_err(listen_err)?,
-        ))),
-    }
+    Transport::plain(DIAL_TIMEOUT).bind(url).await
 }
+
+/// How many accepted connections may wait, handshaken, for the server to take them.
+const ACCEPT_BACKLOG: usize = 64;
 
 impl Listener {
     /// The URL this listener answers on (a `tcp://…:0` URL with its port filled in).
     pub fn url(&self) -> Result<Url, std::io::Error> {
-        match &self.0 {
-            Bound::Unix(_, Unlink(path)) => Ok(Url::Unix(path.clone())),
+        match &self.bound {
+            Bound::Unix(_, path) => Ok(Url::Unix(path.clone())),
             Bound::Tcp(l) => Ok(Url::Tcp(l.local_addr()?.to_string())),
         }
     }
 
     /// Serves `router` on this socket until `shutdown` resolves. On a unix socket, every
-    /// accepted connection passes fds ([`FdStream::accept`]): its handlers get its [`FdConn`]
-    /// from the request extensions.
+    /// accepted connection passes fds ([`FdStream::accept`]); with TLS, each connection's
+    /// handshake runs on its own task. Handlers find the connection's [`Peer`] (its fds, its
+    /// certificate) in the request extensions.
     pub async fn serve(
         self,
         router: Router,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), TransportError> {
-        match self.0 {
-            Bound::Unix(l, _unlink) => router
-                .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(l).map(|s| s.map(FdStream::accept)),
-                    shutdown,
-                )
-                .await
-                .map_err(TransportError::Serve),
-            Bound::Tcp(l) => router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), shutdown)
-                .await
-                .map_err(TransportError::Serve),
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Stream>>(ACCEPT_BACKLOG);
+        let _unlink = self._unlink;
+        let acceptor = tokio::spawn(accept_loop(self.bound, self.tls, tx));
+        let r = router
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
+            .await
+            .map_err(TransportError::Serve);
+        acceptor.abort();
+        r
+    }
+}
+
+/// Accepts connections on `bound` and hands them, handshaken, to `tx` until its receiver is
+/// gone. A failed handshake is logged and dropped; a failed accept (the fd limit, say) is
+/// logged and retried after a pause.
+async fn accept_loop(
+    bound: Bound,
+    tls: Option<TlsConfig>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Stream>>,
+) {
+    loop {
+        let raw = tokio::select! {
+            _ = tx.closed() => return,
+            r = accept_raw(&bound) => r,
+        };
+        let (raw, from) = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("accepting a gRPC connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let tls = tls.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            match tls::accept(raw, tls.as_ref()).await {
+                Ok(s) => {
+                    let _ = tx.send(Ok(s)).await;
+                }
+                Err(e) => tracing::warn!("gRPC connection from {from}: TLS handshake: {e}"),
+            }
+        });
+    }
+}
+
+/// One accepted socket, and who it is from (for logs).
+async fn accept_raw(bound: &Bound) -> std::io::Result<(tls::Raw, String)> {
+    match bound {
+        Bound::Unix(l, _) => {
+            let (s, _) = l.accept().await?;
+            let from = match s.peer_cred() {
+                Ok(c) => format!("pid {}", c.pid().unwrap_or(0)),
+                Err(_) => "a unix socket".into(),
+            };
+            Ok((tls::Raw::Unix(FdStream::accept(s)), from))
+        }
+        Bound::Tcp(l) => {
+            let (s, addr) = l.accept().await?;
+            s.set_nodelay(true)?;
+            Ok((tls::Raw::Tcp(s), addr.to_string()))
         }
     }
 }
 
-/// Serves `router` on `url` until `shutdown` resolves: [`bind`], then [`Listener::serve`].
+/// Serves `router` on `url` with plain gRPC until `shutdown` resolves: [`bind`], then
+/// [`Listener::serve`].
 pub async fn serve(
     router: Router,
     url: &Url,
@@ -205,83 +445,17 @@ pub async fn serve(
     bind(url).await?.serve(router, shutdown).await
 }
 
-/// A connector that opens a unix stream to `path`, whatever URI tonic asks for.
-///
-/// The stream is an [`FdStream`] of its own [`FdConn`], which nothing sends on or takes from:
-/// not for the fds, but for how it reads. A grpcfd peer (any NSM component) may attach fds to
-/// what it writes, one per byte, and the kernel ends every read of a unix stream after such a
-/// byte, with the rest still queued. tokio's `UnixStream::poll_read` takes that short read for
-/// a drained socket and waits for the next readiness event (tokio-rs/tokio#5866), which may
-/// never come: the peer has written its whole answer and waits for us. [`FdStream`] reads until
-/// `EAGAIN`. The fds that come are held with the connection (at most [`grpcfd::MAX_HELD`]) and
-/// closed with it.
-fn unix_connector(
-    path: &Path,
-) -> impl tower::Service<
-    tonic::codegen::http::Uri,
-    Response = hyper_util::rt::TokioIo<FdStream>,
-    Error = std::io::Error,
-    Future = impl std::future::Future<Output = std::io::Result<hyper_util::rt::TokioIo<FdStream>>>
-                 + Send,
-> + Clone
-       + Send {
-    let path = path.to_path_buf();
-    tower::service_fn(move |_: tonic::codegen::http::Uri| {
-        let path = path.clone();
-        async move {
-            let s = tokio::net::UnixStream::connect(path).await?;
-            Ok(hyper_util::rt::TokioIo::new(FdStream::join(
-                s,
-                &FdConn::new(),
-            )))
-        }
-    })
-}
-
-/// A connector like [`unix_connector`] whose streams carry the fds of `conn`.
-fn fd_connector(
-    path: &Path,
-    conn: &FdConn,
-) -> impl tower::Service<
-    tonic::codegen::http::Uri,
-    Response = hyper_util::rt::TokioIo<FdStream>,
-    Error = std::io::Error,
-    Future = impl Send,
-> + Clone
-       + Send {
-    let path = path.to_path_buf();
-    let conn = conn.clone();
-    tower::service_fn(move |_: tonic::codegen::http::Uri| {
-        let path = path.clone();
-        let conn = conn.clone();
-        async move {
-            let s = tokio::net::UnixStream::connect(path).await?;
-            Ok(hyper_util::rt::TokioIo::new(FdStream::join(s, &conn)))
-        }
-    })
-}
-
-/// Like [`dial`], for a `unix://` URL only, and with the channel's [`FdConn`]: fds queued on it
-/// go out with the channel's next write (queue them before the call whose message names them),
-/// and fds the server sends back can be received from it. The handle serves the channel's
-/// reconnections too; what it holds is closed when the handle and the channel are dropped.
+/// Like [`dial`], for a `unix://` URL only, and with the channel's [`FdConn`] (see
+/// [`Dialled::fds`]). Plain gRPC.
 pub async fn dial_with_fds(
     url: &Url,
     timeout: Duration,
 ) -> Result<(Channel, FdConn), TransportError> {
-    let Url::Unix(path) = url else {
+    if !matches!(url, Url::Unix(_)) {
         return Err(TransportError::NoFds(url.clone()));
-    };
-    let conn = FdConn::new();
-    let channel = url
-        .endpoint(timeout)?
-        .connect_with_connector(fd_connector(path, &conn))
-        .await
-        .map_err(|source| TransportError::Dial {
-            url: url.clone(),
-            source,
-        })?;
-    Ok((channel, conn))
+    }
+    let d = Transport::plain(timeout).dial(url).await?;
+    Ok((d.channel, d.fds.unwrap_or_default()))
 }
 
 /// Like [`dial_lazy`], with the channel's [`FdConn`] as [`dial_with_fds`] gives it.
@@ -289,37 +463,22 @@ pub fn dial_lazy_with_fds(
     url: &Url,
     timeout: Duration,
 ) -> Result<(Channel, FdConn), TransportError> {
-    let Url::Unix(path) = url else {
+    if !matches!(url, Url::Unix(_)) {
         return Err(TransportError::NoFds(url.clone()));
-    };
-    let conn = FdConn::new();
-    let channel = url
-        .endpoint(timeout)?
-        .connect_with_connector_lazy(fd_connector(path, &conn));
-    Ok((channel, conn))
+    }
+    let d = Transport::plain(timeout).dial_lazy(url)?;
+    Ok((d.channel, d.fds.unwrap_or_default()))
 }
 
-/// A channel to `url`, connected now: fails if nothing answers within `timeout`.
+/// A plain gRPC channel to `url`, connected now: fails if nothing answers within `timeout`.
 pub async fn dial(url: &Url, timeout: Duration) -> Result<Channel, TransportError> {
-    let e = url.endpoint(timeout)?;
-    let connected = match url {
-        Url::Tcp(_) => e.connect().await,
-        Url::Unix(path) => e.connect_with_connector(unix_connector(path)).await,
-    };
-    connected.map_err(|source| TransportError::Dial {
-        url: url.clone(),
-        source,
-    })
+    Ok(Transport::plain(timeout).dial(url).await?.channel)
 }
 
-/// A channel to `url` that connects on first use, and again after a failure, each attempt
-/// bounded by `timeout`. Fails only for a URL that is no valid endpoint.
+/// A plain gRPC channel to `url` that connects on first use, and again after a failure, each
+/// attempt bounded by `timeout`. Fails only for a URL that is no valid endpoint.
 pub fn dial_lazy(url: &Url, timeout: Duration) -> Result<Channel, TransportError> {
-    let e = url.endpoint(timeout)?;
-    Ok(match url {
-        Url::Tcp(_) => e.connect_lazy(),
-        Url::Unix(path) => e.connect_with_connector_lazy(unix_connector(path)),
-    })
+    Ok(Transport::plain(timeout).dial_lazy(url)?.channel)
 }
 
 #[cfg(test)]
@@ -418,7 +577,7 @@ mod tests {
 
     /// A plain unix channel's stream reads past a byte that carries an fd, though nothing takes
     /// the fd: a grpcfd peer's answer, its fd's byte and the rest both queued before we read
-    /// (see [`unix_connector`]). With tokio's `UnixStream` the read stops after that one byte
+    /// (see [`Connector`]). With tokio's `UnixStream` the read stops after that one byte
     /// and waits for an event that does not come.
     #[tokio::test(flavor = "current_thread")]
     async fn a_plain_unix_stream_reads_past_a_byte_that_carries_an_fd() {
@@ -429,7 +588,9 @@ mod tests {
         let path = dir.join("t.sock");
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let mut connector = unix_connector(&path);
+        let (_, mut connector) = Transport::plain(DIAL_TIMEOUT)
+            .prepare(&Url::Unix(path.clone()))
+            .unwrap();
         let (ours, theirs) = tokio::join!(
             connector.call(tonic::codegen::http::Uri::from_static("http://x")),
             listener.accept()
@@ -453,7 +614,7 @@ mod tests {
                 .unwrap();
             assert_eq!(got, answer, "round {round}");
         }
-        assert_eq!(ours.conn().stats().received, 3);
+        assert_eq!(ours.fds().unwrap().stats().received, 3);
         drop(listener);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -345,7 +345,7 @@ impl Fwd {
     /// The TOML text (without `[metrics]`, which [`NodeVwire::start`] adds).
     pub fn toml(&self) -> String {
         let mut t = format!(
-            "[dataplane]\nworkers = [{}]\n\n[nsm]\nname = \"{}\"\nlisten_on = \"{}\"\n",
+            "[dataplane]\nworkers = [{}]\n\n[nsm]\nname = \"{}\"\nlisten_on = \"{}\"\ninsecure = true\n",
             self.worker, self.name, self.listen_on
         );
         if let Some(ip) = &self.tunnel_ip {

@@ -118,7 +118,7 @@ pub fn setup(nse_args: &[&str]) -> Setup {
     let nse = Ns::new("e");
     let dir = temp_file("x", "").with_file_name("");
     let vw = Vwire::start(&format!(
-        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ntunnel_ip = \"none\"\n\
+        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ninsecure = true\ntunnel_ip = \"none\"\n\
          [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
         d = dir.display()
     ));

@@ -27,7 +27,7 @@ pub mod matching;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tonic::transport::Channel;
@@ -39,7 +39,8 @@ use vwire_proto::registry::{
     NetworkService, NetworkServiceEndpoint, NetworkServiceEndpointQuery, NetworkServiceQuery,
 };
 
-use crate::transport::{dial_lazy, dial_lazy_with_fds, proc_fd_url, FdConn, TransportError, Url};
+use crate::security::{Identity, Signer};
+use crate::transport::{proc_fd_url, FdConn, Transport, TransportError, Url};
 
 /// The bound of one Find, from the call to the end of its stream. 10 s, as a Register's
 /// (`registration::CALL_TIMEOUT`): nsmgr forwards the query to the registry, which may sit
@@ -69,6 +70,8 @@ pub struct Resolved {
 pub struct Discover {
     nsmgr: Url,
     channel: Channel,
+    /// Signs the calls (with SPIFFE).
+    signer: Signer,
     /// The fds nsmgr sends with its answers (unix:// only).
     fds: Option<FdConn>,
     dial_timeout: Duration,
@@ -77,21 +80,21 @@ pub struct Discover {
 }
 
 impl Discover {
-    /// A registry client of nsmgr at `nsmgr`; it connects on first use. Must run inside a tokio
-    /// runtime.
-    pub fn new(nsmgr: &Url, dial_timeout: Duration) -> Result<Self, TransportError> {
-        let (channel, fds) = match nsmgr {
-            Url::Unix(_) => {
-                let (c, f) = dial_lazy_with_fds(nsmgr, dial_timeout)?;
-                (c, Some(f))
-            }
-            Url::Tcp(_) => (dial_lazy(nsmgr, dial_timeout)?, None),
-        };
+    /// A registry client of nsmgr at `nsmgr`, through `transport`; it connects on first use.
+    /// With an `identity`, its calls carry this hop's path token (whose audience is known
+    /// from the first handshake on). Must run inside a tokio runtime.
+    pub fn new(
+        nsmgr: &Url,
+        transport: &Transport,
+        identity: Option<Arc<Identity>>,
+    ) -> Result<Self, TransportError> {
+        let d = transport.dial_lazy(nsmgr)?;
         Ok(Self {
             nsmgr: nsmgr.clone(),
-            channel,
-            fds,
-            dial_timeout,
+            channel: d.channel,
+            signer: Signer::new(identity, d.server),
+            fds: d.fds,
+            dial_timeout: transport.dial_timeout(),
             turns: Mutex::new(HashMap::new()),
         })
     }
@@ -119,13 +122,11 @@ impl Discover {
         let mut client = NetworkServiceEndpointRegistryClient::new(self.channel.clone());
         let what = "NetworkServiceEndpoint Find";
         let find = async {
-            let mut stream = client
-                .find(NetworkServiceEndpointQuery {
-                    network_service_endpoint: Some(query),
-                    watch: false,
-                })
-                .await?
-                .into_inner();
+            let call = self.signer.call(NetworkServiceEndpointQuery {
+                network_service_endpoint: Some(query),
+                watch: false,
+            })?;
+            let mut stream = client.find(call).await?.into_inner();
             let mut found = Vec::new();
             while let Some(r) = stream.message().await? {
                 if let (Some(nse), false) = (r.network_service_endpoint, r.deleted) {
@@ -148,16 +149,14 @@ impl Discover {
         let mut client = NetworkServiceRegistryClient::new(self.channel.clone());
         let what = "NetworkService Find";
         let find = async {
-            let mut stream = client
-                .find(NetworkServiceQuery {
-                    network_service: Some(NetworkService {
-                        name: name.to_string(),
-                        ..Default::default()
-                    }),
-                    watch: false,
-                })
-                .await?
-                .into_inner();
+            let call = self.signer.call(NetworkServiceQuery {
+                network_service: Some(NetworkService {
+                    name: name.to_string(),
+                    ..Default::default()
+                }),
+                watch: false,
+            })?;
+            let mut stream = client.find(call).await?.into_inner();
             while let Some(r) = stream.message().await? {
                 match r.network_service {
                     Some(ns) if !r.deleted && ns.name == name => return Ok(Some(ns)),
