@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataplane;
 pub mod elements;
 pub mod grpc;
+pub mod health;
 pub mod metrics;
 pub mod node;
 pub mod registration;

@@ -40,6 +40,22 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Probe an NSM API's gRPC health (0: SERVING, 1: anything else), as Kubernetes probes
+    /// do with grpc-health-probe.
+    Health {
+        /// `unix:///path` or `tcp://host:port`.
+        #[arg(long, default_value = "unix:///listen.on.sock")]
+        addr: String,
+        /// mTLS with an SVID of the SPIFFE Workload API at SPIFFE_ENDPOINT_SOCKET.
+        #[arg(long)]
+        spiffe: bool,
+        /// The service to ask about; empty: the server.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// The bound of the whole probe, Go duration syntax.
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +64,12 @@ fn main() -> ExitCode {
     let (path, check_only) = match cli.cmd {
         Cmd::Run { config } => (config, false),
         Cmd::Check { config } => (Some(config), true),
+        Cmd::Health {
+            addr,
+            spiffe,
+            service,
+            timeout,
+        } => return health(&addr, spiffe, &service, &timeout, &env),
     };
     let loaded = match &path {
         Some(path) => config::load(path, &env, &config::RealHost),
@@ -79,6 +101,54 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e}");
             eprintln!("vwire: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `vwire health`: exit 0 for SERVING, 1 for anything else, 2 for bad arguments.
+fn health(
+    addr: &str,
+    spiffe: bool,
+    service: &str,
+    timeout: &str,
+    env: &BTreeMap<String, String>,
+) -> ExitCode {
+    let usage = |e: String| {
+        eprintln!("vwire health: {e}");
+        ExitCode::from(2)
+    };
+    let addr = match vwire::transport::Url::parse(addr) {
+        Ok(a) => a,
+        Err(e) => return usage(format!("--addr: {e}")),
+    };
+    let timeout = match config::duration::parse(timeout) {
+        Ok(t) if !t.is_zero() => t,
+        Ok(_) => return usage("--timeout: must be more than 0".into()),
+        Err(e) => return usage(format!("--timeout: {e}")),
+    };
+    let endpoint = match (spiffe, env.get("SPIFFE_ENDPOINT_SOCKET")) {
+        (false, _) => None,
+        (true, Some(e)) if !e.is_empty() => Some(e.as_str()),
+        (true, _) => return usage("--spiffe needs SPIFFE_ENDPOINT_SOCKET".into()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vwire health: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(vwire::health::probe(&addr, endpoint, service, timeout)) {
+        Ok(()) => {
+            println!("status: SERVING");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vwire health: {addr}: {e}");
             ExitCode::from(1)
         }
     }

@@ -11,6 +11,7 @@
 //!   handshake fails, or PermissionDenied naming the policy), and nothing is left behind;
 //! - MonitorConnections is allowed to the SPIFFE IDs on the connection's path only;
 //! - health answers over mTLS without a token (`grpc-health-probe -spiffe`);
+//! - a namespace passed as `inode://` with its fd beneath TLS (grpcfd) is used;
 //! - an SVID rotation: an open connection keeps working (with tokens that still verify against
 //!   the certificate it presented), new handshakes get the new certificate.
 //!
@@ -828,4 +829,104 @@ fn plain_setup(s: &Setup) -> Plain {
         _vw: vw,
         _nse: served,
     }
+}
+
+/// grpcfd beneath TLS: nsmgr passes the client's namespace as `inode://` with its fd on the
+/// raw socket under TLS, as upstream's Go components do; vwire wires the connection into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_passed_beneath_tls_is_used() {
+    let s = Setup::start();
+    let fds = common::peerfd::PeerFds::new(common::peerfd::Attach::PerByte);
+    let (channel, cert) = dial_mtls_fds(
+        &s.dir.join("fwd.sock"),
+        &s.pki.nsmgr,
+        &s.pki.ca.der,
+        fds.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("mTLS dial with fds: {e:?}"));
+    let fwd = cert.id.clone().unwrap();
+    let mut client = NetworkServiceClient::new(channel);
+    let ns = std::fs::File::open(format!("/var/run/netns/{}", s.nsc_ns.0)).unwrap();
+    let inode = fds.queue(&ns);
+    let mut req = nsmgr_request(&s, "fd", "nsc-fd", &Tokens::valid(&s.pki, &fwd));
+    req.get_mut().mechanism_preferences[0]
+        .parameters
+        .insert("inodeURL".into(), inode.clone());
+    let got = client
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", s.vw.logs()))
+        .into_inner();
+    assert!(s.nsc_links().contains("nsc-fd"), "{}", s.nsc_links());
+    assert_eq!(
+        got.mechanism.as_ref().unwrap().parameters["inodeURL"],
+        inode,
+        "the answer carries the client's own URL back"
+    );
+    client
+        .close(nsmgr_close(&s.pki, &fwd, &got))
+        .await
+        .unwrap_or_else(|e| panic!("close: {e:?}"));
+    assert!(!s.nsc_links().contains("nsc-fd"), "{}", s.nsc_links());
+}
+
+/// `vwire health --spiffe` (the pod's probes) answers over mTLS with an SVID of its own
+/// Workload API; without mTLS, or for a service that does not exist, it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_subcommand_probes_over_mtls() {
+    let s = Setup::start();
+    let probe_agent = WorkloadApi::start(
+        &s.dir.join("probe-agent.sock"),
+        s.pki
+            .ca
+            .svid("/ns/nsm-system/sa/probe", Duration::from_secs(3600)),
+        s.pki.ca.der.clone(),
+    );
+    let run = |args: &[&str]| {
+        std::process::Command::new(vwire_bin())
+            .arg("health")
+            .args(["--addr", &s.url(), "--timeout", "3s"])
+            .args(args)
+            .env("SPIFFE_ENDPOINT_SOCKET", probe_agent.endpoint())
+            .output()
+            .expect("run vwire health")
+    };
+    let ok = run(&["--spiffe"]);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "status: SERVING"
+    );
+    let svc = run(&["--spiffe", "--service", "networkservice.NetworkService"]);
+    assert!(
+        svc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&svc.stderr)
+    );
+    let unknown = run(&["--spiffe", "--service", "no.such.Service"]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(1),
+        "an unknown service is not healthy"
+    );
+    let plain = run(&[]);
+    assert_eq!(
+        plain.status.code(),
+        Some(1),
+        "plaintext against the mTLS server: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let bad = run(&["--timeout", "soon"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -22,7 +22,7 @@ const UNITS: [(&str, u128); 8] = [
 ];
 
 /// Parses `text` (see the module doc).
-pub(super) fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let bad = |why: &str| {
         format!("{text:?} is not a duration ({why}; e.g. \"750ms\", \"2s\", \"1m30s\")")
     };

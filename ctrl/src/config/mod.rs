@@ -39,7 +39,7 @@ use vwire_mechanisms::memif::driver::MemifConfig;
 
 mod dataplane;
 mod de;
-mod duration;
+pub mod duration;
 mod endpoint;
 mod env;
 mod log;
