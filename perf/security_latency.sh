@@ -18,7 +18,7 @@ ROUNDS=${1:-200}
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 cargo build --release --quiet -p vwire
-VWIRE_SECURITY_ROUNDS=$ROUNDS cargo test --release --quiet -p vwire --test nsm_security -- \
+SECURITY_LATENCY_ROUNDS=$ROUNDS cargo test --release --quiet -p vwire --test nsm_security -- \
   --ignored --nocapture --exact request_latency_with_and_without_security 2>&1 | tee -a "$OUT"
 cargo test --release --quiet -p vwire --lib -- --ignored --nocapture check_latency 2>&1 | tee -a "$OUT"
 {

@@ -698,11 +698,11 @@ async fn an_svid_rotation_keeps_open_connections_and_new_handshakes_get_the_new_
 }
 
 /// Request+Close latency with and without mTLS, tokens and policies, on one connection each:
-/// p50/p99 of `VWIRE_SECURITY_ROUNDS` (default 200) rounds. Run by `perf/security_latency.sh`.
+/// p50/p99 of `SECURITY_LATENCY_ROUNDS` (default 200) rounds. Run by `perf/security_latency.sh`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: perf/security_latency.sh"]
 async fn request_latency_with_and_without_security() {
-    let rounds: usize = std::env::var("VWIRE_SECURITY_ROUNDS")
+    let rounds: usize = std::env::var("SECURITY_LATENCY_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
@@ -929,4 +929,51 @@ async fn the_health_subcommand_probes_over_mtls() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+/// Over TCP too: vwire's NSM API on `tcp://` is mTLS only; a plaintext client gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_api_is_mtls_only() {
+    let pki = Pki::new();
+    let dir = temp_file("x", "").with_file_name("");
+    let agent = WorkloadApi::start(&dir.join("agent.sock"), pki.fwd.clone(), pki.ca.der.clone());
+    let port = free_port();
+    let vw = Vwire::start(&format!(
+        "[nsm]\nname = \"fwd\"\nlisten_on = \"tcp://127.0.0.1:{port}\"\ntunnel_ip = \"none\"\n\
+         spiffe_endpoint_socket = \"{}\"\n",
+        agent.endpoint()
+    ));
+    let url = format!("tcp://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let (channel, cert) = loop {
+        match dial_mtls(&url, &pki.nsmgr, &pki.ca.der).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{e:?}\n{}",
+                    vw.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(cert.id.as_deref(), Some(pki.fwd.id.as_str()));
+    let r = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health over mTLS on tcp");
+    assert_eq!(r.into_inner().status(), ServingStatus::Serving);
+    let plain = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let r = HealthClient::new(ch)
+            .check(HealthCheckRequest::default())
+            .await;
+        assert!(r.is_err(), "a plaintext client was answered");
+    }
+    drop(vw);
+    let _ = std::fs::remove_dir_all(&dir);
 }
