@@ -105,18 +105,38 @@ fn numeric_date<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 
 /// Signs `claims` as an ES256 JWT with a PKCS#8 DER P-256 private key (the form the SPIFFE
 /// Workload API hands out for an X.509-SVID).
+///
+/// Signed with `ring` (about 6 times faster than `p256` here, and a Request signs once or
+/// twice); a key `ring` does not take (a PKCS#8 document without the public key, which `ring`
+/// requires) is signed with `p256`, which also tells a malformed key from one of another
+/// algorithm.
 pub fn sign(claims: &Claims, key_pkcs8_der: &[u8]) -> Result<String, TokenError> {
-    let key = signing_key(key_pkcs8_der)?;
     let payload = serde_json::to_vec(claims)?;
     let mut token = String::with_capacity(64 + payload.len() * 4 / 3 + 90);
     URL_SAFE_NO_PAD.encode_string(HEADER, &mut token);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-    let signature: Signature = key
-        .try_sign(token.as_bytes())
-        .map_err(|e| TokenError::Sign(e.to_string()))?;
+    let rng = ring::rand::SystemRandom::new();
+    let signature: Vec<u8> = match ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        key_pkcs8_der,
+        &rng,
+    ) {
+        Ok(pair) => pair
+            .sign(&rng, token.as_bytes())
+            .map_err(|_| TokenError::Sign("ECDSA P-256 signing failed".into()))?
+            .as_ref()
+            .to_vec(),
+        Err(_) => {
+            let key = signing_key(key_pkcs8_der)?;
+            let signature: Signature = key
+                .try_sign(token.as_bytes())
+                .map_err(|e| TokenError::Sign(e.to_string()))?;
+            signature.to_bytes().to_vec()
+        }
+    };
     token.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+    URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     Ok(token)
 }
 
