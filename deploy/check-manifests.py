@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 import yaml
-from helm_python import helm_sdk_version
+from helm_python import HelmValuesError, helm_sdk_version
 from helm_python.chart import Chart, lint
 import kubernetes_validate
 import kubernetes_validate.utils as kv
@@ -199,6 +199,17 @@ def main():
     check(spec["containers"][0]["readinessProbe"]["exec"]["command"] == PROBE[:-1], "insecure: probe keeps --spiffe")
 
     check(env_of(rendered["helm workers=\"1,2\""]).get("VWIRE_DATAPLANE_WORKERS") == "1,2", "workers: env")
+    w = env_of(the_daemonset(helm_render(chart, {"workers": 3}), "workers=3")).get("VWIRE_DATAPLANE_WORKERS")
+    check(w == "3", f"workers=3 (an integer, as --set gives it): VWIRE_DATAPLANE_WORKERS={w!r}")
+
+    # values.schema.json refuses wrong types and unknown keys (a typo must not pass silently).
+    for bad_values in ({"insecure": "yes"}, {"workers": "1;2"}, {"wokers": "1"}, {"image": {"tag": 1}}):
+        try:
+            helm_render(chart, bad_values)
+        except HelmValuesError:
+            continue
+        fail(f"the chart accepted bad values {bad_values}")
+    report.append("  helm values.schema.json refuses wrong types and unknown keys")
 
     a = rendered["helm every knob set"]
     env = env_of(a)
