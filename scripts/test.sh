@@ -35,3 +35,5 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 echo "== doc tests (incl. the compile_fail proofs of the RCU API)"
 cargo test --workspace --doc
+echo "== deployment manifests: the kustomize base and the Helm chart, rendered and validated against Kubernetes 1.29+"
+bash deploy/test-manifests.sh

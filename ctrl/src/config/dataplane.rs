@@ -8,9 +8,11 @@ use super::{ConfigError, Ctx, Host, PollMode};
 section! {
     /// `[dataplane]`.
     pub(super) struct DataplaneSection {
-        /// CPU ids, one pinned poll-mode worker each. Unset: one worker on the highest CPU,
-        /// leaving the lower ones to the control thread.
-        workers: Option<Vec<i64>> = None,
+        /// CPU ids, one pinned poll-mode worker each; or `"auto"`: every CPU vwire may run on
+        /// but the lowest, which is left to the control thread (in a Guaranteed pod under the
+        /// static CPU manager: the pod's exclusive CPUs). Unset: one worker on the highest
+        /// CPU, leaving the lower ones to the control thread.
+        workers: Option<Workers> = None,
         /// `"adaptive"`, or `"busy"`: spin without ever sleeping (benchmarks).
         poll: String = "adaptive".into(),
     }
@@ -37,7 +39,12 @@ impl DataplaneSection {
                 .max()
                 .into_iter()
                 .collect(),
-            Some(ids) => ids
+            Some(Workers::Auto) => {
+                let mut all = cpus.clone();
+                all.sort_unstable();
+                all.into_iter().skip(1).collect()
+            }
+            Some(Workers::Cpus(ids)) => ids
                 .into_iter()
                 .map(|id| {
                     usize::try_from(id).map_err(|_| {
@@ -65,6 +72,54 @@ impl DataplaneSection {
             poll,
             control_cpus,
         })
+    }
+}
+
+/// `workers`: CPU ids, or `"auto"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Workers {
+    /// Every available CPU but the lowest.
+    Auto,
+    /// These CPU ids (checked in [`DataplaneSection::validate`]).
+    Cpus(Vec<i64>),
+}
+
+impl<'de> serde::Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of CPU ids or \"auto\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Workers, E> {
+                match v {
+                    "auto" => Ok(Workers::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Workers, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(id) = seq.next_element::<i64>()? {
+                    ids.push(id);
+                }
+                Ok(Workers::Cpus(ids))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `auto`, or a list as `Vec<i64>` reads it from the environment.
+impl super::de::EnvValue for Workers {
+    fn from_env(raw: &str) -> Result<toml::Value, String> {
+        match raw.trim() {
+            "auto" => Ok(toml::Value::String("auto".into())),
+            _ => <Vec<i64> as super::de::EnvValue>::from_env(raw),
+        }
     }
 }
 

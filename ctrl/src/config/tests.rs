@@ -608,3 +608,66 @@ fn unknown_nsm_variables_are_listed_for_one_warning() {
     );
     assert_eq!(p(GOOD, &[]).unwrap().ignored_variables_warning(), None);
 }
+
+/// A host with the CPUs of a Guaranteed pod's cpuset (not starting at 0).
+struct PodHost;
+impl Host for PodHost {
+    fn cpus(&self) -> Vec<usize> {
+        vec![7, 5, 6]
+    }
+    fn has_interface(&self, _: &str) -> bool {
+        false
+    }
+}
+
+#[test]
+fn auto_workers_take_every_cpu_of_the_cpuset_but_one() {
+    let env = BTreeMap::new();
+    let path = Path::new("/etc/vwire.toml");
+    let c = parse(path, "[dataplane]\nworkers = \"auto\"\n", &env, &PodHost).unwrap();
+    assert_eq!(c.workers, vec![6, 7]);
+    assert_eq!(c.control_cpus, vec![5]);
+    let env: BTreeMap<String, String> =
+        [("VWIRE_DATAPLANE_WORKERS".to_string(), "auto".to_string())].into();
+    let c = parse(path, "", &env, &PodHost).unwrap();
+    assert_eq!(c.workers, vec![6, 7]);
+    // Explicit lists still work, and a CPU outside the cpuset is refused.
+    assert_eq!(
+        p("[dataplane]\nworkers = [3]", &[]).unwrap().workers,
+        vec![3]
+    );
+    let e = parse(
+        path,
+        "[dataplane]\nworkers = [1]\n",
+        &BTreeMap::new(),
+        &PodHost,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("CPU 1 does not exist or is not available"),
+        "{e}"
+    );
+    // One CPU: nothing is left for a worker.
+    struct One;
+    impl Host for One {
+        fn cpus(&self) -> Vec<usize> {
+            vec![4]
+        }
+        fn has_interface(&self, _: &str) -> bool {
+            false
+        }
+    }
+    let e = parse(
+        path,
+        "[dataplane]\nworkers = \"auto\"\n",
+        &BTreeMap::new(),
+        &One,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("needs at least one CPU"), "{e}");
+    let e = err("[dataplane]\nworkers = \"all\"", &[]);
+    assert!(e.contains("key `dataplane.workers`"), "{e}");
+    assert!(e.contains("\"auto\""), "{e}");
+}
