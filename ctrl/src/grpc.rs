@@ -86,7 +86,7 @@ impl NetworkService for NsmService {
 
 /// The chain's view of the caller of `req`: its connection's fds and certificate, and the
 /// path token of its metadata.
-fn caller_of<T>(req: &Request<T>) -> Caller {
+pub fn caller_of<T>(req: &Request<T>) -> Caller {
     let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
     let md = req.metadata();
     let text = |key| md.get(key).and_then(|v| v.to_str().ok());

@@ -952,3 +952,115 @@ async fn the_tcp_api_is_mtls_only() {
     drop(vw);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The Kernel2Kernel replay with every hop in the zero-trust mesh: `vwire-nsc --spiffe` →
+/// vwire → `vwire-nse --spiffe`, each with its own SVID from its own Workload API. The NSC's
+/// kernel pings the NSE's through the connection; the NSC's Close (SIGTERM) leaves nothing.
+#[test]
+fn the_kernel_replay_runs_with_every_hop_on_mtls_and_tokens() {
+    use common::nsm::{example, Lines, Proc};
+    use std::process::{Command, Stdio};
+    require(&["ip", "ping"]);
+    assert!(
+        example("vwire-nse").exists(),
+        "build the examples first: cargo build -p vwire-examples"
+    );
+    let pki = Pki::new();
+    let dir = temp_file("x", "").with_file_name("");
+    let agent = |name: &str, svid: &Svid| {
+        WorkloadApi::start(
+            &dir.join(format!("{name}.sock")),
+            svid.clone(),
+            pki.ca.der.clone(),
+        )
+    };
+    let (fwd_agent, nse_agent, nsc_agent) = (
+        agent("fwd-agent", &pki.fwd),
+        agent("nse-agent", &pki.nse),
+        agent("nsc-agent", &pki.nsc),
+    );
+    let nsc_ns = Ns::new("zc");
+    let nse_ns = Ns::new("ze");
+    let vw = Vwire::start(&format!(
+        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\n\
+         tunnel_ip = \"none\"\nspiffe_endpoint_socket = \"{a}\"\n\
+         [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
+        d = dir.display(),
+        a = fwd_agent.endpoint(),
+    ));
+    let mut nse = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &nse_ns.0])
+            .arg(example("vwire-nse"))
+            .args([
+                "--spiffe",
+                "--listen",
+                &format!("unix://{}/nse.sock", dir.display()),
+            ])
+            .args(["--cidr", "172.16.1.100/31"])
+            .env("SPIFFE_ENDPOINT_SOCKET", nse_agent.endpoint())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vwire-nse"),
+    );
+    let t0 = Instant::now();
+    while !dir.join("nse.sock").exists() || !dir.join("fwd.sock").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vwire or vwire-nse did not start:\n{}",
+            vw.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut nsc = Command::new("ip")
+        .args(["netns", "exec", &nsc_ns.0])
+        .arg(example("vwire-nsc"))
+        .args([
+            "--spiffe",
+            "--connect",
+            &format!("unix://{}/fwd.sock", dir.display()),
+        ])
+        .env("SPIFFE_ENDPOINT_SOCKET", nsc_agent.endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start vwire-nsc");
+    let out = Lines::new(nsc.stdout.take().unwrap());
+    let mut nsc = Proc(nsc);
+    let line = out.wait("", Duration::from_secs(20), "vwire-nsc");
+    assert!(
+        line.starts_with("connected "),
+        "vwire-nsc: {line:?}\n{}",
+        vw.logs()
+    );
+    let dst = line
+        .split_whitespace()
+        .nth(3)
+        .expect("dst")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let ping = nsc_ns.exec(&format!("ping -c 3 -i 0.2 -W 2 {dst}"));
+    assert!(
+        ping.status.success(),
+        "ping {dst} through the secured chain:\n{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        vw.logs()
+    );
+    let links = nsc_ns.links();
+    assert!(links.contains("nsm-1"), "{links}");
+    nsc.terminate();
+    let t0 = Instant::now();
+    while nsc_ns.links().contains("nsm-1") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the NSC's interface outlived its Close:\n{}",
+            vw.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nse.terminate();
+    drop(vw);
+}

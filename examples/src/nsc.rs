@@ -91,6 +91,9 @@ pub struct NscArgs {
     /// Pinging over MEMIF.
     #[command(flatten)]
     pub ping: PingArgs,
+    /// mTLS and path tokens with an SVID of the SPIFFE Workload API at SPIFFE_ENDPOINT_SOCKET.
+    #[arg(long)]
+    pub spiffe: bool,
 }
 
 /// Parses `<n>ms`, `<n>s`, `<n>m`, `<n>h` or a plain number of seconds (`n` may have a fraction).

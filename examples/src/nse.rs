@@ -18,6 +18,12 @@
 //! It also serves `connection.MonitorConnections` (as every sdk endpoint does), from vwire's own
 //! monitor element: an UPDATE per successful Request and a DELETE per Close, each connection in
 //! the endpoint's view (its id, its path index), so a forwarder can follow it.
+//!
+//! With `--spiffe` ([`Nse::secured`]) it is an endpoint of a zero-trust mesh, as NSM's are: mTLS
+//! with an SVID from the Workload API, and every Request and Close goes first through vwire's
+//! updatepath → updatetoken → authorize elements (the caller's token into its segment, this
+//! endpoint's token signed, NSM's default policies), MonitorConnections through its monitor
+//! policies.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,10 +44,15 @@ use crate::memif_app::{
 use crate::path::{restore, update_path};
 use crate::pinger::{PingReport, PingSpec};
 use crate::MechanismKind;
-use vwire::chain::Chain;
+use vwire::chain::{with_caller, Chain};
+use vwire::elements::authorize::Authorize;
 use vwire::elements::monitor::Monitor;
-use vwire::grpc::NsmService;
-use vwire::transport::{TransportError, Url};
+use vwire::elements::updatepath::UpdatePath;
+use vwire::elements::updatetoken::UpdateToken;
+use vwire::grpc::{caller_of, NsmService};
+use vwire::security::policy::Policies;
+use vwire::security::Identity;
+use vwire::transport::{Transport, TransportError, Url};
 use vwire_proto::connection::monitor_connection_server::MonitorConnectionServer;
 
 /// `vwire-nse` command line.
@@ -91,6 +102,10 @@ pub struct NseArgs {
     /// Pinging over MEMIF.
     #[command(flatten)]
     pub ping: PingArgs,
+    /// mTLS, path tokens and NSM's default policies, with an SVID of the SPIFFE Workload API at
+    /// SPIFFE_ENDPOINT_SOCKET.
+    #[arg(long)]
+    pub spiffe: bool,
 }
 
 /// The server side of one mechanism type.
@@ -340,6 +355,15 @@ pub struct Nse {
     /// MonitorConnections (an UPDATE per request, a DELETE per close, in the endpoint's view).
     monitor: Arc<Monitor>,
     monitor_chain: Chain,
+    /// With SPIFFE: what checks and signs every call.
+    gate: Option<Gate>,
+}
+
+/// What a `--spiffe` endpoint runs before its own work: vwire's updatepath → updatetoken →
+/// authorize, and that authorize for MonitorConnections.
+struct Gate {
+    chain: Chain,
+    authorize: Arc<Authorize>,
 }
 
 impl Nse {
@@ -353,7 +377,25 @@ impl Nse {
             mechanisms: vec![Box::new(Kernel)],
             monitor_chain: Chain::new(vec![Arc::new(monitor.clone())]),
             monitor,
+            gate: None,
         })
+    }
+
+    /// This endpoint in a zero-trust mesh as `identity` (see the module doc).
+    pub fn secured(self, identity: Arc<Identity>) -> Self {
+        let authorize = Arc::new(Authorize::new(
+            Policies::server_defaults(),
+            Policies::monitor_defaults(),
+        ));
+        let chain = Chain::new(vec![
+            Arc::new(UpdatePath::new(&self.name)),
+            Arc::new(UpdateToken::new(identity)),
+            authorize.clone(),
+        ]);
+        Self {
+            gate: Some(Gate { chain, authorize }),
+            ..self
+        }
     }
 
     /// An endpoint with the given mechanism handlers, in order of preference.
@@ -543,7 +585,23 @@ impl NetworkService for Nse {
         &self,
         req: Request<NetworkServiceRequest>,
     ) -> Result<Response<Connection>, Status> {
-        let r = self.handle_request(req.into_inner());
+        let msg = match &self.gate {
+            Some(gate) => {
+                let caller = caller_of(&req);
+                let mut msg = req.into_inner();
+                let checked = with_caller(caller, gate.chain.request(msg.clone())).await;
+                match checked {
+                    Ok(conn) => msg.connection = Some(conn),
+                    Err(s) => {
+                        tracing::warn!("request refused: {}: {}", s.code(), s.message());
+                        return Err(s);
+                    }
+                }
+                msg
+            }
+            None => req.into_inner(),
+        };
+        let r = self.handle_request(msg);
         match &r {
             Err(s) => tracing::warn!("request refused: {}: {}", s.code(), s.message()),
             Ok(c) => {
@@ -563,6 +621,13 @@ impl NetworkService for Nse {
     }
 
     async fn close(&self, req: Request<Connection>) -> Result<Response<()>, Status> {
+        if let Some(gate) = &self.gate {
+            let caller = caller_of(&req);
+            if let Err(s) = with_caller(caller, gate.chain.close(req.get_ref().clone())).await {
+                tracing::warn!("close refused: {}: {}", s.code(), s.message());
+                return Err(s);
+            }
+        }
         let conn = req.into_inner();
         let mut mine = conn.clone();
         if update_path(&mut mine, &self.name).is_ok() {
@@ -572,11 +637,13 @@ impl NetworkService for Nse {
     }
 }
 
-/// Serves `nse` (and grpc.health.v1, SERVING) on `url` until `shutdown` resolves, then stops
-/// what its mechanisms hold ([`Nse::shutdown`]).
+/// Serves `nse` (and grpc.health.v1, SERVING) on `url` through `transport` (mTLS for a
+/// [`Nse::secured`] endpoint) until `shutdown` resolves, then stops what its mechanisms hold
+/// ([`Nse::shutdown`]).
 pub async fn run(
     nse: Nse,
     url: &Url,
+    transport: &Transport,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), TransportError> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -590,14 +657,14 @@ pub async fn run(
     let monitor = NsmService::new(
         Arc::new(nse.monitor_chain.clone()),
         nse.monitor.clone(),
-        None,
-        vwire::transport::Transport::plain(vwire::transport::DIAL_TIMEOUT),
+        nse.gate.as_ref().map(|g| g.authorize.clone()),
+        transport.clone(),
     );
     let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(NetworkServiceServer::from_arc(nse.clone()))
         .add_service(MonitorConnectionServer::from_arc(monitor));
-    let r = crate::transport::serve(router, url, shutdown).await;
+    let r = crate::transport::serve(router, url, transport, shutdown).await;
     nse.shutdown();
     r
 }

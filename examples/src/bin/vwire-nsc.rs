@@ -1,13 +1,15 @@
 //! `vwire-nsc`: an NSM client. It requests one KERNEL or MEMIF connection, prints
 //! `connected <connection id> <src ip> <dst ip>` on stdout, refreshes the connection, and closes
 //! it on SIGTERM/SIGINT. With MEMIF it runs the memif client and the host behind it, which may
-//! ping the endpoint and print `ping <peer ip> <received>/<sent>`. See `--help`.
+//! ping the endpoint and print `ping <peer ip> <received>/<sent>`. With `--spiffe` it speaks
+//! mTLS and signs its path segment's token for every call, as NSM's client does. See `--help`.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use tonic::transport::Channel;
+use vwire::security::Signer;
 use vwire_examples::memif_app::MemifApp;
 use vwire_examples::nsc::{connected_line, NscArgs};
 use vwire_examples::MechanismKind;
@@ -17,18 +19,52 @@ use vwire_proto::networkservice::NetworkServiceRequest;
 
 const RETRY: Duration = Duration::from_millis(200);
 
+/// With an identity: signs this client's token for the server, puts it into the client's own
+/// path segment (index 0) and into `req`'s metadata, as NSM's client-side updatetoken does.
+fn sign<T>(
+    signer: &Signer,
+    conn: Option<&mut Connection>,
+    req: &mut tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    let Some((token, expires)) = signer.token().map_err(tonic::Status::from)? else {
+        return Ok(());
+    };
+    if let Some(seg) = conn
+        .and_then(|c| c.path.as_mut())
+        .and_then(|p| p.path_segments.first_mut())
+    {
+        seg.token = token.clone();
+        seg.expires = Some(expires.into());
+    }
+    vwire::security::add_token(req, &token, expires);
+    Ok(())
+}
+
 async fn request(
     client: &mut NetworkServiceClient<Channel>,
-    req: NetworkServiceRequest,
+    signer: &Signer,
+    mut msg: NetworkServiceRequest,
     timeout: Duration,
 ) -> Result<Connection, tonic::Status> {
-    let mut req = tonic::Request::new(req);
+    let mut req = tonic::Request::new(NetworkServiceRequest::default());
+    sign(signer, msg.connection.as_mut(), &mut req)?;
+    *req.get_mut() = msg;
     req.set_timeout(timeout);
     client.request(req).await.map(tonic::Response::into_inner)
 }
 
-async fn close(client: &mut NetworkServiceClient<Channel>, conn: &Connection, timeout: Duration) {
-    let mut req = tonic::Request::new(conn.clone());
+async fn close(
+    client: &mut NetworkServiceClient<Channel>,
+    signer: &Signer,
+    conn: &Connection,
+    timeout: Duration,
+) {
+    let mut conn = conn.clone();
+    let mut req = tonic::Request::new(Connection::default());
+    if let Err(s) = sign(signer, Some(&mut conn), &mut req) {
+        eprintln!("vwire-nsc: close: {}", s.message());
+    }
+    *req.get_mut() = conn.clone();
     req.set_timeout(timeout);
     match client.close(req).await {
         Ok(_) => tracing::info!("closed {}", conn.id),
@@ -94,19 +130,27 @@ async fn main() -> ExitCode {
     let shutdown = vwire_examples::shutdown_signal();
     tokio::pin!(shutdown);
 
-    let channel = match vwire::transport::dial(&args.connect, vwire::transport::DIAL_TIMEOUT).await
-    {
-        Ok(c) => c,
+    let identity = match vwire_examples::transport::identity(args.spiffe).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("vwire-nsc: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let transport = vwire_examples::transport::transport_for(identity.as_ref());
+    let dialled = match transport.dial(&args.connect).await {
+        Ok(d) => d,
         Err(e) => {
             eprintln!("vwire-nsc: {}", vwire_examples::transport::error_chain(&e));
             return ExitCode::FAILURE;
         }
     };
-    let mut client = NetworkServiceClient::new(channel);
+    let signer = Signer::new(identity.clone(), dialled.server.clone());
+    let mut client = NetworkServiceClient::new(dialled.channel);
     let id = uuid::Uuid::new_v4().to_string();
     let first = args.initial_request(&id, SystemTime::now());
     let mut conn = tokio::select! {
-        r = request(&mut client, first, args.request_timeout) => match r {
+        r = request(&mut client, &signer, first, args.request_timeout) => match r {
             Ok(c) => c,
             Err(s) => {
                 eprintln!(
@@ -127,7 +171,7 @@ async fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("vwire-nsc: {e}");
-            close(&mut client, &conn, args.request_timeout).await;
+            close(&mut client, &signer, &conn, args.request_timeout).await;
             return ExitCode::FAILURE;
         }
     };
@@ -147,7 +191,7 @@ async fn main() -> ExitCode {
         loop {
             let req = args.refresh_request(&conn, SystemTime::now());
             tokio::select! {
-                r = request(&mut client, req, args.request_timeout) => match r {
+                r = request(&mut client, &signer, req, args.request_timeout) => match r {
                     Ok(c) => {
                         let new_line = connected_line(&c);
                         if new_line != line {
@@ -182,6 +226,9 @@ async fn main() -> ExitCode {
     if let Some(app) = memif.take() {
         app.stop();
     }
-    close(&mut client, &conn, args.request_timeout).await;
+    close(&mut client, &signer, &conn, args.request_timeout).await;
+    if let Some(id) = identity {
+        id.shutdown().await;
+    }
     ExitCode::SUCCESS
 }

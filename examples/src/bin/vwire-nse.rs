@@ -16,6 +16,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let identity = match vwire_examples::transport::identity(args.spiffe).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("vwire-nse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let transport = vwire_examples::transport::transport_for(identity.as_ref());
+    let nse = match identity.clone() {
+        Some(id) => nse.secured(id),
+        None => nse,
+    };
     let shutdown = vwire_examples::shutdown_signal();
     tracing::info!(
         "{} serving {:?} on {} (pool {}, netns {}, mechanisms {:?})",
@@ -26,7 +38,11 @@ async fn main() -> ExitCode {
         vwire_examples::own_netns_url(),
         args.mechanisms
     );
-    match run(nse, &args.listen, shutdown).await {
+    let served = run(nse, &args.listen, &transport, shutdown).await;
+    if let Some(id) = identity {
+        id.shutdown().await;
+    }
+    match served {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
