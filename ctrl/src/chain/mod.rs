@@ -8,6 +8,15 @@
 //!
 //! The chain ends after its last element: a request then returns the connection as it is, and a
 //! close succeeds.
+//!
+//! Every call of an element runs in a tracing span `element` (target `vwire::chain`, level
+//! TRACE) with the fields `element` (its [`Element::name`]), `op` (`request` or `close`),
+//! `connection_id` (the id of the connection as it enters the element) and, when the call
+//! fails, `error` (the status code) with OpenTelemetry's `otel.status_code = "ERROR"` and
+//! `otel.status_message`. The span of the next element is a child of the current one's, so a
+//! trace shows the chain's order and nesting. No subscriber wants these spans unless the log
+//! level is TRACE or the spans are exported ([`crate::observability`]); then creating one is a
+//! check of the call site's cached interest and the element's future is not wrapped.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,6 +86,9 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One element of the chain.
 pub trait Element: Send + Sync {
+    /// The element's name in spans and logs: its module's name (`updatepath`, `connect`).
+    fn name(&self) -> &'static str;
+
     /// Handles a Request (or refresh): work before and/or after `next.request(...)`.
     fn request<'a>(
         &'a self,
@@ -94,11 +106,56 @@ pub struct Next<'a> {
     rest: &'a [Arc<dyn Element>],
 }
 
+/// The span of one call of element `name` (see the module doc).
+fn element_span(name: &'static str, op: &'static str, connection_id: &str) -> tracing::Span {
+    tracing::trace_span!(
+        target: "vwire::chain",
+        "element",
+        otel.name = name,
+        element = name,
+        op,
+        connection_id,
+        error = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+    )
+}
+
+/// `fut` inside `span`, recording a failure on it; `fut` itself when no subscriber wants the
+/// span (no extra allocation on the untraced path).
+fn traced<'a, T: 'a>(
+    span: tracing::Span,
+    fut: BoxFut<'a, Result<T, Status>>,
+) -> BoxFut<'a, Result<T, Status>> {
+    use tracing::Instrument;
+    if span.is_disabled() {
+        return fut;
+    }
+    let recorder = span.clone();
+    Box::pin(
+        async move {
+            let r = fut.await;
+            if let Err(status) = &r {
+                recorder.record("error", tracing::field::debug(status.code()));
+                recorder.record("otel.status_code", "ERROR");
+                recorder.record("otel.status_message", status.message());
+            }
+            r
+        }
+        .instrument(span),
+    )
+}
+
 impl<'a> Next<'a> {
     /// Passes a request down.
     pub fn request(self, req: NetworkServiceRequest) -> BoxFut<'a, Result<Connection, Status>> {
         match self.rest.split_first() {
-            Some((e, rest)) => e.request(req, Next { rest }),
+            Some((e, rest)) => {
+                let id = req.connection.as_ref().map_or("", |c| c.id.as_str());
+                let span = element_span(e.name(), "request", id);
+                let fut = span.in_scope(|| e.request(req, Next { rest }));
+                traced(span, fut)
+            }
             None => Box::pin(async move { Ok(req.connection.unwrap_or_default()) }),
         }
     }
@@ -106,7 +163,11 @@ impl<'a> Next<'a> {
     /// Passes a close down.
     pub fn close(self, conn: Connection) -> BoxFut<'a, Result<(), Status>> {
         match self.rest.split_first() {
-            Some((e, rest)) => e.close(conn, Next { rest }),
+            Some((e, rest)) => {
+                let span = element_span(e.name(), "close", &conn.id);
+                let fut = span.in_scope(|| e.close(conn, Next { rest }));
+                traced(span, fut)
+            }
             None => Box::pin(async move { Ok(()) }),
         }
     }
@@ -166,6 +227,10 @@ pub(crate) mod tests {
     }
 
     impl Element for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+
         fn request<'a>(
             &'a self,
             req: NetworkServiceRequest,
