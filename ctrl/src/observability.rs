@@ -7,7 +7,7 @@
 //!   (SIGUSR2) swap it at run time;
 //! - with an OTLP endpoint ([`crate::config::otlp_endpoint`]), the OpenTelemetry layer, which
 //!   sees only the chain's `element` spans ([`crate::chain`], target `vwire::chain`, level
-//!   TRACE) and exports them in batches over OTLP/gRPC with `service.name` = NSM_NAME.
+//!   TRACE; not the events in them) and exports them in batches over OTLP/gRPC with `service.name` = NSM_NAME.
 //!
 //! The element spans are at TRACE so that, with export off and a log level above TRACE, no
 //! layer wants them: tracing caches that per call site, and creating one costs a relaxed load
@@ -27,7 +27,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::info;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{reload, Layer, Registry};
@@ -165,7 +165,7 @@ fn start_export(
         .with_tracer(provider.tracer("vwire"))
         .with_location(false)
         .with_threads(false)
-        .with_filter(Targets::new().with_target(CHAIN_TARGET, LevelFilter::TRACE))
+        .with_filter(filter_fn(|m| m.is_span() && m.target() == CHAIN_TARGET))
         .boxed();
     Ok((
         Export {
