@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod node;
+pub mod observability;
 pub mod registration;
 pub mod remote;
 pub mod security;

@@ -92,18 +92,36 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg.log_level);
+    // Pin first: the export threads inherit the control thread's CPUs.
+    if let Err(e) = vwire::node::pin_control_thread(&cfg.control_cpus) {
+        eprintln!("vwire: {e}");
+        return ExitCode::from(1);
+    }
+    let observability = match vwire::observability::init(
+        &cfg.log_level,
+        cfg.log_format,
+        &cfg.nsm_name,
+        cfg.otlp_endpoint.as_deref(),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("vwire: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if let Some(w) = cfg.ignored_variables_warning() {
         warn!("{w}");
     }
-    match vwire::node::run(&cfg) {
+    let code = match vwire::node::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             eprintln!("vwire: {e}");
             ExitCode::from(1)
         }
-    }
+    };
+    observability.shutdown();
+    code
 }
 
 /// `vwire health`: exit 0 for SERVING, 1 for anything else, 2 for bad arguments.
@@ -152,14 +170,4 @@ fn health(
             ExitCode::from(1)
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -111,7 +111,7 @@ impl From<DataplaneError> for NodeError {
 }
 
 /// Pins the calling thread (and so every thread it spawns later) to `cpus`.
-fn pin_control_thread(cpus: &[usize]) -> Result<(), NodeError> {
+pub fn pin_control_thread(cpus: &[usize]) -> Result<(), NodeError> {
     vwire_dataplane::cpu::pin_current_thread(cpus).map_err(|source| NodeError::Io {
         what: format!("pinning the control thread to CPUs {cpus:?}"),
         source,
@@ -343,6 +343,11 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
     };
     let mut term = signal(SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
+    // forwarder-vpp's run-time log level: SIGUSR1 logs everything, SIGUSR2 restores.
+    let mut usr1 =
+        signal(SignalKind::user_defined1()).map_err(io("installing the SIGUSR1 handler"))?;
+    let mut usr2 =
+        signal(SignalKind::user_defined2()).map_err(io("installing the SIGUSR2 handler"))?;
     let listener = tokio::net::TcpListener::bind(cfg.metrics_listen)
         .await
         .map_err(io(&format!(
@@ -429,6 +434,8 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); break Ok(()); }
             _ = int.recv() => { info!("SIGINT"); break Ok(()); }
+            _ = usr1.recv() => crate::observability::raise_to_trace(),
+            _ = usr2.recv() => crate::observability::restore_level(),
             // The `if` guard makes select! poll this branch only while `nsm` is Some.
             r = async { nsm.as_mut().expect("guarded by the select! precondition").await }, if nsm.is_some() => {
                 nsm = None;

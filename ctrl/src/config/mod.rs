@@ -52,6 +52,7 @@ mod xconnect;
 use dataplane::DataplaneSection;
 use de::Entries;
 use endpoint::EndpointSection;
+pub use log::LogFormat;
 use log::LogSection;
 use metrics::MetricsSection;
 use nsm::NsmSection;
@@ -155,6 +156,11 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     /// Log filter (tracing syntax: `info`, `debug`, `vwire=trace`).
     pub log_level: String,
+    /// The format of log lines (`[log] format`, VWIRE_LOG_FORMAT).
+    pub log_format: LogFormat,
+    /// Where spans are exported over OTLP/gRPC (`http://host:port`); `None`: no export. See
+    /// [`otlp_endpoint`] for when it is set.
+    pub otlp_endpoint: Option<String>,
     /// This hop's name in NSM paths (NSM_NAME).
     pub nsm_name: String,
     /// Where the NSM gRPC API is served (NSM_LISTEN_ON); none: not served.
@@ -219,7 +225,7 @@ pub struct RegistrationConfig {
     pub dial_timeout: std::time::Duration,
     /// NSM_MAX_TOKEN_LIFETIME: the longest lifetime of signed path tokens (10 min).
     pub max_token_lifetime: std::time::Duration,
-    /// NSM_OPEN_TELEMETRY_ENDPOINT: the collector; not used yet.
+    /// NSM_OPEN_TELEMETRY_ENDPOINT: the collector, as configured (see [`otlp_endpoint`]).
     pub open_telemetry_endpoint: String,
 }
 
@@ -373,7 +379,35 @@ pub fn parse(
     let file: ConfigFile = ctx.deserialize("", Value::Table(root))?;
     let mut cfg = file.validate(&ctx, host)?;
     cfg.ignored_variables = env::ignored(env);
+    cfg.otlp_endpoint = otlp_endpoint(&cfg.registration.open_telemetry_endpoint, env);
     Ok(cfg)
+}
+
+/// forwarder-vpp's default of NSM_OPEN_TELEMETRY_ENDPOINT (the in-cluster collector).
+pub const DEFAULT_OPEN_TELEMETRY_ENDPOINT: &str =
+    "otel-collector.observability.svc.cluster.local:4317";
+
+/// Where spans go, from `[nsm] open_telemetry_endpoint` (NSM_OPEN_TELEMETRY_ENDPOINT) and the
+/// environment: the sdk exports when `TELEMETRY=true`; vwire also exports when the endpoint was
+/// changed from its default (setting a collector is asking for traces). An empty endpoint
+/// never exports. `host:port` (the sdk's form) becomes `http://host:port`; an `http://` or
+/// `https://` URL is kept.
+pub fn otlp_endpoint(endpoint: &str, env: &BTreeMap<String, String>) -> Option<String> {
+    let endpoint = endpoint.trim();
+    let wanted = env
+        .get("TELEMETRY")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || endpoint != DEFAULT_OPEN_TELEMETRY_ENDPOINT;
+    if endpoint.is_empty() || !wanted {
+        return None;
+    }
+    Some(
+        if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        },
+    )
 }
 
 /// The file: its fields are the sections, each a struct that validates itself.
@@ -397,7 +431,7 @@ impl ConfigFile {
         let nsm = self.nsm.validate(ctx, srv6)?;
         let dataplane = self.dataplane.validate(ctx, host)?;
         let metrics_listen = self.metrics.validate(ctx)?;
-        let log_level = self.log.validate();
+        let (log_level, log_format) = self.log.validate(ctx)?;
         let ports = port::Ports::validate(ctx, host, self.port.0)?;
         let endpoints = endpoint::validate(ctx, self.endpoint.0)?;
         let xconnects = xconnect::validate(ctx, self.xconnect.0, &ports.by_name)?;
@@ -406,6 +440,8 @@ impl ConfigFile {
             poll: dataplane.poll,
             metrics_listen,
             log_level,
+            log_format,
+            otlp_endpoint: None,
             nsm_name: nsm.name,
             nsm_listen_on: nsm.listen_on,
             remote: nsm.remote,

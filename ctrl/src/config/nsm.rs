@@ -55,9 +55,9 @@ section! {
         authorize_policies: String = String::new(),
         /// NSM_MONITOR_POLICIES: likewise for MonitorConnections subscriptions.
         monitor_policies: String = String::new(),
-        /// NSM_OPEN_TELEMETRY_ENDPOINT: the OpenTelemetry collector (kept; vwire exports no
-        /// traces yet).
-        open_telemetry_endpoint: String = "otel-collector.observability.svc.cluster.local:4317".into(),
+        /// NSM_OPEN_TELEMETRY_ENDPOINT: the OpenTelemetry collector (`host:port`, OTLP/gRPC)
+        /// spans are exported to, when TELEMETRY=true or this is not the default; empty: never.
+        open_telemetry_endpoint: String = super::DEFAULT_OPEN_TELEMETRY_ENDPOINT.into(),
     }
 }
 

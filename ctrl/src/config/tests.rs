@@ -671,3 +671,63 @@ fn auto_workers_take_every_cpu_of_the_cpuset_but_one() {
     assert!(e.contains("key `dataplane.workers`"), "{e}");
     assert!(e.contains("\"auto\""), "{e}");
 }
+
+#[test]
+fn the_log_format_is_text_by_default_and_json_on_request() {
+    assert_eq!(p("", &[]).unwrap().log_format, LogFormat::Text);
+    assert_eq!(
+        p("[log]\nformat = \"json\"", &[]).unwrap().log_format,
+        LogFormat::Json
+    );
+    assert_eq!(
+        p("", &[("VWIRE_LOG_FORMAT", "JSON")]).unwrap().log_format,
+        LogFormat::Json
+    );
+    let e = err("", &[("VWIRE_LOG_FORMAT", "xml")]);
+    assert!(
+        e.contains("log.format") && e.contains("VWIRE_LOG_FORMAT") && e.contains("text or json"),
+        "{e}"
+    );
+}
+
+#[test]
+fn spans_are_exported_when_telemetry_is_on_or_the_endpoint_is_set() {
+    // The default collector: only with TELEMETRY=true, as in the sdk.
+    assert_eq!(p("", &[]).unwrap().otlp_endpoint, None);
+    assert_eq!(
+        p("", &[("TELEMETRY", "true")])
+            .unwrap()
+            .otlp_endpoint
+            .as_deref(),
+        Some("http://otel-collector.observability.svc.cluster.local:4317")
+    );
+    // A collector of one's own: exported without TELEMETRY.
+    assert_eq!(
+        p("", &[("NSM_OPEN_TELEMETRY_ENDPOINT", "10.0.0.1:4317")])
+            .unwrap()
+            .otlp_endpoint
+            .as_deref(),
+        Some("http://10.0.0.1:4317")
+    );
+    assert_eq!(
+        p("[nsm]\nopen_telemetry_endpoint = \"https://c:4317\"", &[])
+            .unwrap()
+            .otlp_endpoint
+            .as_deref(),
+        Some("https://c:4317")
+    );
+    // Empty: never, whatever TELEMETRY says.
+    assert_eq!(
+        p(
+            "",
+            &[("NSM_OPEN_TELEMETRY_ENDPOINT", ""), ("TELEMETRY", "true")]
+        )
+        .unwrap()
+        .otlp_endpoint,
+        None
+    );
+    assert_eq!(
+        p("", &[("TELEMETRY", "false")]).unwrap().otlp_endpoint,
+        None
+    );
+}

@@ -176,6 +176,10 @@ fn denied(e: PolicyError) -> Status {
 }
 
 impl Element for Authorize {
+    fn name(&self) -> &'static str {
+        "authorize"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

@@ -69,6 +69,10 @@ impl Begin {
 }
 
 impl Element for Begin {
+    fn name(&self) -> &'static str {
+        "begin"
+    }
+
     fn request<'a>(
         &'a self,
         mut req: NetworkServiceRequest,
@@ -230,6 +234,10 @@ mod tests {
     }
 
     impl Element for Refuser {
+        fn name(&self) -> &'static str {
+            "refuser"
+        }
+
         fn request<'a>(
             &'a self,
             req: NetworkServiceRequest,

@@ -502,6 +502,10 @@ fn describe(hop: &Hop) -> String {
 }
 
 impl Element for Connect {
+    fn name(&self) -> &'static str {
+        "connect"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

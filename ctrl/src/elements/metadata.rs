@@ -104,6 +104,10 @@ impl MetadataElement {
 }
 
 impl Element for MetadataElement {
+    fn name(&self) -> &'static str {
+        "metadata"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

@@ -140,6 +140,10 @@ impl Monitor {
 }
 
 impl Element for Arc<Monitor> {
+    fn name(&self) -> &'static str {
+        "monitor"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

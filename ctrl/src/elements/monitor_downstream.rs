@@ -236,6 +236,10 @@ impl Drop for MonitorDownstream {
 }
 
 impl Element for MonitorDownstream {
+    fn name(&self) -> &'static str {
+        "monitor_downstream"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

@@ -258,6 +258,10 @@ async fn poll(me: Weak<NsMonitor>) {
 }
 
 impl Element for Arc<NsMonitor> {
+    fn name(&self) -> &'static str {
+        "nsmonitor"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

@@ -118,6 +118,10 @@ fn restore(conn: &mut Connection, held: &Held) {
 }
 
 impl Element for RecvFd {
+    fn name(&self) -> &'static str {
+        "recvfd"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,
@@ -195,6 +199,10 @@ mod tests {
     struct Below(std::sync::Mutex<Vec<String>>);
 
     impl Element for Below {
+        fn name(&self) -> &'static str {
+            "below"
+        }
+
         fn request<'a>(
             &'a self,
             req: NetworkServiceRequest,

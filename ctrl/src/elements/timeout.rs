@@ -94,6 +94,10 @@ impl Timeout {
 }
 
 impl Element for Arc<Timeout> {
+    fn name(&self) -> &'static str {
+        "timeout"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,

@@ -95,6 +95,10 @@ pub fn restore(conn: &mut Connection, (index, id): (u32, String)) {
 }
 
 impl Element for UpdatePath {
+    fn name(&self) -> &'static str {
+        "updatepath"
+    }
+
     fn request<'a>(
         &'a self,
         mut req: NetworkServiceRequest,

@@ -71,6 +71,10 @@ impl UpdateToken {
 }
 
 impl Element for UpdateToken {
+    fn name(&self) -> &'static str {
+        "updatetoken"
+    }
+
     fn request<'a>(
         &'a self,
         mut req: NetworkServiceRequest,

@@ -161,6 +161,10 @@ pub fn select(conn: &Connection, prefs: &[Mechanism]) -> Result<Mechanism, Statu
 }
 
 impl Element for Mechanisms {
+    fn name(&self) -> &'static str {
+        "mechanisms"
+    }
+
     fn request<'a>(
         &'a self,
         mut req: NetworkServiceRequest,

@@ -170,6 +170,10 @@ impl Xconnect {
 }
 
 impl Element for Xconnect {
+    fn name(&self) -> &'static str {
+        "xconnect"
+    }
+
     fn request<'a>(
         &'a self,
         req: NetworkServiceRequest,
