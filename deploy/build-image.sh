@@ -96,12 +96,11 @@ umoci config --image "$LAYOUT:$TAG" \
   --config.workingdir / --config.user 0:0 \
   --config.stopsignal SIGTERM \
   --config.label "org.opencontainers.image.title=vwire" \
-  --config.label "org.opencontainers.image.description=userspace dataplane and NSM forwarder (AF_XDP, memif, VXLAN)" \
+  --config.label "org.opencontainers.image.description=userspace dataplane and NSM forwarder (AF_XDP, memif, VXLAN); no base image, Debian 12 libraries (see /usr/share/doc)" \
   --config.label "org.opencontainers.image.version=$VERSION" \
   --config.label "org.opencontainers.image.revision=$REVISION" \
   --config.label "org.opencontainers.image.created=$CREATED" \
   --config.label "org.opencontainers.image.licenses=Apache-2.0" \
-  --config.label "org.opencontainers.image.base.name=scratch (Debian 12 libraries, see /usr/share/doc)" \
   --manifest.annotation "org.opencontainers.image.version=$VERSION" \
   --manifest.annotation "org.opencontainers.image.revision=$REVISION" \
   --manifest.annotation "org.opencontainers.image.created=$CREATED"
@@ -109,6 +108,7 @@ umoci gc --layout "$LAYOUT"
 
 echo "== OCI archive"
 mkdir -p "$OUT"
+chmod -R a+rX "$LAYOUT"
 find "$LAYOUT" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
   -cf "$ARCHIVE.tmp" -C "$LAYOUT" .
