@@ -25,7 +25,7 @@ import kubernetes_validate
 import kubernetes_validate.utils as kv
 
 MIN_VERSION = (1, 29)
-PROBE = ["/bin/vwire", "health", "--addr", "unix:///listen.on.sock", "--spiffe"]
+PROBE = ["/usr/bin/vwire", "health", "--addr", "unix:///listen.on.sock", "--spiffe"]
 
 
 def fail(msg):

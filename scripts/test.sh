@@ -37,3 +37,6 @@ echo "== doc tests (incl. the compile_fail proofs of the RCU API)"
 cargo test --workspace --doc
 echo "== deployment manifests: the kustomize base and the Helm chart, rendered and validated against Kubernetes 1.29+"
 bash deploy/test-manifests.sh
+echo "== container image: built from Debian packages (umoci), run with runc in a test namespace"
+bash deploy/build-image.sh
+bash deploy/test-image.sh

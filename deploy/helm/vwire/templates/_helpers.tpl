@@ -9,7 +9,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* The health probe command: vwire's own gRPC health client, with its SVID unless insecure. */}}
 {{- define "vwire.probeCommand" -}}
-{{- $cmd := list "/bin/vwire" "health" "--addr" .Values.listenOn -}}
+{{- $cmd := list "/usr/bin/vwire" "health" "--addr" .Values.listenOn -}}
 {{- if not .Values.insecure }}{{ $cmd = append $cmd "--spiffe" }}{{ end -}}
 {{- toJson $cmd -}}
 {{- end }}
