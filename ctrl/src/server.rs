@@ -134,12 +134,19 @@ impl NsmServer {
         self.service.clone()
     }
 
-    /// Closes every established connection through the chain (at shutdown: nothing is left
-    /// behind in any namespace).
+    /// Closes every established connection through the chain, all at once so that their
+    /// teardowns share kernel rounds (at shutdown: nothing is left behind in any namespace).
     pub async fn close_all(&self) {
+        let mut closes = tokio::task::JoinSet::new();
         for c in self.monitor.connections() {
-            if let Err(e) = self.chain.close(c).await {
-                tracing::warn!("closing a connection at shutdown: {e}");
+            let chain = self.chain.clone();
+            closes.spawn(async move { chain.close(c).await });
+        }
+        while let Some(r) = closes.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("closing a connection at shutdown: {e}"),
+                Err(e) => tracing::warn!("closing a connection at shutdown: {e}"),
             }
         }
     }

@@ -12,8 +12,9 @@ use common::{delete_netns, require_root, run, succeeds};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use vwire_mechanisms::kernel::{
-    apply_context, create_veth_into, delete_veth, format_mac, remove_context, IpContextSpec, IpNet,
-    KernelError, Neighbor, NetlinkIn, Netns, RouteSpec, VethSpec,
+    apply_context, create_veth_into, delete_veth, delete_veths, format_mac, remove_context,
+    IpContextSpec, IpNet, KernelError, Neighbor, NetlinkIn, Netns, RouteSpec, VethSpec,
+    DELETE_GROUP,
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -432,6 +433,69 @@ async fn context_apply_reapply_remove() {
         p.peer.has_link("nsm-1"),
         "remove_context must not remove the link"
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn delete_veths_deletes_a_batch_and_nothing_else() {
+    let p = pair().await;
+    for i in 0..4 {
+        let spec = VethSpec {
+            host_name: format!("vw-b{i}"),
+            peer_name: format!("nsm-b{i}"),
+            mtu: None,
+            peer_mac: None,
+        };
+        create_veth_into(&p.host_nl, &p.peer_nl, &spec)
+            .await
+            .expect("create veth");
+    }
+    // Not vwire's: a bridge under a name in the batch, and a veth outside it.
+    p.host.ip(&["link", "add", "vw-br", "type", "bridge"]);
+    p.host.ip(&[
+        "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+    ]);
+    let batch: Vec<String> = ["vw-b0", "vw-b1", "vw-b2", "vw-gone", "vw-br"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let failed = delete_veths(&p.host_nl, &batch).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        matches!(&failed[0], KernelError::NameTaken { name, .. } if name == "vw-br"),
+        "{:?}",
+        failed[0]
+    );
+    for i in 0..3 {
+        assert!(
+            !p.host.has_link(&format!("vw-b{i}")),
+            "host end vw-b{i} left"
+        );
+        assert!(
+            !p.peer.has_link(&format!("nsm-b{i}")),
+            "peer end nsm-b{i} left"
+        );
+    }
+    assert!(
+        p.host.has_link("vw-b3") && p.peer.has_link("nsm-b3"),
+        "a veth outside the batch went"
+    );
+    assert!(p.host.has_link("vw-br"), "the bridge was deleted");
+    assert!(
+        p.host.has_link("other0") && p.host.has_link("other1"),
+        "a foreign veth went"
+    );
+    // Nothing is left in the deletion group, and the others keep their group.
+    let group = DELETE_GROUP.to_string();
+    let listed = p.host.ip(&["-o", "link", "show", "group", &group]);
+    assert!(
+        listed.trim().is_empty(),
+        "left in the deletion group: {listed}"
+    );
+    let others = p.host.ip(&["-d", "link", "show", "dev", "vw-b3"]);
+    assert!(others.contains("group default"), "{others}");
+    // An empty batch and an all-gone batch are no-ops.
+    assert!(delete_veths(&p.host_nl, &[]).await.is_empty());
+    assert!(delete_veths(&p.host_nl, &batch[..3]).await.is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]

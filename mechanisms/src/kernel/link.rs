@@ -194,6 +194,69 @@ pub async fn delete_veth(host: &NetlinkIn, host_name: &str) -> Result<(), Kernel
     }
 }
 
+/// The link group vwire moves the veths it is about to delete into (see [`delete_veths`]):
+/// "vwde" in ASCII, a number no other tool is expected to use. A link in it is one vwire was
+/// deleting; nothing else is ever put there.
+pub const DELETE_GROUP: u32 = 0x7677_6465;
+
+/// Deletes the veth pairs whose host ends are `host_names` (their peers go with them) in one
+/// device unregistration.
+///
+/// Deleting a device waits for RCU grace periods while holding the RTNL lock (about 18 ms per
+/// veth pair on the testbed), and every other netlink change on the machine waits behind it. The
+/// kernel deletes all the devices of a link group in one `RTM_DELLINK` with one wait (16 pairs:
+/// 29 ms instead of 290). So each host end is checked as in [`delete_veth`] (absent: nothing to
+/// do; not a veth: refused and left alone), moved into [`DELETE_GROUP`], and the group is deleted.
+/// If the group deletion fails, each is deleted on its own.
+///
+/// Returns what could not be deleted, one error each; an empty list when all are gone.
+pub async fn delete_veths(host: &NetlinkIn, host_names: &[String]) -> Vec<KernelError> {
+    let mut failed = Vec::new();
+    let mut marked = Vec::new();
+    for name in host_names {
+        match mark_for_deletion(host, name).await {
+            Ok(true) => marked.push(name),
+            Ok(false) => {} // already gone
+            Err(e) => failed.push(e),
+        }
+    }
+    if marked.is_empty() {
+        return failed;
+    }
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(DELETE_GROUP));
+    if let Err(e) = host.change(RouteNetlinkMessage::DelLink(msg), 0).await {
+        tracing::warn!(
+            "deleting link group {DELETE_GROUP:#x} ({} veths): {e}; deleting them one by one",
+            marked.len()
+        );
+        for name in marked {
+            if let Err(e) = delete_veth(host, name).await {
+                failed.push(e);
+            }
+        }
+    }
+    failed
+}
+
+/// Moves the veth `name` into [`DELETE_GROUP`]: `Ok(false)` if there is no such link.
+async fn mark_for_deletion(host: &NetlinkIn, name: &str) -> Result<bool, KernelError> {
+    let Some(link) = host.link(name).await? else {
+        return Ok(false);
+    };
+    if !link.is_veth() {
+        return Err(name_taken(host, &link, "a veth"));
+    }
+    let mut msg = LinkMessage::default();
+    msg.header.index = link.index;
+    msg.attributes.push(LinkAttribute::Group(DELETE_GROUP));
+    match host.change(RouteNetlinkMessage::SetLink(msg), 0).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(host.error(format!("move veth {name:?} to the deletion group"), e)),
+    }
+}
+
 /// Whether `peer` is the other end of the veth `host`. Each end's `IFLA_LINK` is the other's
 /// ifindex (in the other's namespace), and both are veths.
 /// Each end names a peer in another namespace (`IFLA_LINK_NETNSID`) exactly when the two ends

@@ -36,10 +36,12 @@
 //!
 //! Files: `plan` reads each side's mechanism and the connection context into what is to be
 //! built; `wire` builds it (veths, contexts, ports, the cross-connect) and `tunnel` the
-//! tunnel of a REMOTE side; `teardown` undoes it. This module holds the element: the MTU
+//! tunnel of a REMOTE side; `teardown` undoes it, with `reaper` deleting the veths of
+//! concurrent Closes in one batch. This module holds the element: the MTU
 //! rule, refreshes, the failure path and the PathSegment metrics.
 
 mod plan;
+mod reaper;
 mod teardown;
 mod tunnel;
 mod wire;
@@ -98,10 +100,12 @@ pub struct Xconnect {
     metadata: Arc<Metadata>,
     dataplane: SharedDataplane,
     remote: Option<Arc<Remote>>,
+    reaper: Arc<reaper::Reaper>,
 }
 
 impl Xconnect {
-    /// An xconnect element programming `dataplane`.
+    /// An xconnect element programming `dataplane`. Must run inside a tokio runtime (it starts
+    /// the task that tears closed connections down in batches).
     pub fn new(
         metadata: Arc<Metadata>,
         dataplane: SharedDataplane,
@@ -111,6 +115,7 @@ impl Xconnect {
             metadata,
             dataplane,
             remote,
+            reaper: reaper::Reaper::start(),
         }
     }
 }

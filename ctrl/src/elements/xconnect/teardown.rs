@@ -2,9 +2,10 @@
 //! pairs; after a failed build, the veth pairs it created.
 //!
 //! Contract: teardown never fails; what cannot be removed is logged. The ports leave the
-//! dataplane before their devices are deleted, and their sockets are closed after.
+//! dataplane before their devices are deleted (in a batch with other Closes: `reaper`), and
+//! their sockets are closed after.
 
-use vwire_mechanisms::kernel::{self, NetlinkIn, Netns};
+use vwire_mechanisms::kernel::{self, NetlinkIn};
 
 use super::{Built, Wired, Xconnect};
 
@@ -21,42 +22,14 @@ impl Xconnect {
             .map_err(|e| tracing::warn!("cross-connect removal task: {e}"))
             .ok();
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "cross-connect removed");
-        self.delete_veths(w).await;
-        if let Some(r) = retiring {
-            if let Err(e) = tokio::task::spawn_blocking(move || r.finish()).await {
-                tracing::warn!("closing the ports: {e}");
-            }
-        }
-        tracing::debug!(%id, ms = t0.elapsed().as_millis(), "ports closed");
-    }
-
-    async fn delete_veths(&self, w: &Wired) {
-        let veths: Vec<&str> = w.sides.iter().filter_map(Built::host_veth).collect();
-        if veths.is_empty() {
-            return;
-        }
-        match Netns::current().map(|ns| async move { NetlinkIn::new(&ns).await }) {
-            Ok(f) => match f.await {
-                Ok(host) => {
-                    // Each deletion waits on the kernel (device unregistration): both at once.
-                    let host = &host;
-                    async fn delete(host: &NetlinkIn, h: &str) {
-                        if let Err(e) = kernel::delete_veth(host, h).await {
-                            tracing::warn!("deleting {h}: {e}");
-                        }
-                    }
-                    match veths.as_slice() {
-                        [a, b] => {
-                            tokio::join!(delete(host, a), delete(host, b));
-                        }
-                        [a] => delete(host, a).await,
-                        _ => {}
-                    }
-                }
-                Err(e) => tracing::warn!("netlink: {e}"),
-            },
-            Err(e) => tracing::warn!("netns: {e}"),
-        }
+        let veths = w
+            .sides
+            .iter()
+            .filter_map(Built::host_veth)
+            .map(str::to_string)
+            .collect();
+        self.reaper.reap(veths, retiring).await;
+        tracing::debug!(%id, ms = t0.elapsed().as_millis(), "veths deleted, ports closed");
     }
 }
 

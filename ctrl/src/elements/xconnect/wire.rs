@@ -154,6 +154,7 @@ impl Xconnect {
                 "1",
             );
         }
+        tracing::debug!(%id, ms = t0.elapsed().as_millis(), "veths created");
         // IP payload: static neighbours for the other side's addresses, and the framing change
         // between an Ethernet side and an IP-only side.
         let mut rewrites = [Rewrite::None; 2];
