@@ -568,6 +568,11 @@ impl DataplaneCore {
         retiring
     }
 
+    /// The metrics registry this core keeps its ports' entries in.
+    pub fn registry(&self) -> &Arc<crate::metrics::Registry> {
+        &self.registry
+    }
+
     /// The counters of the two sides of `key` (the client's, then the endpoint's), counted
     /// since the connection was wired. A tunnel side shows its local port's counters mirrored
     /// (what the local port received went into the tunnel).
@@ -769,6 +774,7 @@ mod tests {
         let registry = Arc::new(crate::metrics::Registry {
             ports: Mutex::new(Vec::new()),
             workers: Vec::new(),
+            gc_removed_veths: Default::default(),
         });
         let core = DataplaneCore::new(engine, vec![umem], max_ports, registry.clone());
         (core, registry)

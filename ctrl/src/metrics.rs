@@ -10,11 +10,14 @@
 //! - `vwire_worker_busy_seconds_total`, `vwire_worker_idle_seconds_total`,
 //!   `vwire_worker_loops_total`: labelled `worker` and `cpu`.
 //! - `vwire_worker_pool_free_buffers` (gauge): free buffers in each worker's pool.
+//! - `vwire_gc_removed_total`: leftovers of connections that no longer exist that vwire's
+//!   garbage collection removed, labelled `kind` (`veth`).
 //!
 //! Counters are read relaxed from the workers' single-writer slots: a scrape is not an atomic
 //! snapshot across ports, but every series is monotonic.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +44,8 @@ pub struct Registry {
     pub ports: std::sync::Mutex<Vec<PortEntry>>,
     /// Each worker's CPU and counters.
     pub workers: Vec<(Option<usize>, Arc<WorkerCounters>)>,
+    /// Leftover veths removed by the garbage collection.
+    pub gc_removed_veths: AtomicU64,
 }
 
 fn escape(v: &str) -> String {
@@ -158,6 +163,12 @@ impl Registry {
             let free = c.pool_free_buffers();
             let _ = writeln!(out, "{name}{{worker=\"{i}\",cpu=\"{cpu}\"}} {free}");
         }
+        let name = "vwire_gc_removed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Leftovers of connections that no longer exist, removed.\n# TYPE {name} counter\n{name}{{kind=\"veth\"}} {}",
+            self.gc_removed_veths.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -245,6 +256,7 @@ mod tests {
                 },
             ]),
             workers: vec![(Some(1), w)],
+            gc_removed_veths: AtomicU64::new(3),
         };
         let text = reg.render();
         for line in [
@@ -256,6 +268,8 @@ mod tests {
             "vwire_worker_busy_seconds_total{worker=\"0\",cpu=\"1\"} 1.500000",
             "# TYPE vwire_worker_idle_seconds_total counter",
             "vwire_worker_pool_free_buffers{worker=\"0\",cpu=\"1\"} 0",
+            "# TYPE vwire_gc_removed_total counter",
+            "vwire_gc_removed_total{kind=\"veth\"} 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -215,6 +215,7 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
             .copied()
             .zip(engine.worker_counters().iter().cloned())
             .collect(),
+        gc_removed_veths: Default::default(),
     });
     // Every port goes through the core, which gives out the ids (from 0, in the order of the
     // configuration, the uplink last), keeps the metrics entries and runs the memif driver.
@@ -384,16 +385,20 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
         Some(id) => Transport::tls(id.tls(), cfg.registration.dial_timeout),
         None => Transport::plain(cfg.registration.dial_timeout),
     };
-    let nsm_server = match cfg.nsm_listen_on {
-        Some(_) => Some(
+    let nsm_server = match &cfg.nsm_listen_on {
+        Some(listen) => Some(
             crate::server::NsmServer::new(
                 &cfg.nsm_name,
                 cfg.endpoints.clone(),
                 cfg.registration.connect_to.as_ref(),
                 transport.clone(),
                 trust,
-                dp.core.clone(),
-                dp.remote.clone(),
+                crate::server::Forwarding {
+                    dataplane: dp.core.clone(),
+                    remote: dp.remote.clone(),
+                    // The listen URL: the same across restarts, different for each instance.
+                    veth_group: vwire_mechanisms::kernel::owned_group(&listen.to_string()),
+                },
             )
             .map_err(NodeError::Nsm)?,
         ),

@@ -48,6 +48,17 @@ use crate::remote::Remote;
 use crate::security::Trust;
 use crate::transport::{Transport, TransportError, Url};
 
+/// What the chain programs connections into.
+pub struct Forwarding {
+    /// The dataplane.
+    pub dataplane: SharedDataplane,
+    /// The REMOTE mechanisms, when there is an uplink.
+    pub remote: Option<Arc<Remote>>,
+    /// The link group of the veths this instance makes (`kernel::owned_group`), by which its
+    /// leftovers are found (`elements::xconnect`'s garbage collection).
+    pub veth_group: u32,
+}
+
 /// The assembled server.
 pub struct NsmServer {
     chain: Arc<Chain>,
@@ -76,16 +87,21 @@ impl NsmServer {
     /// `transport`, and programs `dataplane`, with the REMOTE mechanisms of `remote` when
     /// there is an uplink. A file descriptor a client names (`inode://`) must arrive within
     /// the dial timeout too. With `trust` (SPIFFE), tokens are signed and checked and the
-    /// policies applied. Must run inside a tokio runtime.
+    /// policies applied. Connections are wired into `forwarding`. Must run inside a tokio
+    /// runtime.
     pub fn new(
         name: &str,
         endpoints: Vec<EndpointConfig>,
         connect_to: Option<&Url>,
         transport: Transport,
         trust: Option<Trust>,
-        dataplane: SharedDataplane,
-        remote: Option<Arc<Remote>>,
+        forwarding: Forwarding,
     ) -> Result<Arc<Self>, TransportError> {
+        let Forwarding {
+            dataplane,
+            remote,
+            veth_group,
+        } = forwarding;
         let dial_timeout = transport.dial_timeout();
         let monitor = Monitor::new();
         let metadata = Metadata::new();
@@ -107,7 +123,12 @@ impl NsmServer {
             Arc::new(nsmonitor.clone()),
             Arc::new(MonitorDownstream::new(monitor.clone(), metadata.clone())),
             Arc::new(Mechanisms::with_remote(remote.clone())),
-            Arc::new(Xconnect::new(metadata.clone(), dataplane, remote.clone())),
+            Arc::new(Xconnect::new(
+                metadata.clone(),
+                dataplane,
+                remote.clone(),
+                veth_group,
+            )),
             Arc::new(Connect::new(
                 endpoints,
                 connect_to,

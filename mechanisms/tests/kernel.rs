@@ -12,9 +12,9 @@ use common::{delete_netns, require_root, run, succeeds};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use vwire_mechanisms::kernel::{
-    apply_context, create_veth_into, delete_veth, delete_veths, format_mac, remove_context,
-    IpContextSpec, IpNet, KernelError, Neighbor, NetlinkIn, Netns, RouteSpec, VethSpec,
-    DELETE_GROUP,
+    apply_context, create_veth_into, delete_veth, delete_veths, format_mac, owned_group,
+    remove_context, IpContextSpec, IpNet, KernelError, Neighbor, NetlinkIn, Netns, RouteSpec,
+    VethSpec, DELETE_GROUP,
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -120,6 +120,7 @@ fn spec(mtu: Option<u32>) -> VethSpec {
         peer_name: "nsm-1".to_string(),
         mtu,
         peer_mac: Some([0x02, 0xfe, 0, 0, 0, 0x01]),
+        host_group: None,
     }
 }
 
@@ -444,6 +445,7 @@ async fn delete_veths_deletes_a_batch_and_nothing_else() {
             peer_name: format!("nsm-b{i}"),
             mtu: None,
             peer_mac: None,
+            host_group: Some(owned_group("kernel-test")),
         };
         create_veth_into(&p.host_nl, &p.peer_nl, &spec)
             .await
@@ -491,8 +493,18 @@ async fn delete_veths_deletes_a_batch_and_nothing_else() {
         listed.trim().is_empty(),
         "left in the deletion group: {listed}"
     );
-    let others = p.host.ip(&["-d", "link", "show", "dev", "vw-b3"]);
-    assert!(others.contains("group default"), "{others}");
+    // The veth outside the batch keeps the group it was created in.
+    let owned = p.host.ip(&[
+        "-o",
+        "link",
+        "show",
+        "group",
+        &owned_group("kernel-test").to_string(),
+    ]);
+    assert!(
+        owned.contains(" vw-b3@") && owned.lines().count() == 1,
+        "vwire's group should hold vw-b3 only: {owned}"
+    );
     // An empty batch and an all-gone batch are no-ops.
     assert!(delete_veths(&p.host_nl, &[]).await.is_empty());
     assert!(delete_veths(&p.host_nl, &batch[..3]).await.is_empty());
@@ -604,6 +616,7 @@ async fn veth_from_the_current_namespace() {
         peer_name: "nsm-1".to_string(),
         mtu: Some(9000),
         peer_mac: None,
+        host_group: None,
     };
     let got = create_veth_into(&host_nl, &peer_nl, &spec)
         .await

@@ -107,6 +107,15 @@ impl Lines {
     }
 }
 
+/// The configuration of the vwire of [`setup`], whose sockets are in `dir`.
+pub fn fwd_config(dir: &std::path::Path) -> String {
+    format!(
+        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ninsecure = true\ntunnel_ip = \"none\"\n\
+         [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
+        d = dir.display()
+    )
+}
+
 /// Starts vwire and `vwire-nse` (with `nse_args` added to its command line).
 pub fn setup(nse_args: &[&str]) -> Setup {
     require(&["ip", "ping", "ss"]);
@@ -117,11 +126,7 @@ pub fn setup(nse_args: &[&str]) -> Setup {
     let nsc = Ns::new("c");
     let nse = Ns::new("e");
     let dir = temp_file("x", "").with_file_name("");
-    let vw = Vwire::start(&format!(
-        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ninsecure = true\ntunnel_ip = \"none\"\n\
-         [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
-        d = dir.display()
-    ));
+    let vw = Vwire::start(&fwd_config(&dir));
     let mut child = Command::new("ip")
         .args(["netns", "exec", &nse.0])
         .arg(example("vwire-nse"))

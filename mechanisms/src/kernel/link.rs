@@ -23,6 +23,9 @@ pub struct VethSpec {
     pub mtu: Option<u32>,
     /// the peer end's MAC; `None` lets the kernel pick a random one
     pub peer_mac: Option<[u8; 6]>,
+    /// the host end's link group (`IFLA_GROUP`), set when the pair is created; `None` leaves the
+    /// default group. vwire marks the veths it makes with its [`owned_group`].
+    pub host_group: Option<u32>,
 }
 
 /// A veth pair as it is in the kernel.
@@ -116,6 +119,9 @@ pub async fn create_veth_into(
     if let Some(mtu) = spec.mtu {
         msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
+    if let Some(group) = spec.host_group {
+        msg.attributes.push(LinkAttribute::Group(group));
+    }
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
@@ -192,6 +198,22 @@ pub async fn delete_veth(host: &NetlinkIn, host_name: &str) -> Result<(), Kernel
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
         Err(e) => Err(host.error(format!("delete veth {host_name:?}"), e)),
     }
+}
+
+/// The link group of the host ends of the veths one vwire instance makes for connections:
+/// 0x75 in the top byte and 24 bits of a hash (FNV-1a) of `instance`, a name that stays the same
+/// across restarts and differs between instances sharing a namespace (vwire uses its NSM listen
+/// URL). It is set when the pair is created, in the same `RTM_NEWLINK` ([`VethSpec::host_group`]),
+/// so that no such veth ever exists unmarked; it is how an instance finds its own leftovers after
+/// a crash without touching anything it did not make, another instance's veths included.
+#[must_use]
+pub fn owned_group(instance: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in instance.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    0x7500_0000 | (h & 0x00ff_ffff)
 }
 
 /// The link group vwire moves the veths it is about to delete into (see [`delete_veths`]):

@@ -45,7 +45,9 @@ pub mod netns;
 
 pub use context::{apply_context, remove_context, IpContextSpec, Neighbor, RouteSpec};
 pub use ipnet::IpNet;
-pub use link::{create_veth_into, delete_veth, delete_veths, VethPair, VethSpec, DELETE_GROUP};
+pub use link::{
+    create_veth_into, delete_veth, delete_veths, owned_group, VethPair, VethSpec, DELETE_GROUP,
+};
 pub use neigh::{resolve, route_to, NeighError, NeighEvent, NeighWatcher, NextHop};
 pub use netlink::{LinkState, NetlinkIn};
 pub use netns::{url_to_path as netns_url_path, Netns};

@@ -9,7 +9,9 @@ use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
 use futures_util::StreamExt;
-use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
@@ -48,6 +50,8 @@ pub struct LinkState {
     pub up: bool,
     /// how many times the carrier went up or down since the link was created
     pub carrier_changes: Option<u32>,
+    /// the link group (`IFLA_GROUP`; 0 is the default group)
+    pub group: u32,
 }
 
 impl LinkState {
@@ -67,6 +71,7 @@ impl LinkState {
             mac: None,
             up: msg.header.flags.contains(LinkFlags::Up),
             carrier_changes: None,
+            group: 0,
         };
         for attr in &msg.attributes {
             match attr {
@@ -76,6 +81,7 @@ impl LinkState {
                 LinkAttribute::Mtu(mtu) => state.mtu = Some(*mtu),
                 LinkAttribute::Address(mac) => state.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
                 LinkAttribute::CarrierChanges(n) => state.carrier_changes = Some(*n),
+                LinkAttribute::Group(g) => state.group = *g,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(kind) = info {
@@ -142,6 +148,24 @@ impl NetlinkIn {
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         self.get_link(msg, || format!("look up interface {name:?}"))
             .await
+    }
+
+    /// Every link of the namespace.
+    pub async fn links(&self) -> Result<Vec<LinkState>, KernelError> {
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
+            .await
+            .map_err(|e| self.error("list the interfaces".to_string(), e))?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(LinkState::from_message(link)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Looks up a link by index; `Ok(None)` if there is none.

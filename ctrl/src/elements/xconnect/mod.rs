@@ -37,9 +37,10 @@
 //! Files: `plan` reads each side's mechanism and the connection context into what is to be
 //! built; `wire` builds it (veths, contexts, ports, the cross-connect) and `tunnel` the
 //! tunnel of a REMOTE side; `teardown` undoes it, with `reaper` deleting the veths of
-//! concurrent Closes in one batch. This module holds the element: the MTU
+//! concurrent Closes in one batch, and `gc` removing veths that belong to no connection. This module holds the element: the MTU
 //! rule, refreshes, the failure path and the PathSegment metrics.
 
+mod gc;
 mod plan;
 mod reaper;
 mod teardown;
@@ -101,21 +102,33 @@ pub struct Xconnect {
     dataplane: SharedDataplane,
     remote: Option<Arc<Remote>>,
     reaper: Arc<reaper::Reaper>,
+    /// The host veth names of live connections (see `gc`).
+    owned: gc::Owned,
+    /// This instance's link group (`kernel::owned_group`).
+    group: u32,
 }
 
 impl Xconnect {
-    /// An xconnect element programming `dataplane`. Must run inside a tokio runtime (it starts
-    /// the task that tears closed connections down in batches).
+    /// An xconnect element programming `dataplane`, marking the veths it makes with link group
+    /// `group` (`kernel::owned_group` of a name unique to this instance on the node). Must run
+    /// inside a tokio runtime: it starts the task that tears closed connections down in
+    /// batches, and the garbage collection of veths that belong to no connection (at once,
+    /// then every `GC_PERIOD`).
     pub fn new(
         metadata: Arc<Metadata>,
         dataplane: SharedDataplane,
         remote: Option<Arc<Remote>>,
+        group: u32,
     ) -> Self {
+        let owned = gc::Owned::default();
+        tokio::spawn(gc::run(owned.clone(), group, dataplane.clone()));
         Self {
             metadata,
             dataplane,
             remote,
             reaper: reaper::Reaper::start(),
+            owned,
+            group,
         }
     }
 }

@@ -29,7 +29,25 @@ impl Xconnect {
             .map(str::to_string)
             .collect();
         self.reaper.reap(veths, retiring).await;
+        self.disown(w.sides.iter().filter_map(Built::host_veth))
+            .await;
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "veths deleted, ports closed");
+    }
+}
+
+impl Xconnect {
+    /// Records host veth names as this instance's before they are created.
+    pub(super) async fn own<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let mut owned = self.owned.lock().await;
+        owned.extend(names.map(str::to_string));
+    }
+
+    /// Forgets host veth names once they are deleted.
+    pub(super) async fn disown<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        let mut owned = self.owned.lock().await;
+        for n in names {
+            owned.remove(n);
+        }
     }
 }
 

@@ -104,11 +104,13 @@ impl Xconnect {
                 },
             })
             .collect();
+        self.own(built.iter().filter_map(Built::host_veth)).await;
         let result = self
             .build(id, &tag, ip_payload, &host, &mut sides, &built)
             .await;
         if let Err(e) = result {
             undo_veths(&host, &built).await;
+            self.disown(built.iter().filter_map(Built::host_veth)).await;
             return Err(e);
         }
         let [client, endpoint]: [Built; 2] = built
@@ -143,6 +145,7 @@ impl Xconnect {
                 peer_name: name.clone(),
                 mtu,
                 peer_mac: None,
+                host_group: Some(self.group),
             };
             let pair = kernel::create_veth_into(host, nl, &spec)
                 .await
