@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # NSM control-plane latency: COUNT Kernel2Kernel connections requested and closed through a
-# running vwire and vwire-nse, once one at a time and once 32 at a time (vwire-nsm-bench).
-# Reports Request and Close latency p50/p99 and vwire's RSS, as JSON lines and a markdown table.
+# running vwire and vwire-nse, one at a time, 32 at a time and 100 at a time (vwire-nsm-bench).
+# Reports Request and Close latency p50/p99 and vwire's RSS (before the run, peak, growth per
+# connection), as JSON lines and a markdown table.
 #
 # Usage (root): bash perf/nsm_latency.sh [COUNT]   → perf/reports/nsm_latency.{json,md}
 set -euo pipefail
@@ -45,7 +46,7 @@ CONF
 ip netns exec "$NS_E" ./target/release/vwire-nse --listen "unix://$D/nse.sock" --cidr 172.16.0.0/16 2>"$D/nse.log" & NP=$!
 for _ in $(seq 100); do [ -S "$D/fwd.sock" ] && [ -S "$D/nse.sock" ] && break; sleep 0.05; done
 : > "$D/results"
-for conc in 1 32; do
+for conc in 1 32 100; do
   ip netns exec "$NS_C" ./target/release/vwire-nsm-bench --connect "unix://$D/fwd.sock" \
     --count "$COUNT" --concurrency "$conc" --pid "$VP" | tee -a "$D/results"
 done
@@ -58,14 +59,15 @@ rep = {"benchmark": "nsm_latency", "date": datetime.datetime.utcnow().isoformat(
 json.dump(rep, open(f"{out}/nsm_latency.json", "w"), indent=2)
 lines = "\n".join(
     f"| {r['concurrency']} | {r['ok']}/{r['count']} | {r['request_ms']['p50']:.1f} | {r['request_ms']['p99']:.1f} "
-    f"| {r['close_ms']['p50']:.1f} | {r['close_ms']['p99']:.1f} | {(r['rss_kib']['after'] - r['rss_kib']['before']) / max(r['ok'], 1):.1f} |"
+    f"| {r['close_ms']['p50']:.1f} | {r['close_ms']['p99']:.1f} | {r['rss_kib']['before'] / 1024:.1f} | {r['rss_kib']['peak'] / 1024:.1f} "
+    f"| {(r['rss_kib']['after'] - r['rss_kib']['before']) / max(r['ok'], 1):.1f} |"
     for r in rows)
 md = f"""# NSM control-plane latency (Kernel2Kernel through vwire and vwire-nse)
 
 {rep['date']}, kernel {rep['kernel']}, release build.
 
-| concurrency | ok | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | RSS growth KiB/connection |
-|---|---|---|---|---|---|---|
+| concurrency | ok | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | RSS before MiB | RSS peak MiB | RSS growth KiB/connection |
+|---|---|---|---|---|---|---|---|---|
 {lines}
 """
 open(f"{out}/nsm_latency.md", "w").write(md)
