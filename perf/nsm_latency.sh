@@ -4,7 +4,11 @@
 # Reports Request and Close latency p50/p99 and vwire's RSS (before the run, peak, growth per
 # connection), as JSON lines and a markdown table.
 #
-# Usage (root): bash perf/nsm_latency.sh [COUNT]   → perf/reports/nsm_latency.{json,md}
+# Then a soak: CYCLES Request/Close cycles, 8 at a time, with vwire's fds, threads and RSS and the
+# interfaces on the host and in both namespaces counted before and after (leaks show as growth).
+#
+# Usage (root): bash perf/nsm_latency.sh [COUNT] [CYCLES]   → perf/reports/nsm_latency.{json,md}
+#               (defaults 200 and 10000; CYCLES=0 skips the soak)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,6 +17,7 @@ need_packages iproute2 python3
 need_rust
 
 COUNT=${1:-200}
+CYCLES=${2:-10000}
 D=$(mktemp -d)
 NS_C=vwbench-c NS_E=vwbench-e
 VP= NP=
@@ -50,7 +55,23 @@ for conc in 1 32 100; do
   ip netns exec "$NS_C" ./target/release/vwire-nsm-bench --connect "unix://$D/fwd.sock" \
     --count "$COUNT" --concurrency "$conc" --pid "$VP" | tee -a "$D/results"
 done
-python3 - "$D/results" perf/reports <<'PY'
+# What vwire holds and what exists in the kernel, as one JSON object.
+snapshot() {
+  printf '{"fds": %s, "threads": %s, "rss_kib": %s, "host_links": %s, "nsc_links": %s, "nse_links": %s, "xdp_links": %s}\n' \
+    "$(ls /proc/$VP/fd | wc -l)" "$(ls /proc/$VP/task | wc -l)" "$(awk '/^VmRSS/ {print $2}' /proc/$VP/status)" \
+    "$(ip -o link | wc -l)" "$(ip -n "$NS_C" -o link | wc -l)" "$(ip -n "$NS_E" -o link | wc -l)" \
+    "$(ip -d -o link | grep -c 'prog/xdp' || true)"
+}
+: > "$D/soak"
+if [ "$CYCLES" -gt 0 ]; then
+  snapshot > "$D/soak"
+  ip netns exec "$NS_C" ./target/release/vwire-nsm-bench --connect "unix://$D/fwd.sock" \
+    --count "$CYCLES" --concurrency 8 --pid "$VP" | tee "$D/soak-run"
+  sleep 2
+  snapshot >> "$D/soak"
+  cat "$D/soak"
+fi
+python3 - "$D/results" perf/reports "$D/soak" "$D/soak-run" <<'PY'
 import json, sys, datetime, platform
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 out = sys.argv[2]
@@ -69,6 +90,20 @@ md = f"""# NSM control-plane latency (Kernel2Kernel through vwire and vwire-nse)
 | concurrency | ok | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | RSS before MiB | RSS peak MiB | RSS growth KiB/connection |
 |---|---|---|---|---|---|---|---|---|
 {lines}
+"""
+soak = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
+if len(soak) == 2:
+    run = json.loads(open(sys.argv[4]).read())
+    rep["soak"] = {"before": soak[0], "after": soak[1], "run": run}
+    json.dump(rep, open(f"{out}/nsm_latency.json", "w"), indent=2)
+    keys = ["fds", "threads", "rss_kib", "host_links", "nsc_links", "nse_links", "xdp_links"]
+    md += f"""
+## Soak: {run['count']} Request/Close cycles, 8 at a time ({run['ok']} ok, {run['seconds']:.0f} s)
+
+| | {' | '.join(keys)} |
+|---|{'---|' * len(keys)}
+| before | {' | '.join(str(soak[0][k]) for k in keys)} |
+| after | {' | '.join(str(soak[1][k]) for k in keys)} |
 """
 open(f"{out}/nsm_latency.md", "w").write(md)
 print(md)
