@@ -409,32 +409,15 @@ impl From<SecurityError> for tonic::Status {
 /// RFC 3339 in UTC with nanoseconds, trailing zeros trimmed (Go's RFC3339Nano, which NSM
 /// uses). Times before the epoch are clamped to it.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days to civil date: Howard Hinnant's days_from_civil inverse, for days >= 0.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let mut s = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    let nanos = d.subsec_nanos();
-    if nanos != 0 {
-        let frac = format!(".{nanos:09}");
-        s.push_str(frac.trim_end_matches('0'));
+    let ts = prost_types::Timestamp::from(t.max(SystemTime::UNIX_EPOCH)).to_string();
+    // prost writes 0, 3, 6 or 9 fraction digits; Go trims every trailing zero.
+    match ts.trim_end_matches('Z').split_once('.') {
+        Some((secs, frac)) => match frac.trim_end_matches('0') {
+            "" => format!("{secs}Z"),
+            frac => format!("{secs}.{frac}Z"),
+        },
+        None => ts,
     }
-    s.push('Z');
-    s
 }
 
 /// Parses an RFC 3339 time, as `nsm-client-token-expires` carries it.

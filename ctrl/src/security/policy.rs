@@ -680,7 +680,7 @@ mod tests {
     /// Prints the cost of one check of the four server defaults on a valid 3-segment path.
     /// `cargo test --release -p vwire --lib security -- --ignored --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "a measurement, not a check: cargo test --release -p vwire --lib security -- --ignored --nocapture"]
     fn check_latency() {
         let (path, _) = valid_path();
         let p = Policies::server_defaults();

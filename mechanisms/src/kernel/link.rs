@@ -208,12 +208,19 @@ pub async fn delete_veth(host: &NetlinkIn, host_name: &str) -> Result<(), Kernel
 /// a crash without touching anything it did not make, another instance's veths included.
 #[must_use]
 pub fn owned_group(instance: &str) -> u32 {
+    0x7500_0000 | (fnv1a(instance) & 0x00ff_ffff)
+}
+
+/// The 32-bit FNV-1a hash of `s`: deterministic across runs and builds, for names and groups
+/// derived from ids.
+#[must_use]
+pub fn fnv1a(s: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
-    for b in instance.bytes() {
+    for b in s.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    0x7500_0000 | (h & 0x00ff_ffff)
+    h
 }
 
 /// The link group vwire moves the veths it is about to delete into (see [`delete_veths`]):

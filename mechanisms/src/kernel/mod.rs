@@ -46,7 +46,8 @@ pub mod netns;
 pub use context::{apply_context, remove_context, IpContextSpec, Neighbor, RouteSpec};
 pub use ipnet::IpNet;
 pub use link::{
-    create_veth_into, delete_veth, delete_veths, owned_group, VethPair, VethSpec, DELETE_GROUP,
+    create_veth_into, delete_veth, delete_veths, fnv1a, owned_group, VethPair, VethSpec,
+    DELETE_GROUP,
 };
 pub use neigh::{resolve, route_to, NeighError, NeighEvent, NeighWatcher, NextHop};
 pub use netlink::{LinkState, NetlinkIn};

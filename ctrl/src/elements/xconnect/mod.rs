@@ -136,12 +136,7 @@ impl Xconnect {
 /// Eight hex digits derived from a connection id (FNV-1a), for interface names: deterministic,
 /// always valid in a name, and distinct for distinct ids whatever characters the ids use.
 pub(super) fn short_tag(id: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in id.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{h:08x}")
+    format!("{:08x}", vwire_mechanisms::kernel::fnv1a(id))
 }
 
 impl Xconnect {
