@@ -106,6 +106,11 @@ async fn a_killed_vwires_veths_are_removed_at_its_next_start() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The count follows the deletion: wait for it (a count that stops short fails below).
+    let removed = || s.vw.scrape().get("vwire_gc_removed_total{kind=\"veth\"}");
+    while removed() < 4.0 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let logs = s.vw.logs();
     for (name, _) in &made {
         assert!(
@@ -114,11 +119,7 @@ async fn a_killed_vwires_veths_are_removed_at_its_next_start() {
             "no log line for {name}:\n{logs}"
         );
     }
-    assert_eq!(
-        s.vw.scrape().get("vwire_gc_removed_total{kind=\"veth\"}"),
-        4.0,
-        "{logs}"
-    );
+    assert_eq!(removed(), 4.0, "{logs}");
     for l in [
         "vwc0foreign0",
         "vwc0foreign1",

@@ -143,7 +143,8 @@ pub fn setup(nse_args: &[&str]) -> Setup {
         .expect("start vwire-nse");
     let nse_out = Lines::new(child.stdout.take().expect("stdout"));
     let t0 = Instant::now();
-    while !dir.join("nse.sock").exists() {
+    // Connectable, not only present: the file appears at bind(), before listen().
+    while std::os::unix::net::UnixStream::connect(dir.join("nse.sock")).is_err() {
         assert!(
             t0.elapsed() < Duration::from_secs(5),
             "vwire-nse did not start"
