@@ -398,12 +398,22 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
                     remote: dp.remote.clone(),
                     // The listen URL: the same across restarts, different for each instance.
                     veth_group: vwire_mechanisms::kernel::owned_group(&listen.to_string()),
+                    // One directory per instance, named like its veths' group.
+                    state_dir: cfg.state_dir.as_ref().map(|d| {
+                        d.join(format!(
+                            "{:08x}",
+                            vwire_mechanisms::kernel::owned_group(&listen.to_string())
+                        ))
+                    }),
                 },
             )
             .map_err(NodeError::Nsm)?,
         ),
         None => None,
     };
+    if let Some(s) = &nsm_server {
+        s.start().await;
+    }
     let next_hops = match &dp.remote {
         Some(r) => Some(follow_next_hops(r, dp.core.clone()).await?),
         None => None,

@@ -57,13 +57,23 @@ pub struct Forwarding {
     /// The link group of the veths this instance makes (`kernel::owned_group`), by which its
     /// leftovers are found (`elements::xconnect`'s garbage collection).
     pub veth_group: u32,
+    /// Where connections are recorded so that a restarted vwire takes them back (see
+    /// `elements::xconnect`); `None`: a restart drops them.
+    pub state_dir: Option<std::path::PathBuf>,
 }
+
+/// How long a connection taken back after a restart waits for its refresh at least, even when
+/// its recorded expiry passed while vwire was down.
+const RESTORE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The assembled server.
 pub struct NsmServer {
     chain: Arc<Chain>,
     monitor: Arc<Monitor>,
     service: Arc<NsmService>,
+    begin: Arc<Begin>,
+    timeout: Arc<Timeout>,
+    xconnect: Arc<Xconnect>,
     /// Per-connection metadata (exposed for tests and metrics).
     pub metadata: Arc<Metadata>,
 }
@@ -101,6 +111,7 @@ impl NsmServer {
             dataplane,
             remote,
             veth_group,
+            state_dir,
         } = forwarding;
         let dial_timeout = transport.dial_timeout();
         let monitor = Monitor::new();
@@ -109,8 +120,16 @@ impl NsmServer {
         let nsmonitor = NsMonitor::new();
         let identity = trust.as_ref().map(|t| t.identity.clone());
         let authorize = trust.map(|t| Arc::new(Authorize::new(t.requests, t.monitors)));
+        let begin = Arc::new(Begin::new());
+        let xconnect = Arc::new(Xconnect::new(
+            metadata.clone(),
+            dataplane,
+            remote.clone(),
+            veth_group,
+            state_dir,
+        ));
         let mut elements: Vec<Arc<dyn Element>> =
-            vec![Arc::new(UpdatePath::new(name)), Arc::new(Begin::new())];
+            vec![Arc::new(UpdatePath::new(name)), begin.clone()];
         if let (Some(identity), Some(authorize)) = (&identity, &authorize) {
             elements.push(Arc::new(UpdateToken::new(identity.clone())));
             elements.push(authorize.clone());
@@ -123,12 +142,7 @@ impl NsmServer {
             Arc::new(nsmonitor.clone()),
             Arc::new(MonitorDownstream::new(monitor.clone(), metadata.clone())),
             Arc::new(Mechanisms::with_remote(remote.clone())),
-            Arc::new(Xconnect::new(
-                metadata.clone(),
-                dataplane,
-                remote.clone(),
-                veth_group,
-            )),
+            xconnect.clone(),
             Arc::new(Connect::new(
                 endpoints,
                 connect_to,
@@ -146,8 +160,24 @@ impl NsmServer {
             chain,
             monitor,
             service,
+            begin,
+            timeout,
+            xconnect,
             metadata,
         }))
+    }
+
+    /// Takes back the connections a previous run recorded whose interfaces are still there
+    /// (their traffic flows again when this returns): established for begin (a Close goes
+    /// through), reported by the monitor, and closed by timeout if no refresh comes by their
+    /// expiry (at least [`RESTORE_GRACE`] from now). Then starts the garbage collection. Call
+    /// once, before serving.
+    pub async fn start(&self) {
+        for c in self.xconnect.start().await {
+            self.timeout.recover(&c, RESTORE_GRACE);
+            self.monitor.recover(c.clone());
+            self.begin.recover(c);
+        }
     }
 
     /// The gRPC services over this server's chain, for [`crate::grpc::serve`].
@@ -170,5 +200,6 @@ impl NsmServer {
                 Err(e) => tracing::warn!("closing a connection at shutdown: {e}"),
             }
         }
+        self.xconnect.forget_state();
     }
 }

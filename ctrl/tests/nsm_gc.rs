@@ -1,5 +1,6 @@
 //! Garbage collection, with the real vwire binary, network namespaces and `vwire-nse`: the veths
-//! of a vwire killed with SIGKILL (no Close, no shutdown) are removed when vwire starts again,
+//! of a vwire killed with SIGKILL (no Close, no shutdown) whose connection records are lost are
+//! removed when vwire starts again,
 //! with their peers in the clients' namespaces; every removal is logged and counted; links
 //! vwire did not make are untouched, even when they look like vwire's (its name prefixes,
 //! another instance's group, a non-veth in its group).
@@ -88,7 +89,9 @@ async fn a_killed_vwires_veths_are_removed_at_its_next_start() {
     }
     assert!(s.nsc.links().contains("nsm-g") && second.links().contains("nsm-g"));
 
-    // The next start collects them.
+    // The next start collects them, once their records are lost (a restart with its records
+    // takes them back instead: nsm_restart.rs).
+    std::fs::remove_dir_all(s.dir.join("state")).expect("remove vwire's connection records");
     s.vw = Vwire::start(&fwd_config(&s.dir));
     let t0 = Instant::now();
     loop {

@@ -165,6 +165,9 @@ pub struct Config {
     pub nsm_name: String,
     /// Where the NSM gRPC API is served (NSM_LISTEN_ON); none: not served.
     pub nsm_listen_on: Option<crate::transport::Url>,
+    /// Where connections are recorded so that a restart keeps them (`nsm.state_dir`); each
+    /// instance uses a subdirectory of its own. `None`: a restart drops them.
+    pub state_dir: Option<std::path::PathBuf>,
     /// The REMOTE mechanisms' settings.
     pub remote: RemoteConfig,
     /// Ports, in file order; a port's index is its port id.
@@ -444,6 +447,7 @@ impl ConfigFile {
             otlp_endpoint: None,
             nsm_name: nsm.name,
             nsm_listen_on: nsm.listen_on,
+            state_dir: nsm.state_dir,
             remote: nsm.remote,
             ports: ports.ports,
             xconnects,

@@ -58,6 +58,11 @@ section! {
         /// NSM_OPEN_TELEMETRY_ENDPOINT: the OpenTelemetry collector (`host:port`, OTLP/gRPC)
         /// spans are exported to, when TELEMETRY=true or this is not the default; empty: never.
         open_telemetry_endpoint: String = super::DEFAULT_OPEN_TELEMETRY_ENDPOINT.into(),
+        /// VWIRE_NSM_STATE_DIR: where each KERNEL connection is recorded (a small file), so that
+        /// vwire restarted after a crash takes the connections back without the pods seeing a
+        /// link change; it must outlive the process (in a pod: a hostPath). Empty: a restart
+        /// drops the connections.
+        state_dir: String = "/run/vwire/state".into(),
     }
 }
 
@@ -65,6 +70,7 @@ section! {
 pub(super) struct Nsm {
     pub(super) name: String,
     pub(super) listen_on: Option<Url>,
+    pub(super) state_dir: Option<std::path::PathBuf>,
     pub(super) remote: RemoteConfig,
     pub(super) registration: super::RegistrationConfig,
     pub(super) security: super::SecurityConfig,
@@ -170,9 +176,17 @@ impl NsmSection {
             srv6_locator: srv6.locator,
             srv6_host_ip: srv6.host_ip,
         };
+        let state_dir = match self.state_dir.as_str() {
+            "" => None,
+            d if !d.starts_with('/') => {
+                return Err(ctx.err("nsm.state_dir", format!("{d:?} is not an absolute path")))
+            }
+            d => Some(std::path::PathBuf::from(d)),
+        };
         Ok(Nsm {
             name: self.name,
             listen_on,
+            state_dir,
             remote,
             registration,
             security,

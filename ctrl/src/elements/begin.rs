@@ -57,6 +57,16 @@ impl Begin {
         }
     }
 
+    /// Takes `conn` as established, as if it had just been returned: a connection a restarted
+    /// vwire took back from its state (`xconnect`'s records), so that its close goes down the
+    /// chain. Nothing happens if the id is already known.
+    pub fn recover(&self, conn: Connection) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(conn.id.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Some(conn))));
+    }
+
     /// Number of established connections.
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -119,6 +119,16 @@ impl Monitor {
         let _ = self.events.send(event(ConnectionEventType::Update, [conn]));
     }
 
+    /// Takes `conn` as established (a connection a restarted vwire took back from its state)
+    /// and broadcasts it as an UPDATE.
+    pub fn recover(&self, conn: Connection) {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(conn.id.clone(), conn.clone());
+        let _ = self.events.send(event(ConnectionEventType::Update, [conn]));
+    }
+
     /// The established connection `id`.
     pub fn connection(&self, id: &str) -> Option<Connection> {
         self.conns

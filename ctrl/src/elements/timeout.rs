@@ -51,8 +51,22 @@ impl Timeout {
         self.timers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Arms the timer of a connection a restarted vwire took back from its state: at its
+    /// recorded expiry, but not before `grace` from now, so that a client whose expiry passed
+    /// while vwire was down still has time to refresh.
+    pub fn recover(self: &Arc<Self>, conn: &Connection, grace: Duration) {
+        if let Some(when) = deadline(conn) {
+            self.arm_at(conn, when.max(SystemTime::now() + grace));
+        }
+    }
+
     fn arm(self: &Arc<Self>, conn: &Connection) {
-        let Some(when) = deadline(conn) else { return };
+        if let Some(when) = deadline(conn) {
+            self.arm_at(conn, when);
+        }
+    }
+
+    fn arm_at(self: &Arc<Self>, conn: &Connection, when: SystemTime) {
         let wait = when
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);

@@ -110,7 +110,7 @@ impl Lines {
 /// The configuration of the vwire of [`setup`], whose sockets are in `dir`.
 pub fn fwd_config(dir: &std::path::Path) -> String {
     format!(
-        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ninsecure = true\ntunnel_ip = \"none\"\n\
+        "[dataplane]\nworkers = [1]\n[nsm]\nname = \"fwd\"\nlisten_on = \"unix://{d}/fwd.sock\"\ninsecure = true\ntunnel_ip = \"none\"\nstate_dir = \"{d}/state\"\n\
          [[endpoint]]\nname = \"nse-1\"\nurl = \"unix://{d}/nse.sock\"\nservice = \"icmp-responder\"\n",
         d = dir.display()
     )

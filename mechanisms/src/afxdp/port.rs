@@ -93,6 +93,8 @@ pub struct XskQueue {
     fd: RawFd,
     /// Frames posted to the fill ring and not yet received back.
     in_fill: u32,
+    /// How many frames [`XskQueue::refill`] keeps posted.
+    fill_target: u32,
     /// Frames in this socket's fill and TX rings.
     held: KernelFrames,
     zero_copy: bool,
@@ -102,7 +104,9 @@ pub struct XskQueue {
 }
 
 impl XskQueue {
-    pub(crate) fn new(p: QueueParts) -> Self {
+    /// A queue that keeps `fill_target` frames posted (64 to [`FILL_TARGET`]: at least one
+    /// refill batch).
+    pub(crate) fn new(p: QueueParts, fill_target: u32) -> Self {
         Self {
             fd: p.socket.as_raw_fd(),
             rx: p.rx,
@@ -110,6 +114,7 @@ impl XskQueue {
             fill: p.fill,
             comp: p.comp,
             in_fill: 0,
+            fill_target: fill_target.clamp(64, FILL_TARGET),
             held: KernelFrames::default(),
             zero_copy: p.zero_copy,
             socket: p.socket,
@@ -117,10 +122,13 @@ impl XskQueue {
         }
     }
 
-    /// Keeps up to [`FILL_TARGET`] frames posted in the fill ring.
+    /// Keeps up to `fill_target` frames posted in the fill ring.
     #[inline]
     fn refill(&mut self, pool: &mut BufferPool) {
-        let want = FILL_TARGET.saturating_sub(self.in_fill).min(REFILL_MAX);
+        let want = self
+            .fill_target
+            .saturating_sub(self.in_fill)
+            .min(REFILL_MAX);
         if (want as usize) < REFILL_BATCH {
             return;
         }
@@ -271,6 +279,11 @@ pub struct PortOptions {
     /// the same from a program of the interface's own ([`XdpProgram::QueueRedirect`]); on an
     /// uplink shared with the host, only vwire's tunnel traffic ([`XdpProgram::Steer`]).
     pub program: XdpProgram,
+    /// Frames each queue keeps posted in its fill ring (clamped to 64..=[`FILL_TARGET`]): what
+    /// the port takes from its worker's pool for receiving. [`FILL_TARGET`] for a port that
+    /// must absorb line-rate bursts; less where a worker serves many ports from one pool (NSM
+    /// connections).
+    pub fill_target: u32,
 }
 
 impl Default for PortOptions {
@@ -279,6 +292,7 @@ impl Default for PortOptions {
             allow_native: true,
             complete_checksums: true,
             program: XdpProgram::SharedRedirect,
+            fill_target: FILL_TARGET,
         }
     }
 }
@@ -310,7 +324,7 @@ pub fn open(
                     what: "inserting the socket into the XSKMAP",
                     source,
                 })?;
-            Ok(XskQueue::new(parts))
+            Ok(XskQueue::new(parts, opts.fill_target))
         })
         .collect::<Result<Vec<_>, AfXdpError>>()?;
     Ok(AfXdpPort::new(Parts {

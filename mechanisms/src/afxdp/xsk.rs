@@ -31,6 +31,9 @@ pub const TX_RING: u32 = 2048;
 /// and TX rings (32 MiB of 4 KiB frames).
 pub const FRAMES_PER_QUEUE: u32 = 8192;
 
+/// How long [`Umem::shared`] waits for the loopback queue its holder binds.
+const HOLDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 const _: () = assert!(FILL_TARGET + RX_RING + TX_RING <= FRAMES_PER_QUEUE);
 
 /// A worker's UMEM: its pool region, at the same offsets for every AF_XDP socket of the worker,
@@ -67,8 +70,20 @@ impl Umem {
     /// then skips pinning the whole pool again, which is most of the cost of a port that comes
     /// and goes with an NSM connection; sharing sockets inherit the holder's copy mode. Falls
     /// back to [`Umem::new`] if the holder cannot be set up.
+    ///
+    /// Only one socket can be bound to a queue: a holder that finds the loopback queue taken
+    /// (EBUSY: the socket of a process that just died, which the kernel releases after its
+    /// exit) tries again for up to [`HOLDER_WAIT`].
     pub fn shared(region: PoolRegion) -> Self {
-        match Self::holder(&region) {
+        let until = std::time::Instant::now() + HOLDER_WAIT;
+        let mut held = Self::holder(&region);
+        while matches!(&held, Err(e) if e.raw_os_error() == Some(libc::EBUSY))
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            held = Self::holder(&region);
+        }
+        match held {
             Ok(fd) => Self {
                 region,
                 holder: Some(fd),

@@ -37,17 +37,24 @@
 //! Files: `plan` reads each side's mechanism and the connection context into what is to be
 //! built; `wire` builds it (veths, contexts, ports, the cross-connect) and `tunnel` the
 //! tunnel of a REMOTE side; `teardown` undoes it, with `reaper` deleting the veths of
-//! concurrent Closes in one batch, and `gc` removing veths that belong to no connection. This module holds the element: the MTU
-//! rule, refreshes, the failure path and the PathSegment metrics.
+//! concurrent Closes in one batch, and `gc` removing veths that belong to no connection;
+//! `state` records each KERNEL↔KERNEL connection in a file and `restore` takes those back after
+//! a restart (their datapath resumes before any refresh; the first refresh that matches adopts
+//! them). This module holds the element: the MTU rule, refreshes, the failure path and the
+//! PathSegment metrics.
 
 mod gc;
 mod plan;
 mod reaper;
+mod restore;
+mod state;
 mod teardown;
 mod tunnel;
 mod wire;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tonic::Status;
 use vwire_proto::connection::Connection;
@@ -106,30 +113,62 @@ pub struct Xconnect {
     owned: gc::Owned,
     /// This instance's link group (`kernel::owned_group`).
     group: u32,
+    /// The connections' records, for a restart.
+    store: state::Store,
+    /// Connections taken back from their records at start and not yet refreshed or closed.
+    recovered: Mutex<HashMap<String, Wired>>,
 }
 
 impl Xconnect {
     /// An xconnect element programming `dataplane`, marking the veths it makes with link group
-    /// `group` (`kernel::owned_group` of a name unique to this instance on the node). Must run
-    /// inside a tokio runtime: it starts the task that tears closed connections down in
-    /// batches, and the garbage collection of veths that belong to no connection (at once,
-    /// then every `GC_PERIOD`).
+    /// `group` (`kernel::owned_group` of a name unique to this instance on the node), and
+    /// recording its connections in `state_dir` (none: a restart drops them). Must run inside a
+    /// tokio runtime: it starts the task that tears closed connections down in batches. Call
+    /// [`Xconnect::start`] once before serving.
     pub fn new(
         metadata: Arc<Metadata>,
         dataplane: SharedDataplane,
         remote: Option<Arc<Remote>>,
         group: u32,
+        state_dir: Option<PathBuf>,
     ) -> Self {
-        let owned = gc::Owned::default();
-        tokio::spawn(gc::run(owned.clone(), group, dataplane.clone()));
         Self {
             metadata,
             dataplane,
             remote,
             reaper: reaper::Reaper::start(),
-            owned,
+            owned: gc::Owned::default(),
             group,
+            store: state::Store::open(state_dir),
+            recovered: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes back the connections recorded by a previous run whose veths are still there (their
+    /// traffic flows again when this returns), then starts the garbage collection of veths that
+    /// belong to no connection (at once, then every `GC_PERIOD`). Returns the connections taken
+    /// back, as they were last returned, for the other elements to know them.
+    pub async fn start(&self) -> Vec<Connection> {
+        let back = self.restore().await;
+        tokio::spawn(gc::run(
+            self.owned.clone(),
+            self.group,
+            self.dataplane.clone(),
+        ));
+        back
+    }
+
+    /// Removes the state directory if no connection is recorded in it (after a clean shutdown
+    /// closed them all).
+    pub fn forget_state(&self) {
+        self.store.remove_if_empty();
+    }
+
+    fn take_recovered(&self, id: &str) -> Option<Wired> {
+        self.recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
 }
 
@@ -212,12 +251,28 @@ impl Element for Xconnect {
             if let Some(w) = self.metadata.get::<Wired>(&id) {
                 // A refresh: already wired, nothing to redo; report the counters.
                 self.annotate(&id, &w, &mut c);
+                self.record(&id, &c, &w);
                 return Ok(c);
+            }
+            if let Some(w) = self.take_recovered(&id) {
+                // The first refresh after a restart: the connection taken back is kept if the
+                // refresh asks for what it is, and rebuilt otherwise.
+                if self.same_sides(&id, &c, &w) {
+                    tracing::info!(%id, "refresh of a connection taken back after a restart: adopted");
+                    self.annotate(&id, &w, &mut c);
+                    self.record(&id, &c, &w);
+                    self.metadata.set(&id, w);
+                    return Ok(c);
+                }
+                tracing::info!(%id, "the refresh of a connection taken back after a restart asks for other interfaces: rebuilding it");
+                self.forget(&id);
+                self.unwire(&id, &w).await;
             }
             match self.wire(&id, &c).await {
                 Ok(w) => {
                     tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), "connection wired");
                     self.annotate(&id, &w, &mut c);
+                    self.record(&id, &c, &w);
                     self.metadata.set(&id, w);
                     Ok(c)
                 }
@@ -233,7 +288,12 @@ impl Element for Xconnect {
 
     fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
         Box::pin(async move {
-            if let Some(w) = self.metadata.take::<Wired>(&conn.id) {
+            let wired = self
+                .metadata
+                .take::<Wired>(&conn.id)
+                .or_else(|| self.take_recovered(&conn.id));
+            if let Some(w) = wired {
+                self.forget(&conn.id);
                 self.unwire(&conn.id, &w).await;
             }
             next.close(conn).await
