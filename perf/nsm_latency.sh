@@ -4,11 +4,14 @@
 # Reports Request and Close latency p50/p99 and vwire's RSS (before the run, peak, growth per
 # connection), as JSON lines and a markdown table.
 #
+# Then LIVE connections held at once (32 requested at a time), each pinged once through vwire,
+# with vwire's RSS while they are all live.
+#
 # Then a soak: CYCLES Request/Close cycles, 8 at a time, with vwire's fds, threads and RSS and the
 # interfaces on the host and in both namespaces counted before and after (leaks show as growth).
 #
-# Usage (root): bash perf/nsm_latency.sh [COUNT] [CYCLES]   → perf/reports/nsm_latency.{json,md}
-#               (defaults 200 and 10000; CYCLES=0 skips the soak)
+# Usage (root): bash perf/nsm_latency.sh [COUNT] [CYCLES] [LIVE]   → perf/reports/nsm_latency.{json,md}
+#               (defaults 200, 10000 and 1000; CYCLES=0 skips the soak, LIVE=0 the live run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,6 +21,7 @@ need_rust
 
 COUNT=${1:-200}
 CYCLES=${2:-10000}
+LIVE=${3:-1000}
 D=$(mktemp -d)
 NS_C=vwbench-c NS_E=vwbench-e
 VP= NP=
@@ -55,6 +59,11 @@ for conc in 1 32 100; do
   ip netns exec "$NS_C" ./target/release/vwire-nsm-bench --connect "unix://$D/fwd.sock" \
     --count "$COUNT" --concurrency "$conc" --pid "$VP" | tee -a "$D/results"
 done
+: > "$D/live"
+if [ "$LIVE" -gt 0 ]; then
+  ip netns exec "$NS_C" ./target/release/vwire-nsm-bench --connect "unix://$D/fwd.sock" \
+    --count "$LIVE" --concurrency 32 --hold --pid "$VP" | tee "$D/live"
+fi
 # What vwire holds and what exists in the kernel, as one JSON object.
 snapshot() {
   printf '{"fds": %s, "threads": %s, "rss_kib": %s, "host_links": %s, "nsc_links": %s, "nse_links": %s, "xdp_links": %s}\n' \
@@ -71,7 +80,7 @@ if [ "$CYCLES" -gt 0 ]; then
   snapshot >> "$D/soak"
   cat "$D/soak"
 fi
-python3 - "$D/results" perf/reports "$D/soak" "$D/soak-run" <<'PY'
+python3 - "$D/results" perf/reports "$D/soak" "$D/soak-run" "$D/live" <<'PY'
 import json, sys, datetime, platform
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 out = sys.argv[2]
@@ -90,6 +99,20 @@ md = f"""# NSM control-plane latency (Kernel2Kernel through vwire and vwire-nse)
 | concurrency | ok | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | RSS before MiB | RSS peak MiB | RSS growth KiB/connection |
 |---|---|---|---|---|---|---|---|---|
 {lines}
+"""
+live = [json.loads(l) for l in open(sys.argv[5]) if l.strip()]
+if live:
+    l = live[0]
+    rep["live"] = l
+    json.dump(rep, open(f"{out}/nsm_latency.json", "w"), indent=2)
+    md += f"""
+## {l['count']} connections live at once (requested 32 at a time)
+
+| established | answering a ping through vwire | Request p50 / p99 ms | RSS before MiB | RSS all live MiB | RSS per connection KiB | Close p50 / p99 ms |
+|---|---|---|---|---|---|---|
+| {l['live']}/{l['count']} | {l['ping_ok']} | {l['request_ms']['p50']:.1f} / {l['request_ms']['p99']:.1f} | {l['rss_kib']['before'] / 1024:.1f} | {l['rss_kib']['live'] / 1024:.1f} | {(l['rss_kib']['live'] - l['rss_kib']['before']) / max(l['live'], 1):.1f} | {l['close_ms']['p50']:.1f} / {l['close_ms']['p99']:.1f} |
+
+First error, if any: {l['first_error'] or 'none'}
 """
 soak = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
 if len(soak) == 2:

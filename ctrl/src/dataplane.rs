@@ -636,25 +636,29 @@ pub struct Placement {
     umem: Arc<Umem>,
 }
 
-/// Frames each queue of a connection's AF_XDP port keeps posted for receiving. The default
-/// (4096) suits a port that must absorb line-rate bursts alone; a connection's veth is fed by
-/// one pod, and with 4096 per port a worker's pool (36,864 frames with NSM) ran dry at the
-/// ninth port, leaving later connections with nothing to receive into.
-pub const CONNECTION_FILL_TARGET: u32 = 512;
+/// Frames each queue of a connection's AF_XDP port keeps posted for receiving: at most
+/// [`CONNECTION_FILL_MAX`] while traffic flows, [`CONNECTION_FILL_IDLE`] when idle (the port's
+/// fill target adapts, see `afxdp::PortOptions`). The default (4096, fixed) suits a port that
+/// must absorb line-rate bursts alone; with it a worker's pool (36,864 frames with NSM) ran dry
+/// at the ninth connection port, leaving later connections with nothing to receive into.
+pub const CONNECTION_FILL_MAX: u32 = 1024;
+/// See [`CONNECTION_FILL_MAX`].
+pub const CONNECTION_FILL_IDLE: u32 = 64;
 
 impl Placement {
     /// Step 2 of [`wire`], without the lock: opens the AF_XDP sides, both at once (each waits
     /// mostly on the kernel: binding the socket, attaching the XDP program). Every port of the
     /// process's namespace attaches the one shared XDP program (`afxdp::shared`): with it
     /// already in the kernel's dispatcher, an attach takes tens of microseconds instead of an
-    /// RCU grace period. Each queue keeps [`CONNECTION_FILL_TARGET`] frames posted, so that one
-    /// worker's pool feeds many connections.
+    /// RCU grace period. Each queue keeps 64 to 1024 frames posted
+    /// ([`CONNECTION_FILL_MAX`]), so that one worker's pool feeds many connections.
     pub fn open(self, specs: &[&PortSpec]) -> Result<Opened, DataplaneError> {
         let umem = &*self.umem;
         let open = |spec: &PortSpec| match spec {
             PortSpec::Afxdp { ifname } => {
                 let opts = PortOptions {
-                    fill_target: CONNECTION_FILL_TARGET,
+                    fill_target: CONNECTION_FILL_MAX,
+                    fill_idle: CONNECTION_FILL_IDLE,
                     ..PortOptions::default()
                 };
                 open_afxdp(umem, ifname, ifname, opts).map(Some)

@@ -25,8 +25,9 @@ use crate::security::policy::Policies;
 use crate::security::{Identity, Trust};
 use crate::transport::Transport;
 
-/// Largest number of ports (the size of the forwarding table and of each worker's counters).
-const MAX_PORTS: usize = 1024;
+/// Largest number of ports (the size of the forwarding table and of each worker's counters,
+/// about 200 bytes a port each): 2000 NSM connections of two AF_XDP ports, with room.
+const MAX_PORTS: usize = 4096;
 /// Pool size of a worker without AF_XDP ports.
 const MIN_POOL_FRAMES: u32 = 4096;
 /// Frames every worker's pool gets for the AF_XDP ports of NSM connections (four queues' worth).

@@ -3,6 +3,11 @@
 //! Request and Close latency percentiles (milliseconds) and, given `--pid`, the forwarder's RSS
 //! before, at the peak, and after.
 //!
+//! With `--hold`, the connections are all requested first and kept: each is then pinged once
+//! from its interface (the kernel's `ping`, 16 at a time), the forwarder's RSS is read with all
+//! of them live, and only then are they closed. The JSON adds `live`, `ping_ok` and
+//! `rss_kib.live`.
+//!
 //! Run it inside the client's network namespace (`ip netns exec NS vwire-nsm-bench ...`): the
 //! KERNEL interfaces (`bn<i>`) are created there.
 
@@ -35,6 +40,39 @@ struct Args {
     /// The forwarder's pid, to report its RSS.
     #[arg(long)]
     pid: Option<u32>,
+    /// Request all connections first and keep them, ping each, then close them all.
+    #[arg(long)]
+    hold: bool,
+}
+
+/// The endpoint's address of `conn` (without its prefix length).
+fn dst_ip(conn: &Connection) -> Option<String> {
+    let a = conn.context.as_ref()?.ip_context.as_ref()?.dst_ip_addrs.first()?;
+    Some(a.split('/').next()?.to_string())
+}
+
+/// Pings each address once (two tries), 16 at a time; how many answered.
+fn ping_all(dsts: &[String]) -> usize {
+    dsts.chunks(16)
+        .map(|chunk| {
+            let pings: Vec<_> = chunk
+                .iter()
+                .filter_map(|d| {
+                    std::process::Command::new("ping")
+                        .args(["-c", "2", "-i", "0.2", "-W", "1", "-q", d])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .ok()
+                })
+                .collect();
+            pings
+                .into_iter()
+                .filter_map(|mut p| p.wait().ok())
+                .filter(|s| s.success())
+                .count()
+        })
+        .sum()
 }
 
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
@@ -101,7 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let permit = sem.clone().acquire_owned().await?;
         let mut c = client.clone();
         let service = args.service.clone();
-        let (peak, pid) = (peak.clone(), args.pid);
+        let (peak, pid, hold) = (peak.clone(), args.pid, args.hold);
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let t = Instant::now();
@@ -115,19 +153,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
                 *p = (*p).max(r);
             }
+            if hold {
+                return Ok::<_, String>((req_ms, None, Some(conn)));
+            }
             let t = Instant::now();
             c.close(conn).await.map_err(|e| e.to_string())?;
-            Ok::<(f64, f64), String>((req_ms, t.elapsed().as_secs_f64() * 1e3))
+            Ok((req_ms, Some(t.elapsed().as_secs_f64() * 1e3), None))
         }));
     }
-    let (mut req, mut close, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut req, mut close, mut errors, mut held) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in tasks {
         match t.await? {
-            Ok((r, c)) => {
+            Ok((r, c, conn)) => {
                 req.push(r);
-                close.push(c);
+                close.extend(c);
+                held.extend(conn);
             }
             Err(e) => errors.push(e),
+        }
+    }
+    let (live, mut ping_ok, mut rss_live) = (held.len(), 0, 0);
+    if args.hold {
+        let dsts: Vec<String> = held.iter().filter_map(dst_ip).collect();
+        ping_ok = tokio::task::spawn_blocking(move || ping_all(&dsts)).await?;
+        rss_live = rss_kib(args.pid).unwrap_or(0);
+        let mut closes = Vec::new();
+        for conn in held {
+            let permit = sem.clone().acquire_owned().await?;
+            let mut c = client.clone();
+            closes.push(tokio::spawn(async move {
+                let _permit = permit;
+                let t = Instant::now();
+                c.close(conn).await.map_err(|e| e.to_string())?;
+                Ok::<f64, String>(t.elapsed().as_secs_f64() * 1e3)
+            }));
+        }
+        for t in closes {
+            match t.await? {
+                Ok(ms) => close.push(ms),
+                Err(e) => errors.push(e),
+            }
         }
     }
     let total = t0.elapsed();
@@ -139,7 +204,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{{\"count\": {}, \"concurrency\": {}, \"ok\": {}, \"errors\": {}, \"seconds\": {:.3}, \
          \"request_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}, \"max\": {:.2}}}, \
          \"close_ms\": {{\"p50\": {:.2}, \"p99\": {:.2}, \"max\": {:.2}}}, \
-         \"rss_kib\": {{\"before\": {}, \"peak\": {}, \"after\": {}}}, \"first_error\": {:?}}}",
+         \"rss_kib\": {{\"before\": {}, \"peak\": {}, \"after\": {}, \"live\": {}}}, \"live\": {}, \"ping_ok\": {}, \"first_error\": {:?}}}",
         args.count,
         args.concurrency,
         req.len(),
@@ -154,6 +219,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rss_before.unwrap_or(0),
         peak,
         rss_after.unwrap_or(0),
+        rss_live,
+        live,
+        ping_ok,
         errors.first().cloned().unwrap_or_default(),
     );
     Ok(())

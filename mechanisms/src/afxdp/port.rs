@@ -31,6 +31,9 @@ use super::xsk::{open_queue, QueueParts, Umem, XskStats, FILL_TARGET};
 const REFILL_BATCH: usize = 64;
 /// Most frames posted per refill call, so the first calls (an empty fill ring) stay bounded.
 const REFILL_MAX: u32 = 2048;
+/// Receive calls that find nothing before a queue's adaptive fill target halves (a few
+/// milliseconds of a busy worker).
+const QUIET_POLLS: u32 = 16_384;
 /// Most completions reaped per call.
 const COMP_BATCH: u32 = 256;
 
@@ -93,8 +96,14 @@ pub struct XskQueue {
     fd: RawFd,
     /// Frames posted to the fill ring and not yet received back.
     in_fill: u32,
-    /// How many frames [`XskQueue::refill`] keeps posted.
+    /// How many frames [`XskQueue::refill`] keeps posted now: between `fill_min` and
+    /// `fill_max`, doubled when receiving drains the ring below half of it, halved after
+    /// [`QUIET_POLLS`] receive calls that found nothing.
     fill_target: u32,
+    fill_min: u32,
+    fill_max: u32,
+    /// Receive calls in a row that found nothing.
+    quiet: u32,
     /// Frames in this socket's fill and TX rings.
     held: KernelFrames,
     zero_copy: bool,
@@ -104,9 +113,11 @@ pub struct XskQueue {
 }
 
 impl XskQueue {
-    /// A queue that keeps `fill_target` frames posted (64 to [`FILL_TARGET`]: at least one
-    /// refill batch).
-    pub(crate) fn new(p: QueueParts, fill_target: u32) -> Self {
+    /// A queue that keeps between `fill.0` and `fill.1` frames posted (each clamped to 64 to
+    /// [`FILL_TARGET`]: at least one refill batch), starting at the lower.
+    pub(crate) fn new(p: QueueParts, fill: (u32, u32)) -> Self {
+        let fill_max = fill.1.clamp(64, FILL_TARGET);
+        let fill_min = fill.0.clamp(64, fill_max);
         Self {
             fd: p.socket.as_raw_fd(),
             rx: p.rx,
@@ -114,7 +125,10 @@ impl XskQueue {
             fill: p.fill,
             comp: p.comp,
             in_fill: 0,
-            fill_target: fill_target.clamp(64, FILL_TARGET),
+            fill_target: fill_min,
+            fill_min,
+            fill_max,
+            quiet: 0,
             held: KernelFrames::default(),
             zero_copy: p.zero_copy,
             socket: p.socket,
@@ -198,6 +212,16 @@ impl XskQueue {
         if n > 0 {
             self.rx.release(n);
             self.in_fill = self.in_fill.saturating_sub(n);
+            self.quiet = 0;
+            if self.in_fill < self.fill_target / 2 && self.fill_target < self.fill_max {
+                self.fill_target = (self.fill_target * 2).min(self.fill_max);
+            }
+        } else if self.fill_target > self.fill_min {
+            self.quiet += 1;
+            if self.quiet >= QUIET_POLLS {
+                self.quiet = 0;
+                self.fill_target = (self.fill_target / 2).max(self.fill_min);
+            }
         }
     }
 
@@ -279,11 +303,16 @@ pub struct PortOptions {
     /// the same from a program of the interface's own ([`XdpProgram::QueueRedirect`]); on an
     /// uplink shared with the host, only vwire's tunnel traffic ([`XdpProgram::Steer`]).
     pub program: XdpProgram,
-    /// Frames each queue keeps posted in its fill ring (clamped to 64..=[`FILL_TARGET`]): what
-    /// the port takes from its worker's pool for receiving. [`FILL_TARGET`] for a port that
-    /// must absorb line-rate bursts; less where a worker serves many ports from one pool (NSM
-    /// connections).
+    /// Frames each queue keeps posted in its fill ring, at most (clamped to
+    /// 64..=[`FILL_TARGET`]): what the port takes from its worker's pool for receiving.
+    /// [`FILL_TARGET`] for a port that must absorb line-rate bursts alone.
     pub fill_target: u32,
+    /// Frames each queue keeps posted while idle (64..=`fill_target`). Below `fill_target`, the
+    /// queue starts here and doubles its target whenever receiving drains the ring below half
+    /// of it, and halves it again once idle: a worker serving many ports from one pool (NSM
+    /// connections) lends its frames to the busy ones. Equal to `fill_target` (the default):
+    /// a fixed target.
+    pub fill_idle: u32,
 }
 
 impl Default for PortOptions {
@@ -293,6 +322,7 @@ impl Default for PortOptions {
             complete_checksums: true,
             program: XdpProgram::SharedRedirect,
             fill_target: FILL_TARGET,
+            fill_idle: FILL_TARGET,
         }
     }
 }
@@ -324,7 +354,7 @@ pub fn open(
                     what: "inserting the socket into the XSKMAP",
                     source,
                 })?;
-            Ok(XskQueue::new(parts, opts.fill_target))
+            Ok(XskQueue::new(parts, (opts.fill_idle, opts.fill_target)))
         })
         .collect::<Result<Vec<_>, AfXdpError>>()?;
     Ok(AfXdpPort::new(Parts {

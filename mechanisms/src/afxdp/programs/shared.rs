@@ -102,11 +102,11 @@ use crate::afxdp::sys::prog_load;
 pub(crate) const NAME: &str = "vwire_shared";
 
 /// Interfaces one namespace's shared program can serve (entries of `vwire_ifaces`): as many as
-/// vwire's control plane has port ids (1024; NSM makes up to two AF_XDP ports per connection).
-pub const MAX_IFACES: u32 = 1024;
-/// XSKMAP slots shared by those interfaces: four queues per interface on average (an NSM veth
-/// has one). 32 KiB of kernel memory.
-pub const SLOTS: u32 = 4096;
+/// vwire's control plane has port ids (4096; NSM makes up to two AF_XDP ports per connection).
+pub const MAX_IFACES: u32 = 4096;
+/// XSKMAP slots shared by those interfaces: two queues per interface on average (an NSM veth
+/// has one). 64 KiB of kernel memory.
+pub const SLOTS: u32 = 8192;
 
 /// Where the key of the lookup lives, in the program's stack frame.
 const KEY_ON_STACK: i16 = -4;
