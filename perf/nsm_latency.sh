@@ -22,6 +22,10 @@ need_rust
 COUNT=${1:-200}
 CYCLES=${2:-10000}
 LIVE=${3:-1000}
+# Pool frames for connections: 64 per idle connection and room for traffic, at least vwire's
+# default (16384). REPORT names the report files (default nsm_latency).
+FRAMES=${FRAMES:-$(( LIVE * 64 + 8192 > 16384 ? LIVE * 64 + 8192 : 16384 ))}
+REPORT=${REPORT:-nsm_latency}
 D=$(mktemp -d)
 NS_C=vwbench-c NS_E=vwbench-e
 VP= NP=
@@ -39,6 +43,7 @@ ip -n "$NS_C" link set lo up; ip -n "$NS_E" link set lo up
 cat > "$D/vw.toml" <<CONF
 [dataplane]
 workers = [$(( $(nproc) - 1 ))]
+connection_frames = $FRAMES
 [metrics]
 listen = "127.0.0.1:9196"
 [nsm]
@@ -80,13 +85,13 @@ if [ "$CYCLES" -gt 0 ]; then
   snapshot >> "$D/soak"
   cat "$D/soak"
 fi
-python3 - "$D/results" perf/reports "$D/soak" "$D/soak-run" "$D/live" <<'PY'
+python3 - "$D/results" perf/reports "$D/soak" "$D/soak-run" "$D/live" "$REPORT" "$FRAMES" <<'PY'
 import json, sys, datetime, platform
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 out = sys.argv[2]
 rep = {"benchmark": "nsm_latency", "date": datetime.datetime.utcnow().isoformat() + "Z",
        "kernel": platform.release(), "runs": rows}
-json.dump(rep, open(f"{out}/nsm_latency.json", "w"), indent=2)
+json.dump(rep, open(f"{out}/{sys.argv[6]}.json", "w"), indent=2)
 lines = "\n".join(
     f"| {r['concurrency']} | {r['ok']}/{r['count']} | {r['request_ms']['p50']:.1f} | {r['request_ms']['p99']:.1f} "
     f"| {r['close_ms']['p50']:.1f} | {r['close_ms']['p99']:.1f} | {r['rss_kib']['before'] / 1024:.1f} | {r['rss_kib']['peak'] / 1024:.1f} "
@@ -94,7 +99,7 @@ lines = "\n".join(
     for r in rows)
 md = f"""# NSM control-plane latency (Kernel2Kernel through vwire and vwire-nse)
 
-{rep['date']}, kernel {rep['kernel']}, release build.
+{rep['date']}, kernel {rep['kernel']}, release build, one worker, `connection_frames = {sys.argv[7]}`.
 
 | concurrency | ok | Request p50 ms | Request p99 ms | Close p50 ms | Close p99 ms | RSS before MiB | RSS peak MiB | RSS growth KiB/connection |
 |---|---|---|---|---|---|---|---|---|
@@ -104,7 +109,7 @@ live = [json.loads(l) for l in open(sys.argv[5]) if l.strip()]
 if live:
     l = live[0]
     rep["live"] = l
-    json.dump(rep, open(f"{out}/nsm_latency.json", "w"), indent=2)
+    json.dump(rep, open(f"{out}/{sys.argv[6]}.json", "w"), indent=2)
     md += f"""
 ## {l['count']} connections live at once (requested 32 at a time)
 
@@ -118,7 +123,7 @@ soak = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
 if len(soak) == 2:
     run = json.loads(open(sys.argv[4]).read())
     rep["soak"] = {"before": soak[0], "after": soak[1], "run": run}
-    json.dump(rep, open(f"{out}/nsm_latency.json", "w"), indent=2)
+    json.dump(rep, open(f"{out}/{sys.argv[6]}.json", "w"), indent=2)
     keys = ["fds", "threads", "rss_kib", "host_links", "nsc_links", "nse_links", "xdp_links"]
     md += f"""
 ## Soak: {run['count']} Request/Close cycles, 8 at a time ({run['ok']} ok, {run['seconds']:.0f} s)
@@ -128,6 +133,6 @@ if len(soak) == 2:
 | before | {' | '.join(str(soak[0][k]) for k in keys)} |
 | after | {' | '.join(str(soak[1][k]) for k in keys)} |
 """
-open(f"{out}/nsm_latency.md", "w").write(md)
+open(f"{out}/{sys.argv[6]}.md", "w").write(md)
 print(md)
 PY

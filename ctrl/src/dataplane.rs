@@ -643,14 +643,14 @@ pub struct Placement {
 /// at the ninth connection port, leaving later connections with nothing to receive into.
 pub const CONNECTION_FILL_MAX: u32 = 1024;
 /// See [`CONNECTION_FILL_MAX`].
-pub const CONNECTION_FILL_IDLE: u32 = 64;
+pub const CONNECTION_FILL_IDLE: u32 = 32;
 
 impl Placement {
     /// Step 2 of [`wire`], without the lock: opens the AF_XDP sides, both at once (each waits
     /// mostly on the kernel: binding the socket, attaching the XDP program). Every port of the
     /// process's namespace attaches the one shared XDP program (`afxdp::shared`): with it
     /// already in the kernel's dispatcher, an attach takes tens of microseconds instead of an
-    /// RCU grace period. Each queue keeps 64 to 1024 frames posted
+    /// RCU grace period. Each queue keeps 32 to 1024 frames posted
     /// ([`CONNECTION_FILL_MAX`]), so that one worker's pool feeds many connections.
     pub fn open(self, specs: &[&PortSpec]) -> Result<Opened, DataplaneError> {
         let umem = &*self.umem;
@@ -659,6 +659,7 @@ impl Placement {
                 let opts = PortOptions {
                     fill_target: CONNECTION_FILL_MAX,
                     fill_idle: CONNECTION_FILL_IDLE,
+                    rings: vwire_mechanisms::afxdp::RingSizes::SMALL,
                     ..PortOptions::default()
                 };
                 open_afxdp(umem, ifname, ifname, opts).map(Some)

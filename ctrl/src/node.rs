@@ -30,8 +30,6 @@ use crate::transport::Transport;
 const MAX_PORTS: usize = 4096;
 /// Pool size of a worker without AF_XDP ports.
 const MIN_POOL_FRAMES: u32 = 4096;
-/// Frames every worker's pool gets for the AF_XDP ports of NSM connections (four queues' worth).
-const NSM_POOL_FRAMES: u32 = 4 * FRAMES_PER_QUEUE;
 /// Frames a memif port adds to its worker's pool: memif copies into pool frames that are in
 /// flight for one burst only, unless the egress is AF_XDP (whose queues add their own).
 const MEMIF_POOL_FRAMES: u32 = 2048;
@@ -167,7 +165,7 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
     for f in &mut pool_frames {
         *f = (*f).max(MIN_POOL_FRAMES);
         if cfg.nsm_listen_on.is_some() {
-            *f += NSM_POOL_FRAMES;
+            *f += cfg.connection_frames;
         }
     }
     // A worker without AF_XDP ports gets frames large enough for 9000-byte memif frames; AF_XDP

@@ -15,6 +15,11 @@ section! {
         workers: Option<Workers> = None,
         /// `"adaptive"`, or `"busy"`: spin without ever sleeping (benchmarks).
         poll: String = "adaptive".into(),
+        /// With the NSM API: the 4 KiB frames each worker's pool adds for the AF_XDP ports of
+        /// connections (pinned memory: 4 MiB per 1024). A connection's two ports keep 64 frames
+        /// posted while idle and up to about 4,000 while traffic flows; the default serves a few
+        /// hundred idle connections per worker, or a few dozen busy ones.
+        connection_frames: i64 = 16384,
     }
 }
 
@@ -22,6 +27,7 @@ section! {
 pub(super) struct Dataplane {
     pub(super) workers: Vec<usize>,
     pub(super) poll: PollMode,
+    pub(super) connection_frames: u32,
     /// The available CPUs no worker uses: at least one.
     pub(super) control_cpus: Vec<usize>,
 }
@@ -67,9 +73,16 @@ impl DataplaneSection {
                 ))
             }
         };
+        let connection_frames = super::in_range(
+            ctx,
+            "dataplane.connection_frames",
+            self.connection_frames,
+            1024..=4_194_304,
+        )?;
         Ok(Dataplane {
             workers,
             poll,
+            connection_frames,
             control_cpus,
         })
     }

@@ -152,6 +152,8 @@ pub struct Config {
     pub workers: Vec<usize>,
     /// Idle policy.
     pub poll: PollMode,
+    /// With NSM: frames each worker's pool adds for connections' AF_XDP ports.
+    pub connection_frames: u32,
     /// Where /metrics is served.
     pub metrics_listen: SocketAddr,
     /// Log filter (tracing syntax: `info`, `debug`, `vwire=trace`).
@@ -441,6 +443,7 @@ impl ConfigFile {
         Ok(Config {
             workers: dataplane.workers,
             poll: dataplane.poll,
+            connection_frames: dataplane.connection_frames,
             metrics_listen,
             log_level,
             log_format,

@@ -47,7 +47,13 @@ struct Args {
 
 /// The endpoint's address of `conn` (without its prefix length).
 fn dst_ip(conn: &Connection) -> Option<String> {
-    let a = conn.context.as_ref()?.ip_context.as_ref()?.dst_ip_addrs.first()?;
+    let a = conn
+        .context
+        .as_ref()?
+        .ip_context
+        .as_ref()?
+        .dst_ip_addrs
+        .first()?;
     Some(a.split('/').next()?.to_string())
 }
 
@@ -161,7 +167,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok((req_ms, Some(t.elapsed().as_secs_f64() * 1e3), None))
         }));
     }
-    let (mut req, mut close, mut errors, mut held) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut req, mut close, mut errors, mut held) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in tasks {
         match t.await? {
             Ok((r, c, conn)) => {

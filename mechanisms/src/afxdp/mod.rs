@@ -64,7 +64,7 @@ pub use error::AfXdpError;
 pub use port::{AfXdpPort, PortOptions};
 pub use programs::{SharedProgram, SlotRange, Steering, XdpAttachment, XdpProgram};
 pub use sys::{rx_queue_count, XdpMode};
-pub use xsk::{Umem, FRAMES_PER_QUEUE};
+pub use xsk::{RingSizes, Umem, FRAMES_PER_QUEUE};
 
 /// Opening ports: [`port::open`] and [`PortOptions`] (port layer), the UMEM, ring sizes and socket
 /// statistics (socket layer), and the interface lookups (system layer).

@@ -24,11 +24,13 @@ use super::error::AfXdpError;
 use super::programs::{SlotRange, XdpAttachment, XdpProgram};
 use super::ring::MmapRing;
 use super::sys::{ifindex, rx_queue_count, XdpMode};
-use super::xsk::{open_queue, QueueParts, Umem, XskStats, FILL_TARGET};
+use super::xsk::{open_queue, QueueParts, RingSizes, Umem, XskStats, FILL_TARGET};
 
 /// Frames posted to the fill ring per refill step: refilling in batches keeps the index store
 /// (a cache line the kernel reads) off the per-packet path.
 const REFILL_BATCH: usize = 64;
+/// The smallest refill worth a ring update: a batch, or half a small fill target.
+const REFILL_STEP: u32 = 64;
 /// Most frames posted per refill call, so the first calls (an empty fill ring) stay bounded.
 const REFILL_MAX: u32 = 2048;
 /// Receive calls that find nothing before a queue's adaptive fill target halves (a few
@@ -113,11 +115,11 @@ pub struct XskQueue {
 }
 
 impl XskQueue {
-    /// A queue that keeps between `fill.0` and `fill.1` frames posted (each clamped to 64 to
-    /// [`FILL_TARGET`]: at least one refill batch), starting at the lower.
+    /// A queue that keeps between `fill.0` and `fill.1` frames posted (each clamped to 32 to
+    /// [`FILL_TARGET`]), starting at the lower.
     pub(crate) fn new(p: QueueParts, fill: (u32, u32)) -> Self {
-        let fill_max = fill.1.clamp(64, FILL_TARGET);
-        let fill_min = fill.0.clamp(64, fill_max);
+        let fill_max = fill.1.clamp(32, FILL_TARGET);
+        let fill_min = fill.0.clamp(32, fill_max);
         Self {
             fd: p.socket.as_raw_fd(),
             rx: p.rx,
@@ -143,7 +145,7 @@ impl XskQueue {
             .fill_target
             .saturating_sub(self.in_fill)
             .min(REFILL_MAX);
-        if (want as usize) < REFILL_BATCH {
+        if want < REFILL_STEP.min(self.fill_target / 2) {
             return;
         }
         let n = self.fill.reserve(want);
@@ -304,15 +306,17 @@ pub struct PortOptions {
     /// uplink shared with the host, only vwire's tunnel traffic ([`XdpProgram::Steer`]).
     pub program: XdpProgram,
     /// Frames each queue keeps posted in its fill ring, at most (clamped to
-    /// 64..=[`FILL_TARGET`]): what the port takes from its worker's pool for receiving.
+    /// 32..=[`FILL_TARGET`]): what the port takes from its worker's pool for receiving.
     /// [`FILL_TARGET`] for a port that must absorb line-rate bursts alone.
     pub fill_target: u32,
-    /// Frames each queue keeps posted while idle (64..=`fill_target`). Below `fill_target`, the
+    /// Frames each queue keeps posted while idle (32..=`fill_target`). Below `fill_target`, the
     /// queue starts here and doubles its target whenever receiving drains the ring below half
     /// of it, and halves it again once idle: a worker serving many ports from one pool (NSM
     /// connections) lends its frames to the busy ones. Equal to `fill_target` (the default):
     /// a fixed target.
     pub fill_idle: u32,
+    /// The sockets' ring sizes; the fill ring should hold twice `fill_target`.
+    pub rings: RingSizes,
 }
 
 impl Default for PortOptions {
@@ -323,6 +327,7 @@ impl Default for PortOptions {
             program: XdpProgram::SharedRedirect,
             fill_target: FILL_TARGET,
             fill_idle: FILL_TARGET,
+            rings: RingSizes::DEFAULT,
         }
     }
 }
@@ -346,7 +351,7 @@ pub fn open(
     let native = attachment.mode() == XdpMode::Native;
     let queues = (0..nqueues)
         .map(|q| {
-            let parts = open_queue(ifname, ifindex, q, umem, native)?;
+            let parts = open_queue(ifname, ifindex, q, umem, native, opts.rings)?;
             attachment
                 .insert(q, parts.socket.as_raw_fd())
                 .map_err(|source| AfXdpError::Bpf {

@@ -31,6 +31,44 @@ pub const TX_RING: u32 = 2048;
 /// and TX rings (32 MiB of 4 KiB frames).
 pub const FRAMES_PER_QUEUE: u32 = 8192;
 
+/// The entries of a socket's four rings (each a power of two, as the kernel requires). Ring
+/// memory is mapped into the process: about 160 KiB a socket at [`RingSizes::DEFAULT`], 56 KiB
+/// at [`RingSizes::SMALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingSizes {
+    /// Fill ring.
+    pub fill: u32,
+    /// Completion ring.
+    pub comp: u32,
+    /// RX ring.
+    pub rx: u32,
+    /// TX ring.
+    pub tx: u32,
+}
+
+impl RingSizes {
+    /// For a port that must absorb line-rate bursts alone ([`FILL_TARGET`] posted).
+    pub const DEFAULT: Self = Self {
+        fill: FILL_RING,
+        comp: COMP_RING,
+        rx: RX_RING,
+        tx: TX_RING,
+    };
+    /// For one of many ports (NSM connections), with a fill target of at most 1024.
+    pub const SMALL: Self = Self {
+        fill: 2048,
+        comp: 1024,
+        rx: 1024,
+        tx: 1024,
+    };
+}
+
+impl Default for RingSizes {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// How long [`Umem::shared`] waits for the loopback queue its holder binds.
 const HOLDER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -230,6 +268,7 @@ pub(crate) fn open_queue(
     queue: u32,
     umem: &Umem,
     try_zero_copy: bool,
+    rings: RingSizes,
 ) -> Result<QueueParts, AfXdpError> {
     let err = |what: &'static str| {
         move |source| AfXdpError::Socket {
@@ -252,26 +291,26 @@ pub(crate) fn open_queue(
     if umem.holder.is_none() {
         register(fd, &umem.region).map_err(err("registering the UMEM"))?;
     }
-    setsockopt(fd, XDP_UMEM_FILL_RING, &FILL_RING).map_err(err("sizing the fill ring"))?;
-    setsockopt(fd, XDP_UMEM_COMPLETION_RING, &COMP_RING)
+    setsockopt(fd, XDP_UMEM_FILL_RING, &rings.fill).map_err(err("sizing the fill ring"))?;
+    setsockopt(fd, XDP_UMEM_COMPLETION_RING, &rings.comp)
         .map_err(err("sizing the completion ring"))?;
-    setsockopt(fd, XDP_RX_RING, &RX_RING).map_err(err("sizing the RX ring"))?;
-    setsockopt(fd, XDP_TX_RING, &TX_RING).map_err(err("sizing the TX ring"))?;
+    setsockopt(fd, XDP_RX_RING, &rings.rx).map_err(err("sizing the RX ring"))?;
+    setsockopt(fd, XDP_TX_RING, &rings.tx).map_err(err("sizing the TX ring"))?;
     let off: MmapOffsets = getsockopt(fd, XDP_MMAP_OFFSETS).map_err(err("reading ring offsets"))?;
 
     // SAFETY: `fd` is an AF_XDP socket whose rings were just sized as passed, and `off` holds
     // the kernel's offsets for them (the same holds for the three maps below).
-    let rx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_RX_RING, RX_RING, &off.rx) }
+    let rx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_RX_RING, rings.rx, &off.rx) }
         .map_err(err("mapping the RX ring"))?;
     // SAFETY: as above.
-    let tx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_TX_RING, TX_RING, &off.tx) }
+    let tx = unsafe { MmapRing::<XdpDesc>::map(fd, XDP_PGOFF_TX_RING, rings.tx, &off.tx) }
         .map_err(err("mapping the TX ring"))?;
     // SAFETY: as above.
-    let fill = unsafe { MmapRing::<u64>::map(fd, XDP_UMEM_PGOFF_FILL_RING, FILL_RING, &off.fr) }
+    let fill = unsafe { MmapRing::<u64>::map(fd, XDP_UMEM_PGOFF_FILL_RING, rings.fill, &off.fr) }
         .map_err(err("mapping the fill ring"))?;
     // SAFETY: as above.
     let comp =
-        unsafe { MmapRing::<u64>::map(fd, XDP_UMEM_PGOFF_COMPLETION_RING, COMP_RING, &off.cr) }
+        unsafe { MmapRing::<u64>::map(fd, XDP_UMEM_PGOFF_COMPLETION_RING, rings.comp, &off.cr) }
             .map_err(err("mapping the completion ring"))?;
 
     let bind = |flags: u16, shared_fd: u32| {
