@@ -162,11 +162,12 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
     if let (Some(u), Some(f)) = (&uplink, pool_frames.first_mut()) {
         *f += FRAMES_PER_QUEUE * afxdp::rx_queue_count(&u.ifname);
     }
+    // With NSM, the connections' frames (at least 1024) stand in for the minimum.
     for f in &mut pool_frames {
-        *f = (*f).max(MIN_POOL_FRAMES);
-        if cfg.nsm_listen_on.is_some() {
-            *f += cfg.connection_frames;
-        }
+        *f = match cfg.nsm_listen_on {
+            Some(_) => *f + cfg.connection_frames,
+            None => (*f).max(MIN_POOL_FRAMES),
+        };
     }
     // A worker without AF_XDP ports gets frames large enough for 9000-byte memif frames; AF_XDP
     // needs 4 KiB chunks (and its MTU is bounded by them anyway).
