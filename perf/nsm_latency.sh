@@ -29,13 +29,21 @@ REPORT=${REPORT:-nsm_latency}
 D=$(mktemp -d)
 NS_C=vwbench-c NS_E=vwbench-e
 VP= NP=
+# The kernel's ARP table is one for all namespaces: LIVE connections make two entries each (the
+# client's and the endpoint's), past the default hard limit of 1024 (a node with that many
+# connections needs the same). Raised for the run, restored after.
+GC_SAVED=$(sysctl -n net.ipv4.neigh.default.gc_thresh1 net.ipv4.neigh.default.gc_thresh2 net.ipv4.neigh.default.gc_thresh3 | tr '\n' ' ')
 cleanup() {
+  read -r g1 g2 g3 <<< "$GC_SAVED"
+  sysctl -qw net.ipv4.neigh.default.gc_thresh1="$g1" net.ipv4.neigh.default.gc_thresh2="$g2" \
+    net.ipv4.neigh.default.gc_thresh3="$g3" || true
   [ -n "$VP" ] && kill "$VP" 2>/dev/null && wait "$VP" 2>/dev/null || true
   [ -n "$NP" ] && kill "$NP" 2>/dev/null && wait "$NP" 2>/dev/null || true
   netns_down "$NS_C" "$NS_E"
   rm -rf "$D"
 }
 trap cleanup EXIT
+sysctl -qw net.ipv4.neigh.default.gc_thresh2=$(( LIVE * 4 + 2048 )) net.ipv4.neigh.default.gc_thresh3=$(( LIVE * 4 + 4096 ))
 netns_down "$NS_C" "$NS_E"
 cargo build --release --quiet -p vwire -p vwire-examples
 ip netns add "$NS_C"; ip netns add "$NS_E"

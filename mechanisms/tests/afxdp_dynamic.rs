@@ -1,13 +1,14 @@
 //! AF_XDP ports come and go at run time (as NSM connections will make them): each removal
 //! returns every buffer the port held to the worker's pool, closes its sockets and fds, and
-//! detaches its XDP program. Twenty add/remove cycles leak nothing.
+//! detaches its XDP program. Twenty add/remove cycles leak nothing. A port with an adaptive fill
+//! target posts little while idle.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vwire_dataplane::engine::{Engine, EngineBuilder, EngineConfig};
 use vwire_dataplane::worker::PollMode;
-use vwire_mechanisms::afxdp::{socket, PortOptions, Umem};
+use vwire_mechanisms::afxdp::{socket, PortOptions, RingSizes, Umem};
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().expect("sh");
@@ -61,6 +62,9 @@ impl Drop for Veth {
     }
 }
 
+/// The tests count the process's fds and the pool: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
@@ -84,6 +88,7 @@ fn wait_pool(engine: &Engine, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
 
 #[test]
 fn ports_added_and_removed_leak_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
@@ -134,5 +139,67 @@ fn ports_added_and_removed_leak_nothing() {
         );
     }
     assert_eq!(fds(), fds_before, "no fd leaked over 20 cycles");
+    assert!(engine.stop().is_empty());
+}
+
+/// A port with an adaptive fill target (NSM connections' ports) posts only its idle target until
+/// traffic comes, then takes more from the pool: idle ports leave the pool to busy ones.
+#[test]
+fn an_adaptive_port_posts_little_until_traffic_comes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (AF_XDP, netns); CI runs it as root"
+    );
+    let v = Veth::new("f");
+    let b = EngineBuilder::new(&EngineConfig {
+        cpus: vec![None],
+        poll_mode: PollMode::Adaptive,
+        pool_frames: vec![8192],
+        frame_sizes: vec![],
+        max_ports: 8,
+    })
+    .unwrap();
+    let region = b.pool_region(0).unwrap();
+    let total = u64::from(region.frames);
+    let umem = Umem::new(region);
+    let mut engine = b.start().unwrap();
+    let opts = PortOptions {
+        fill_target: 1024,
+        fill_idle: 32,
+        rings: RingSizes::SMALL,
+        ..PortOptions::default()
+    };
+    let p = socket::open("adaptive", &v.host, &umem, opts).unwrap();
+    engine.add_port(0, 0, Box::new(p)).unwrap();
+    // Idle: 32 frames posted, the rest in the pool (and it stays so).
+    wait_pool(&engine, "the idle port posts 32 frames", |f| {
+        f == total - 32
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(engine.worker_counters()[0].pool_free_buffers(), total - 32);
+    // A burst from the peer: ping's preload sends 1000 echo requests back to back to a static
+    // neighbour (the port drops them: it has no cross-connect).
+    sh(&format!(
+        "ip -n {ns} addr add 10.99.0.1/24 dev eth0 && ip -n {ns} neigh add 10.99.0.2 lladdr 02:00:00:00:00:02 dev eth0",
+        ns = v.ns
+    ));
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &v.ns])
+        .args(["ping", "-q", "-f", "-l", "1000", "-c", "3000", "-w", "3"])
+        .arg("10.99.0.2")
+        .output()
+        .expect("ping");
+    // The target doubles whenever a receive call finds the ring drained below half of it.
+    let free = wait_pool(&engine, "the busy port posts more", |f| f < total - 32);
+    assert!(
+        free >= total - 1024,
+        "never more than the fill target posted: {free} free of {total}"
+    );
+    let port = engine.remove_port(0, 0).unwrap().expect("the port");
+    drop(port);
+    wait_pool(&engine, "every buffer comes back", |f| f == total);
     assert!(engine.stop().is_empty());
 }
