@@ -731,3 +731,37 @@ fn spans_are_exported_when_telemetry_is_on_or_the_endpoint_is_set() {
         None
     );
 }
+
+#[test]
+fn connection_state_and_frames_have_defaults_and_checks() {
+    let c = p("", &[]).unwrap();
+    assert_eq!(c.state_dir, Some("/run/vwire/state".into()));
+    assert_eq!(c.connection_frames, 16384);
+    let c = p(
+        "[nsm]\nstate_dir = \"\"\n[dataplane]\nconnection_frames = 2048",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.state_dir, None);
+    assert_eq!(c.connection_frames, 2048);
+    let c = p(
+        "",
+        &[
+            ("VWIRE_NSM_STATE_DIR", "/var/lib/vwire"),
+            ("VWIRE_DATAPLANE_CONNECTION_FRAMES", "65536"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.state_dir, Some("/var/lib/vwire".into()));
+    assert_eq!(c.connection_frames, 65536);
+    let e = err("[nsm]\nstate_dir = \"run/vwire\"", &[]);
+    assert!(
+        e.contains("nsm.state_dir") && e.contains("not an absolute path"),
+        "{e}"
+    );
+    let e = err("[dataplane]\nconnection_frames = 10", &[]);
+    assert!(
+        e.contains("dataplane.connection_frames") && e.contains("out of range"),
+        "{e}"
+    );
+}
