@@ -444,6 +444,13 @@ fn run(a: RunArgs) -> Result<(), CliError> {
         duration = n as f64 / r;
         rate = Some(r);
     }
+    // What can be checked without devices fails before any port opens.
+    let stream = a.common.stream()?;
+    for &size in patterns.iter().flatten() {
+        stream
+            .check_size(size, usize::MAX)
+            .map_err(|e| bad("--size", e.to_string()))?;
+    }
     if !(duration.is_finite() && duration > 0.0 && duration <= 86400.0) {
         return Err(bad("--duration", "seconds, more than 0 and at most 86400"));
     }

@@ -166,7 +166,7 @@ impl TxState {
     /// Frames due now.
     #[inline]
     fn due(&mut self, now: u64) -> usize {
-        let left = self.limit - self.seq - self.npending as u64;
+        let left = self.limit.saturating_sub(self.seq + self.npending as u64);
         let Some(rate) = self.rate else {
             return left.min(TX_PER_LOOP as u64) as usize;
         };
@@ -594,7 +594,7 @@ impl Engine {
                 std::thread::sleep(left.min(Duration::from_millis(100)));
                 if opts.progress && last.0.elapsed() >= Duration::from_secs(1) {
                     let now = (Instant::now(), totals(&live));
-                    print_progress(start, &last, &now);
+                    print_progress(start, &live, &last, &now);
                     last = now;
                 }
             }
@@ -723,18 +723,19 @@ fn totals(live: &[(String, Arc<PortCounters>)]) -> Vec<PortTotals> {
 
 fn print_progress(
     start: Instant,
+    live: &[(String, Arc<PortCounters>)],
     a: &(Instant, Vec<PortTotals>),
     b: &(Instant, Vec<PortTotals>),
 ) {
     let dt = b.0.duration_since(a.0).as_secs_f64().max(1e-9);
     let mut line = format!("{:5.1}s", start.elapsed().as_secs_f64());
-    for (i, (x, y)) in a.1.iter().zip(&b.1).enumerate() {
+    for ((x, y), (name, _)) in a.1.iter().zip(&b.1).zip(live) {
         let tx = (y.tx_packets - x.tx_packets) as f64 / dt;
         let rx = (y.rx_packets - x.rx_packets) as f64 / dt;
         let txb = (y.tx_bytes - x.tx_bytes) as f64 * 8.0 / dt;
         let rxb = (y.rx_bytes - x.rx_bytes) as f64 * 8.0 / dt;
         line += &format!(
-            " | port{i} tx {:.3} Mpps {:.2} Gbit/s rx {:.3} Mpps {:.2} Gbit/s",
+            " | {name}: tx {:.3} Mpps {:.2} Gbit/s, rx {:.3} Mpps {:.2} Gbit/s",
             tx / 1e6,
             txb / 1e9,
             rx / 1e6,

@@ -119,6 +119,7 @@ pub fn run(a: Rfc2544Args) -> Result<(), CliError> {
         return Err(bad("--latency-trial", "seconds, 0 to 3600"));
     }
     let max_rate = cli::rate("--max-rate", &a.max_rate)?;
+    let _ = a.common.stream()?; // stream errors before any port opens
     if a.common.tx.is_empty() || a.common.rx.is_empty() {
         return Err(bad("--tx/--rx", "an RFC 2544 run needs ports that send and ports that receive"));
     }
