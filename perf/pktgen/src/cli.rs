@@ -57,14 +57,10 @@ impl CliError {
                 | EngineError::DuplicatePort(_)
                 | EngineError::TooManyStreams
                 | EngineError::Port(PortError::Syntax { .. }) => 2,
-                EngineError::Port(PortError::AfXdp { source, .. })
-                    if matches!(
-                        source,
-                        vwire_mechanisms::afxdp::AfXdpError::NoSuchInterface(_)
-                    ) =>
-                {
-                    2
-                }
+                EngineError::Port(PortError::AfXdp {
+                    source: vwire_mechanisms::afxdp::AfXdpError::NoSuchInterface(_),
+                    ..
+                }) => 2,
                 _ => 1,
             },
             _ => 1,
@@ -193,11 +189,18 @@ pub fn mac(option: &'static str, s: &str) -> Result<[u8; 6], CliError> {
     let parts: Vec<&str> = s.split(':').collect();
     let mut m = [0u8; 6];
     if parts.len() != 6 {
-        return Err(bad(option, format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")));
+        return Err(bad(
+            option,
+            format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+        ));
     }
     for (o, p) in m.iter_mut().zip(parts) {
-        *o = u8::from_str_radix(p, 16)
-            .map_err(|_| bad(option, format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")))?;
+        *o = u8::from_str_radix(p, 16).map_err(|_| {
+            bad(
+                option,
+                format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+            )
+        })?;
     }
     Ok(m)
 }
@@ -218,9 +221,12 @@ pub fn rate(option: &'static str, s: &str) -> Result<Option<f64>, CliError> {
         Some('G') | Some('g') => (&s[..s.len() - 1], 1e9),
         _ => (s, 1.0),
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| bad(option, format!("{s:?} is not `line` or a rate like 500k, 1.5M")))?;
+    let v: f64 = num.parse().map_err(|_| {
+        bad(
+            option,
+            format!("{s:?} is not `line` or a rate like 500k, 1.5M"),
+        )
+    })?;
     if !(v.is_finite() && v > 0.0) {
         return Err(bad(option, format!("{s:?}: the rate must be positive")));
     }
@@ -235,12 +241,17 @@ pub fn sizes(option: &'static str, s: &str) -> Result<Vec<Vec<usize>>, CliError>
     }
     s.split(',')
         .map(|p| {
-            let n: usize = p
-                .trim()
-                .parse()
-                .map_err(|_| bad(option, format!("{p:?} is not a frame size, `imix`, or a list")))?;
+            let n: usize = p.trim().parse().map_err(|_| {
+                bad(
+                    option,
+                    format!("{p:?} is not a frame size, `imix`, or a list"),
+                )
+            })?;
             if !(64..=9018).contains(&n) {
-                return Err(bad(option, format!("{n}: frame sizes are 64 to 9018 bytes")));
+                return Err(bad(
+                    option,
+                    format!("{n}: frame sizes are 64 to 9018 bytes"),
+                ));
             }
             Ok(vec![n])
         })
@@ -327,11 +338,17 @@ impl Common {
         let specs = self.port_specs()?;
         let stream = self.stream()?;
         if self.tx.is_empty() && self.rx.is_empty() {
-            return Err(bad("--tx/--rx", "name at least one port to send or receive on"));
+            return Err(bad(
+                "--tx/--rx",
+                "name at least one port to send or receive on",
+            ));
         }
         for n in self.tx.iter().chain(&self.rx) {
             if !specs.iter().any(|s| &s.name == n) {
-                return Err(bad("--tx/--rx", format!("{n:?} is not the name of a --port")));
+                return Err(bad(
+                    "--tx/--rx",
+                    format!("{n:?} is not the name of a --port"),
+                ));
             }
         }
         let allowed = vwire_dataplane::cpu::allowed_cpus().unwrap_or_default();
@@ -403,7 +420,12 @@ pub fn kernel() -> String {
 }
 
 /// The header every results file starts with.
-pub fn header(command: &str, c: &Common, stream: &StreamSpec, ports: &[PortSpec]) -> serde_json::Value {
+pub fn header(
+    command: &str,
+    c: &Common,
+    stream: &StreamSpec,
+    ports: &[PortSpec],
+) -> serde_json::Value {
     serde_json::json!({
         "tool": "vwire-pktgen",
         "version": env!("CARGO_PKG_VERSION"),

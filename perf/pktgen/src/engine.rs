@@ -163,8 +163,10 @@ impl TxState {
         t
     }
 
-    /// Frames due now.
+    /// Frames due now (at most [`TX_PER_LOOP`], so the casts to usize cannot truncate; the
+    /// float-to-integer cast saturates, and rates are below 2^53).
     #[inline]
+    #[allow(clippy::cast_possible_truncation)]
     fn due(&mut self, now: u64) -> usize {
         let left = self.limit.saturating_sub(self.seq + self.npending as u64);
         let Some(rate) = self.rate else {
@@ -517,31 +519,33 @@ impl Engine {
         let flows = traffic.spec.flows;
         let templates: Vec<Template> = distinct
             .iter()
-            .flat_map(|&size| {
-                (0..flows).map(move |f| (size, u32::try_from(f).unwrap_or(0)))
-            })
+            .flat_map(|&size| (0..flows).map(move |f| (size, u32::try_from(f).unwrap_or(0))))
             .map(|(size, f)| stream::build(&traffic.spec, f, size))
             .collect();
         for w in &mut self.workers {
             for s in &mut w.slots {
-                s.tx = self.tx_ports.iter().position(|&i| i == s.index).map(|n| TxState {
-                    stream: u8::try_from(n).unwrap_or(0),
-                    templates: templates.clone(),
-                    flows,
-                    pattern: pattern.clone(),
-                    flow_i: 0,
-                    pattern_i: 0,
-                    seq: 0,
-                    bytes: 0,
-                    rate: traffic.rate,
-                    pace_start: 0,
-                    pace_sent: 0,
-                    backlog_resets: 0,
-                    limit: opts.limit.unwrap_or(u64::MAX),
-                    pbufs: [0; BURST],
-                    ptmpl: [0; BURST],
-                    npending: 0,
-                });
+                s.tx = self
+                    .tx_ports
+                    .iter()
+                    .position(|&i| i == s.index)
+                    .map(|n| TxState {
+                        stream: u8::try_from(n).unwrap_or(0),
+                        templates: templates.clone(),
+                        flows,
+                        pattern: pattern.clone(),
+                        flow_i: 0,
+                        pattern_i: 0,
+                        seq: 0,
+                        bytes: 0,
+                        rate: traffic.rate,
+                        pace_start: 0,
+                        pace_sent: 0,
+                        backlog_resets: 0,
+                        limit: opts.limit.unwrap_or(u64::MAX),
+                        pbufs: [0; BURST],
+                        ptmpl: [0; BURST],
+                        npending: 0,
+                    });
                 if s.rx.is_some() {
                     s.rx = Some(RxAccount::new(trial));
                 }
@@ -556,7 +560,11 @@ impl Engine {
             .flat_map(|w| &w.slots)
             .map(|s| (self.names[s.index].clone(), s.ctr.clone()))
             .collect();
-        let tx_names: Vec<String> = self.tx_ports.iter().map(|&i| self.names[i].clone()).collect();
+        let tx_names: Vec<String> = self
+            .tx_ports
+            .iter()
+            .map(|&i| self.names[i].clone())
+            .collect();
         let mut tx_time = Duration::ZERO;
         let mut failure: Option<EngineError> = None;
         std::thread::scope(|scope| {
@@ -621,7 +629,11 @@ impl Engine {
         let slots: Vec<&Slot> = self.workers.iter().flat_map(|w| &w.slots).collect();
         let mut streams = Vec::new();
         for (n, &i) in self.tx_ports.iter().enumerate() {
-            let Some(tx) = slots.iter().find(|s| s.index == i).and_then(|s| s.tx.as_ref()) else {
+            let Some(tx) = slots
+                .iter()
+                .find(|s| s.index == i)
+                .and_then(|s| s.tx.as_ref())
+            else {
                 continue;
             };
             let (mut received, mut reordered, mut duplicates, mut late) = (0, 0, 0, 0);

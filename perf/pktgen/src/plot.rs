@@ -36,12 +36,24 @@ pub struct PlotArgs {
     title: String,
 }
 
+/// One frame size's figures.
+struct Point {
+    size: usize,
+    pps: f64,
+    bps: f64,
+    p50: f64,
+    p99: f64,
+    hist: Vec<(u64, u64)>,
+}
+
 /// One file's series.
 struct Series {
     label: String,
-    /// (size, pps, bps, p50 ns, p99 ns, histogram)
-    points: Vec<(f64, f64, f64, f64, f64, Vec<(u64, u64)>)>,
+    points: Vec<Point>,
 }
+
+/// Named lines of (x, y).
+type Lines = Vec<(String, Vec<(f64, f64)>)>;
 
 const COLORS: [RGBColor; 5] = [
     RGBColor(31, 119, 180),
@@ -80,14 +92,14 @@ fn load(path: &Path) -> Result<Series, CliError> {
             .flatten()
             .filter_map(|b| Some((b[0].as_u64()?, b[1].as_u64()?)))
             .collect();
-        points.push((
-            f(&r["size"]),
-            f(&r["throughput_pps"]),
-            f(&r["throughput_bps"]),
-            f(&r["latency"]["p50"]),
-            f(&r["latency"]["p99"]),
+        points.push(Point {
+            size: usize::try_from(r["size"].as_u64().unwrap_or(0)).unwrap_or(0),
+            pps: f(&r["throughput_pps"]),
+            bps: f(&r["throughput_bps"]),
+            p50: f(&r["latency"]["p50"]),
+            p99: f(&r["latency"]["p99"]),
             hist,
-        ));
+        });
     }
     Ok(Series { label, points })
 }
@@ -101,7 +113,7 @@ fn size_chart(
     path: &Path,
     title: &str,
     y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>)],
+    series: &Lines,
     log_y: bool,
 ) -> Result<(), CliError> {
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
@@ -242,29 +254,45 @@ pub fn run(a: PlotArgs) -> Result<(), CliError> {
         }
     };
     let file = |name: &str| a.out.join(format!("{}{name}", a.prefix));
-    let pick = |f: fn(&(f64, f64, f64, f64, f64, Vec<(u64, u64)>)) -> f64| -> Vec<(String, Vec<(f64, f64)>)> {
+    let pick = |f: fn(&Point) -> f64| -> Lines {
         series
             .iter()
             .map(|s| {
                 (
                     s.label.clone(),
-                    s.points.iter().map(|p| (p.0, f(p))).filter(|p| p.1 > 0.0).collect(),
+                    s.points
+                        .iter()
+                        .map(|p| (p.size as f64, f(p)))
+                        .filter(|p| p.1 > 0.0)
+                        .collect(),
                 )
             })
             .collect()
     };
     let mut written = Vec::new();
     let p = file("throughput_mpps.svg");
-    size_chart(&p, &t("RFC 2544 throughput (zero loss)"), "Mpps", &pick(|p| p.1 / 1e6), false)?;
+    size_chart(
+        &p,
+        &t("RFC 2544 throughput (zero loss)"),
+        "Mpps",
+        &pick(|p| p.pps / 1e6),
+        false,
+    )?;
     written.push(p);
     let p = file("throughput_gbps.svg");
-    size_chart(&p, &t("RFC 2544 throughput"), "Gbit/s of frames", &pick(|p| p.2 / 1e9), false)?;
+    size_chart(
+        &p,
+        &t("RFC 2544 throughput"),
+        "Gbit/s of frames",
+        &pick(|p| p.bps / 1e9),
+        false,
+    )?;
     written.push(p);
-    let mut lat = pick(|p| p.3 / 1e3);
+    let mut lat = pick(|p| p.p50 / 1e3);
     for l in &mut lat {
         l.0 += " p50";
     }
-    for mut l in pick(|p| p.4 / 1e3) {
+    for mut l in pick(|p| p.p99 / 1e3) {
         l.0 += " p99";
         lat.push(l);
     }
@@ -274,7 +302,12 @@ pub fn run(a: PlotArgs) -> Result<(), CliError> {
     let size = a.hist_size.or_else(|| {
         series
             .iter()
-            .flat_map(|s| s.points.iter().filter(|p| !p.5.is_empty()).map(|p| p.0 as usize))
+            .flat_map(|s| {
+                s.points
+                    .iter()
+                    .filter(|p| !p.hist.is_empty())
+                    .map(|p| p.size)
+            })
             .min()
     });
     if let Some(size) = size {
@@ -283,12 +316,16 @@ pub fn run(a: PlotArgs) -> Result<(), CliError> {
             .filter_map(|s| {
                 s.points
                     .iter()
-                    .find(|p| p.0 as usize == size)
-                    .map(|p| (s.label.clone(), p.5.clone()))
+                    .find(|p| p.size == size)
+                    .map(|p| (s.label.clone(), p.hist.clone()))
             })
             .collect();
         let p = file(&format!("latency_hist_{size}.svg"));
-        hist_chart(&p, &t(&format!("latency distribution, {size}-byte frames")), &hs)?;
+        hist_chart(
+            &p,
+            &t(&format!("latency distribution, {size}-byte frames")),
+            &hs,
+        )?;
         written.push(p);
     }
     for p in written {

@@ -294,12 +294,11 @@ pub fn open(
                 complete_checksums: false,
                 ..PortOptions::default()
             };
-            let port = xsk::open(&spec.name, ifname, &umem, opts).map_err(|source| {
-                PortError::AfXdp {
+            let port =
+                xsk::open(&spec.name, ifname, &umem, opts).map_err(|source| PortError::AfXdp {
                     name: spec.name.clone(),
                     source,
-                }
-            })?;
+                })?;
             // The UMEM registration lives with the sockets; `umem` only describes it.
             drop(umem);
             Ok(Opened {
@@ -329,11 +328,9 @@ pub fn open(
                 secret: String::new(),
                 netns: None,
             };
-            vwire_mechanisms::memif::driver::validate(&cfg).map_err(|source| {
-                PortError::Memif {
-                    name: spec.name.clone(),
-                    source,
-                }
+            vwire_mechanisms::memif::driver::validate(&cfg).map_err(|source| PortError::Memif {
+                name: spec.name.clone(),
+                source,
             })?;
             ctl.add(cfg, link.clone())?;
             Ok(Opened {

@@ -121,7 +121,10 @@ pub fn run(a: Rfc2544Args) -> Result<(), CliError> {
     let max_rate = cli::rate("--max-rate", &a.max_rate)?;
     let _ = a.common.stream()?; // stream errors before any port opens
     if a.common.tx.is_empty() || a.common.rx.is_empty() {
-        return Err(bad("--tx/--rx", "an RFC 2544 run needs ports that send and ports that receive"));
+        return Err(bad(
+            "--tx/--rx",
+            "an RFC 2544 run needs ports that send and ports that receive",
+        ));
     }
     let (mut engine, stream, specs) = a.common.open()?;
     let opts = |secs: f64| TrialOptions {

@@ -267,11 +267,11 @@ impl Histogram {
     #[inline]
     pub fn index(v: u64) -> usize {
         if v < LINEAR {
-            return v as usize; // below 64
+            return usize::try_from(v).unwrap_or(0); // below 64
         }
         let p = 63 - v.leading_zeros(); // ≥ SUB_BITS + 1
         let shift = p - SUB_BITS;
-        let m = (v >> shift) as usize - SUB; // 0..SUB
+        let m = usize::try_from(v >> shift).unwrap_or(SUB) - SUB; // v >> shift is SUB..2 SUB
         2 * SUB + (p - SUB_BITS - 1) as usize * SUB + m
     }
 
@@ -281,7 +281,7 @@ impl Histogram {
             return i as u64;
         }
         let k = i - 2 * SUB;
-        let p = (k / SUB) as u32 + SUB_BITS + 1;
+        let p = u32::try_from(k / SUB).unwrap_or(0) + SUB_BITS + 1; // below 64
         let m = (k % SUB + SUB) as u64;
         m << (p - SUB_BITS)
     }
@@ -322,6 +322,7 @@ impl Histogram {
         if self.count == 0 {
             return 0;
         }
+        #[allow(clippy::cast_possible_truncation)] // saturating float cast, clamped next
         let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
         let mut seen = 0;
         for (i, &c) in self.counts.iter().enumerate() {
@@ -470,7 +471,11 @@ mod tests {
     #[test]
     fn histogram_buckets_are_contiguous_and_bound_the_error() {
         for i in 0..BUCKETS - 1 {
-            assert_eq!(Histogram::upper(i) + 1, Histogram::lower(i + 1), "bucket {i}");
+            assert_eq!(
+                Histogram::upper(i) + 1,
+                Histogram::lower(i + 1),
+                "bucket {i}"
+            );
             assert_eq!(Histogram::index(Histogram::lower(i)), i);
         }
         for v in [0u64, 1, 63, 64, 65, 100, 1000, 12_345, 1 << 40, u64::MAX] {

@@ -24,7 +24,6 @@
 
 use std::net::IpAddr;
 
-
 /// Length of the signature after the innermost UDP header.
 pub const SIG_LEN: usize = 18;
 /// The signature's first byte ("§"): tells pktgen's frames from anything else on the port.
@@ -244,7 +243,8 @@ fn add_to_ip(a: IpAddr, n: u32) -> IpAddr {
         IpAddr::V4(v) => IpAddr::V4(u32::from(v).wrapping_add(n).into()),
         IpAddr::V6(v) => {
             let x = u128::from(v);
-            let low = (x as u32).wrapping_add(n); // the low 32 bits, wrapped
+            #[allow(clippy::cast_possible_truncation)] // the low 32 bits, on purpose
+            let low = (x as u32).wrapping_add(n);
             IpAddr::V6(((x & !0xffff_ffffu128) | u128::from(low)).into())
         }
     }
@@ -317,10 +317,8 @@ impl Template {
 /// The one's-complement sum of the four big-endian 16-bit words of `v`, unfolded.
 #[inline]
 fn sum_u64(v: u64) -> u32 {
-    ((v >> 48) as u32 & 0xffff)
-        + ((v >> 32) as u32 & 0xffff)
-        + ((v >> 16) as u32 & 0xffff)
-        + (v as u32 & 0xffff)
+    let w = |shift: u32| u32::from(u16::try_from((v >> shift) & 0xffff).unwrap_or(0));
+    w(48) + w(32) + w(16) + w(0)
 }
 
 /// Builds frames. Cold.
@@ -404,7 +402,7 @@ pub fn fold(mut s: u64) -> u16 {
     while s >> 16 != 0 {
         s = (s & 0xffff) + (s >> 16);
     }
-    s as u16 // folded: below 2^16
+    u16::try_from(s).unwrap_or(0xffff) // folded: below 2^16, so never the fallback
 }
 
 #[inline]
@@ -463,12 +461,24 @@ pub fn build(spec: &StreamSpec, flow: u32, size: usize) -> Template {
             let o = &spec.outer;
             let n = segments.len();
             w.eth(o.dst_mac, o.src_mac, 0x86dd);
-            let first = segments.first().copied().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+            let first = segments
+                .first()
+                .copied()
+                .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
             w.ip(o.src_ip, IpAddr::V6(first), 43, 8 + 16 * n + inner_len);
             // SRH: next header 143 (Ethernet), hdr ext len 2n, type 4, segments left n-1,
             // last entry n-1, flags 0, tag 0; the list in reverse order (RFC 8754 §2).
             let last = u8::try_from(n - 1).unwrap_or(0);
-            w.put(&[143, u8::try_from(2 * n).unwrap_or(0), 4, last, last, 0, 0, 0]);
+            w.put(&[
+                143,
+                u8::try_from(2 * n).unwrap_or(0),
+                4,
+                last,
+                last,
+                0,
+                0,
+                0,
+            ]);
             for s in segments.iter().rev() {
                 w.put(&s.octets());
             }
@@ -541,7 +551,10 @@ mod tests {
         let (s, d): (IpAddr, IpAddr) = if v6 {
             ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap())
         } else {
-            (Ipv4Addr::new(10, 0, 0, 1).into(), Ipv4Addr::new(10, 0, 0, 2).into())
+            (
+                Ipv4Addr::new(10, 0, 0, 1).into(),
+                Ipv4Addr::new(10, 0, 0, 2).into(),
+            )
         };
         StreamSpec {
             src_mac: [2, 0, 0, 0, 0, 1],
@@ -577,7 +590,11 @@ mod tests {
             (Ipv4Addr::from(s).into(), Ipv4Addr::from(d).into())
         };
         let len = usize::from(u16::from_be_bytes([f[udp + 4], f[udp + 5]]));
-        assert_eq!(udp + len, f.len(), "UDP length covers the rest of the frame");
+        assert_eq!(
+            udp + len,
+            f.len(),
+            "UDP length covers the rest of the frame"
+        );
         fold(u64::from(pseudo(src, dst, len)) + sum_be(&f[udp..])) == 0xffff
     }
 
@@ -593,18 +610,23 @@ mod tests {
         assert_eq!(s.min_size(), 64);
         let t = build(&s, 0, 64);
         assert_eq!(t.bytes.len(), 60);
-        for (seq, ns) in [(0, 0), (1, 2), (u64::MAX, 0x0123_4567_89ab_cdef), (0xffff, 0xffff_0000)] {
+        for (seq, ns) in [
+            (0, 0),
+            (1, 2),
+            (u64::MAX, 0x0123_4567_89ab_cdef),
+            (0xffff, 0xffff_0000),
+        ] {
             let f = stamped(&t, 0x35, seq, ns);
             assert_eq!(&f[12..14], &[0x08, 0x00]);
             assert_eq!(fold(sum_be(&f[14..34])), 0xffff, "IPv4 header checksum");
             assert_eq!(u16::from_be_bytes([f[16], f[17]]), 46, "total length");
-            assert!(udp_ok(&f, 14, 34), "UDP checksum for seq {seq:#x} ns {ns:#x}");
+            assert!(
+                udp_ok(&f, 14, 34),
+                "UDP checksum for seq {seq:#x} ns {ns:#x}"
+            );
             let etherparsed = etherparse::SlicedPacket::from_ethernet(&f).expect("etherparse");
             assert!(etherparsed.transport.is_some());
-            assert_eq!(
-                rx::parse(&f),
-                Some(rx::Signature { tag: 0x35, seq, ns })
-            );
+            assert_eq!(rx::parse(&f), Some(rx::Signature { tag: 0x35, seq, ns }));
         }
     }
 
@@ -618,7 +640,10 @@ mod tests {
         );
         assert_eq!(
             s.check_size(9000, 3840),
-            Err(StreamError::TooLarge { size: 9000, max: 3844 })
+            Err(StreamError::TooLarge {
+                size: 9000,
+                max: 3844
+            })
         );
         let t = build(&s, 0, 1518);
         assert_eq!(t.bytes.len(), 1514);
@@ -676,14 +701,24 @@ mod tests {
         let mut s = spec(false);
         let a: Ipv6Addr = "fc00:b::d2".parse().unwrap();
         let b: Ipv6Addr = "fc00:c::d2".parse().unwrap();
-        s.encap = Encap::Srv6 { segments: vec![a, b] };
+        s.encap = Encap::Srv6 {
+            segments: vec![a, b],
+        };
         assert_eq!(s.min_size(), 64 + 14 + 40 + 8 + 32);
         let f = stamped(&build(&s, 0, 160), 2, 42, 1);
         assert_eq!(f[14 + 6], 43, "next header: routing");
-        assert_eq!(&f[14 + 24..14 + 40], &a.octets(), "destination: the first segment");
+        assert_eq!(
+            &f[14 + 24..14 + 40],
+            &a.octets(),
+            "destination: the first segment"
+        );
         let srh = 54;
         assert_eq!(&f[srh..srh + 5], &[143, 4, 4, 1, 1]);
-        assert_eq!(&f[srh + 8..srh + 24], &b.octets(), "Segment List[0] is the last");
+        assert_eq!(
+            &f[srh + 8..srh + 24],
+            &b.octets(),
+            "Segment List[0] is the last"
+        );
         assert_eq!(&f[srh + 24..srh + 40], &a.octets());
         assert_eq!(rx::parse(&f).map(|s| s.seq), Some(42));
         s.encap = Encap::Srv6 { segments: vec![] };
@@ -694,7 +729,10 @@ mod tests {
     fn bad_specs_are_refused() {
         let mut s = spec(false);
         s.dst_ip = "fd00::2".parse().unwrap();
-        assert!(matches!(s.validate(), Err(StreamError::MixedFamilies { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(StreamError::MixedFamilies { .. })
+        ));
         let mut s = spec(false);
         s.flows = 0;
         assert_eq!(s.validate(), Err(StreamError::Flows));

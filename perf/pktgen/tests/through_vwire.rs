@@ -49,7 +49,11 @@ fn vwire_bin() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
         let bin = target.join("release/vwire");
-        assert!(bin.exists(), "vwire was built but {} is missing", bin.display());
+        assert!(
+            bin.exists(),
+            "vwire was built but {} is missing",
+            bin.display()
+        );
         bin
     })
 }
@@ -317,8 +321,24 @@ fn afxdp_veths_counts_match_exactly_at_a_low_rate() {
     let (code, v, err) = pktgen(
         Some(&gen),
         &[
-            "run", "--port", "a=afxdp:pg0", "--port", "b=afxdp:pg1", "--tx", "a", "--rx", "b",
-            "--rate", "20k", "--count", "20000", "--size", "64", "--cores", "0", "--quiet",
+            "run",
+            "--port",
+            "a=afxdp:pg0",
+            "--port",
+            "b=afxdp:pg1",
+            "--tx",
+            "a",
+            "--rx",
+            "b",
+            "--rate",
+            "20k",
+            "--count",
+            "20000",
+            "--size",
+            "64",
+            "--cores",
+            "0",
+            "--quiet",
         ],
     );
     assert_eq!(code, Some(0), "pktgen failed: {err}");
@@ -328,9 +348,28 @@ fn afxdp_veths_counts_match_exactly_at_a_low_rate() {
     let (code, v, err) = pktgen(
         Some(&gen),
         &[
-            "run", "--port", "a=afxdp:pg0", "--port", "b=afxdp:pg1", "--tx", "b", "--rx", "a",
-            "--rate", "10k", "--count", "5000", "--size", "1518", "--src-ip", "fd00::1",
-            "--dst-ip", "fd00::2", "--cores", "0", "--quiet",
+            "run",
+            "--port",
+            "a=afxdp:pg0",
+            "--port",
+            "b=afxdp:pg1",
+            "--tx",
+            "b",
+            "--rx",
+            "a",
+            "--rate",
+            "10k",
+            "--count",
+            "5000",
+            "--size",
+            "1518",
+            "--src-ip",
+            "fd00::1",
+            "--dst-ip",
+            "fd00::2",
+            "--cores",
+            "0",
+            "--quiet",
         ],
     );
     assert_eq!(code, Some(0), "pktgen failed: {err}");
@@ -347,9 +386,30 @@ fn a_sweep_produces_a_report_and_plots() {
     let (code, v, err) = pktgen(
         None,
         &[
-            "rfc2544", "--port", &a, "--port", &b, "--tx", "a", "--rx", "b", "--sizes",
-            "64,1518,9000", "--trial", "0.5", "--latency-trial", "0.5", "--max-iterations", "3",
-            "--max-rate", "2M", "--cores", "0", "--quiet", "--label", "vwire",
+            "rfc2544",
+            "--port",
+            &a,
+            "--port",
+            &b,
+            "--tx",
+            "a",
+            "--rx",
+            "b",
+            "--sizes",
+            "64,1518,9000",
+            "--trial",
+            "0.5",
+            "--latency-trial",
+            "0.5",
+            "--max-iterations",
+            "3",
+            "--max-rate",
+            "2M",
+            "--cores",
+            "0",
+            "--quiet",
+            "--label",
+            "vwire",
         ],
     );
     assert_eq!(
@@ -395,35 +455,106 @@ fn a_sweep_produces_a_report_and_plots() {
 fn bad_options_get_clear_errors() {
     require_root();
     for (args, needle) in [
-        (&["run", "--port", "a=tap:x", "--tx", "a"][..], "the kind is afxdp: or memif:"),
-        (&["run", "--port", "a=afxdp:x", "--tx", "b"][..], "\"b\" is not the name of a --port"),
-        (&["run", "--port", "a=afxdp:x", "--tx", "a", "--rate", "fast"][..], "--rate"),
-        (&["run", "--port", "a=afxdp:x", "--tx", "a", "--size", "10"][..], "64 to 9018"),
-        (&["run", "--port", "a=afxdp:x", "--tx", "a", "--encap", "vxlan:99999999"][..], "VNI"),
         (
-            &["run", "--port", "a=afxdp:x", "--tx", "a", "--src-ip", "fd00::1", "--dst-ip", "fd00::2"][..],
+            &["run", "--port", "a=tap:x", "--tx", "a"][..],
+            "the kind is afxdp: or memif:",
+        ),
+        (
+            &["run", "--port", "a=afxdp:x", "--tx", "b"][..],
+            "\"b\" is not the name of a --port",
+        ),
+        (
+            &["run", "--port", "a=afxdp:x", "--tx", "a", "--rate", "fast"][..],
+            "--rate",
+        ),
+        (
+            &["run", "--port", "a=afxdp:x", "--tx", "a", "--size", "10"][..],
+            "64 to 9018",
+        ),
+        (
+            &[
+                "run",
+                "--port",
+                "a=afxdp:x",
+                "--tx",
+                "a",
+                "--encap",
+                "vxlan:99999999",
+            ][..],
+            "VNI",
+        ),
+        (
+            &[
+                "run",
+                "--port",
+                "a=afxdp:x",
+                "--tx",
+                "a",
+                "--src-ip",
+                "fd00::1",
+                "--dst-ip",
+                "fd00::2",
+            ][..],
             "needs at least 84 bytes",
         ),
         (
-            &["run", "--port", "a=afxdp:x", "--tx", "a", "--dst-ip", "fd00::2"][..],
+            &[
+                "run",
+                "--port",
+                "a=afxdp:x",
+                "--tx",
+                "a",
+                "--dst-ip",
+                "fd00::2",
+            ][..],
             "must both be IPv4 or both IPv6",
         ),
-        (&["run", "--port", "a=afxdp:nosuchif0", "--tx", "a"][..], "no network interface named \"nosuchif0\""),
-        (&["run", "--port", "a=afxdp:x", "--tx", "a", "--count", "5"][..], "needs a paced --rate"),
-        (&["rfc2544", "--port", "a=afxdp:x", "--tx", "a", "--rx", "a", "--loss", "2"][..], "--loss"),
+        (
+            &["run", "--port", "a=afxdp:nosuchif0", "--tx", "a"][..],
+            "no network interface named \"nosuchif0\"",
+        ),
+        (
+            &["run", "--port", "a=afxdp:x", "--tx", "a", "--count", "5"][..],
+            "needs a paced --rate",
+        ),
+        (
+            &[
+                "rfc2544",
+                "--port",
+                "a=afxdp:x",
+                "--tx",
+                "a",
+                "--rx",
+                "a",
+                "--loss",
+                "2",
+            ][..],
+            "--loss",
+        ),
         (&["run", "--tx", "a"][..], "--port"),
     ] {
         let out = Command::new(PKTGEN).args(args).output().expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
     }
     // A memif peer that never comes: a run-time failure (1), saying what it waited for.
     let dir = std::env::temp_dir().join(unique("pgt-nopeer-"));
     std::fs::create_dir_all(&dir).unwrap();
     let port = format!("a=memif:client:{}/none.sock", dir.display());
     let out = Command::new(PKTGEN)
-        .args(["run", "--port", &port, "--tx", "a", "--connect-timeout", "1"])
+        .args([
+            "run",
+            "--port",
+            &port,
+            "--tx",
+            "a",
+            "--connect-timeout",
+            "1",
+        ])
         .output()
         .expect("run");
     let _ = std::fs::remove_dir_all(&dir);
