@@ -41,9 +41,13 @@ use crate::ports::{self, MemifControl, PortError, PortSpec};
 use crate::rx::{Histogram, RxAccount, STREAMS};
 use crate::stream::{self, StreamError, StreamSpec, Template, FCS, MAX_TEMPLATE_BYTES};
 
-/// Most frames one transmitting port sends per loop: two bursts, so a paced port catches up
-/// within a loop after a short stall while a line-rate port still kicks every 32 frames.
-pub const TX_PER_LOOP: usize = 2 * BURST;
+/// Most frames one transmitting port sends per loop: four bursts, so a paced port catches up
+/// within a loop after a short stall, and the per-loop costs (clock, quiescent point, flush)
+/// spread over more frames at line rate (the port still gets them 32 at a time, and AF_XDP
+/// kicks once per burst it was given).
+pub const TX_PER_LOOP: usize = 4 * BURST;
+/// No template in `WorkerSet::tx_pool`'s record.
+const NONE: u32 = u32::MAX;
 /// The pacer forgets a backlog older than this (1 ms: longer than any loop, shorter than a
 /// preemption on this class of VM).
 pub const MAX_BACKLOG_NS: u64 = 1_000_000;
@@ -202,6 +206,11 @@ struct Slot {
 struct WorkerSet {
     cpu: Option<usize>,
     pool: BufferPool,
+    /// memif-only workers: the pool frames are built in, which nothing but pktgen writes (memif
+    /// ports copy out of it; receiving uses `pool`). So a frame taken from it still holds the
+    /// template it was last built from, recorded in `held`, and is only stamped again: one copy
+    /// per frame (the port's) instead of two.
+    tx_pool: Option<(BufferPool, Vec<u32>)>,
     slots: Vec<Slot>,
     reader: Option<Reader>,
 }
@@ -408,6 +417,7 @@ impl Engine {
             let pool = ports::pool_for(&mine.iter().map(|(_, s)| *s).collect::<Vec<_>>())?;
             let mut slots = Vec::new();
             let mut has_memif = false;
+            let has_afxdp = mine.iter().any(|(_, s)| s.is_afxdp());
             for (i, spec) in mine {
                 let opened = ports::open(spec, &pool, ctl.as_ref())?;
                 has_memif |= opened.link.is_some();
@@ -427,9 +437,17 @@ impl Engine {
                 (Some(c), true) => Some(c.qsbr.register_named(format!("pktgen worker {w}"))),
                 _ => None,
             };
+            let tx_pool = if !has_afxdp {
+                let p = ports::pool_for(&[])?;
+                let n = p.capacity() as usize;
+                Some((p, vec![NONE; n]))
+            } else {
+                None
+            };
             workers.push(WorkerSet {
                 cpu: cpus.get(w).copied(),
                 pool,
+                tx_pool,
                 slots,
                 reader,
             });
@@ -523,6 +541,10 @@ impl Engine {
             .map(|(size, f)| stream::build(&traffic.spec, f, size))
             .collect();
         for w in &mut self.workers {
+            // New templates: no frame holds one yet.
+            if let Some((_, held)) = &mut w.tx_pool {
+                held.fill(NONE);
+            }
             for s in &mut w.slots {
                 s.tx = self
                     .tx_ports
@@ -786,7 +808,12 @@ fn run_worker(
         let now = now_ns();
         for s in &mut w.slots {
             if let (Some(tx), true) = (&mut s.tx, sending) {
-                transmit(&mut w.pool, s.port.as_mut(), &s.ctr, tx, trial, now);
+                match &mut w.tx_pool {
+                    Some((p, held)) => {
+                        transmit(p, Some(held), s.port.as_mut(), &s.ctr, tx, trial, now)
+                    }
+                    None => transmit(&mut w.pool, None, s.port.as_mut(), &s.ctr, tx, trial, now),
+                }
             }
             if let Some(acct) = &mut s.rx {
                 burst.clear();
@@ -811,7 +838,10 @@ fn run_worker(
     // Frames built and never taken go back to the pool.
     for s in &mut w.slots {
         if let Some(tx) = &mut s.tx {
-            w.pool.free_burst(&tx.pbufs[..tx.npending]);
+            match &mut w.tx_pool {
+                Some((p, _)) => p.free_burst(&tx.pbufs[..tx.npending]),
+                None => w.pool.free_burst(&tx.pbufs[..tx.npending]),
+            }
             tx.npending = 0;
         }
     }
@@ -826,6 +856,7 @@ fn run_worker(
 #[inline]
 fn transmit(
     pool: &mut BufferPool,
+    mut held: Option<&mut Vec<u32>>,
     port: &mut dyn Port,
     ctr: &PortCounters,
     tx: &mut TxState,
@@ -857,11 +888,19 @@ fn transmit(
             let ti = tx.next_template();
             let t = &tx.templates[ti];
             let b = tx.pbufs[k];
+            let id = u32::try_from(ti).unwrap_or(NONE);
             pool.set_meta(b, HEADROOM, t.bytes.len());
             let frame = pool.packet_mut(b);
-            frame.copy_from_slice(&t.bytes);
+            match held.as_deref_mut().and_then(|h| h.get_mut(b as usize)) {
+                Some(h) if *h == id => {} // still the same template: only the stamp changes
+                Some(h) => {
+                    frame.copy_from_slice(&t.bytes);
+                    *h = id;
+                }
+                None => frame.copy_from_slice(&t.bytes),
+            }
             t.stamp(frame, tag, tx.seq + k as u64, now);
-            tx.ptmpl[k] = u32::try_from(ti).unwrap_or(0);
+            tx.ptmpl[k] = id;
         }
         tx.npending = n;
         let taken = port.tx_burst(pool, &tx.pbufs[..n], ctr);

@@ -23,9 +23,12 @@ use vwire_mechanisms::memif::driver::{Driver, MemifConfig};
 use vwire_mechanisms::memif::msg::Mode;
 use vwire_mechanisms::memif::port::{Link, MemifPort, Role};
 
-/// Frames per worker pool: AF_XDP wants ≥ 16 Ki frames per queue (testbed.md: 8192 posted to
-/// the fill ring gave zero drops under load), plus TX in flight.
+/// Frames per worker pool with AF_XDP ports: AF_XDP wants ≥ 16 Ki frames per queue (testbed.md:
+/// 8192 posted to the fill ring gave zero drops under load), plus TX in flight.
 pub const POOL_FRAMES: u32 = 32 * 1024;
+/// Frames per pool of a memif-only worker: memif copies in and out, so a frame is held only
+/// between a receive and its accounting, or between building and the port's copy (a burst).
+pub const MEMIF_POOL_FRAMES: u32 = 2048;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -178,14 +181,17 @@ impl PortSpec {
     }
 }
 
-/// The pool of a worker serving `specs`: 4 KiB frames if any is AF_XDP, else jumbo frames.
+/// The pool of a worker serving `specs`: 4 KiB frames if any is AF_XDP, else jumbo frames (a
+/// memif-only worker gets a second such pool for transmitting).
 pub fn pool_for(specs: &[&PortSpec]) -> Result<BufferPool, PortError> {
-    let fs = if specs.iter().any(|s| s.is_afxdp()) {
-        FRAME_SIZE
+    if specs.iter().any(|s| s.is_afxdp()) {
+        Ok(BufferPool::with_frame_size(POOL_FRAMES, FRAME_SIZE)?)
     } else {
-        JUMBO_FRAME_SIZE
-    };
-    Ok(BufferPool::with_frame_size(POOL_FRAMES, fs)?)
+        Ok(BufferPool::with_frame_size(
+            MEMIF_POOL_FRAMES,
+            JUMBO_FRAME_SIZE,
+        )?)
+    }
 }
 
 /// The memif control side: the driver on its own thread and runtime.

@@ -278,11 +278,15 @@ pub struct Template {
 impl Template {
     /// Writes the tag, sequence number and time into `frame` (a copy of `self.bytes`) and
     /// patches its UDP checksums. Hot: no allocation, a few additions per checksum.
-    #[inline]
+    #[inline(always)]
     pub fn stamp(&self, frame: &mut [u8], tag: u8, seq: u64, ns: u64) {
         let s = usize::from(self.sig);
         let Some(sig) = frame.get_mut(s..s + SIG_LEN) else {
             return;
+        };
+        let sig: &mut [u8; SIG_LEN] = match sig.try_into() {
+            Ok(a) => a,
+            Err(_) => return, // cannot happen: the range is SIG_LEN long
         };
         sig[1] = tag;
         sig[2..10].copy_from_slice(&seq.to_be_bytes());
