@@ -50,6 +50,8 @@ struct Point {
 struct Series {
     label: String,
     points: Vec<Point>,
+    /// The loss ratio the throughput allowed.
+    loss: f64,
 }
 
 /// Named lines of (x, y).
@@ -101,7 +103,12 @@ fn load(path: &Path) -> Result<Series, CliError> {
             hist,
         });
     }
-    Ok(Series { label, points })
+    let loss = v["rfc2544"]["loss_ratio_allowed"].as_f64().unwrap_or(0.0);
+    Ok(Series {
+        label,
+        points,
+        loss,
+    })
 }
 
 fn de<E: std::fmt::Display>(e: E) -> CliError {
@@ -271,13 +278,13 @@ pub fn run(a: PlotArgs) -> Result<(), CliError> {
     };
     let mut written = Vec::new();
     let p = file("throughput_mpps.svg");
-    size_chart(
-        &p,
-        &t("RFC 2544 throughput (zero loss)"),
-        "Mpps",
-        &pick(|p| p.pps / 1e6),
-        false,
-    )?;
+    let loss = series.iter().map(|s| s.loss).fold(0.0, f64::max);
+    let within = if loss > 0.0 {
+        format!("RFC 2544 throughput (loss ≤ {loss})")
+    } else {
+        "RFC 2544 throughput (zero loss)".to_string()
+    };
+    size_chart(&p, &t(&within), "Mpps", &pick(|p| p.pps / 1e6), false)?;
     written.push(p);
     let p = file("throughput_gbps.svg");
     size_chart(

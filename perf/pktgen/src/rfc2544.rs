@@ -4,8 +4,8 @@
 //! the allowed ratio, the throughput is that rate and the result says `generator_limited` (the
 //! device kept up with everything pktgen could send). Otherwise a binary search on the offered
 //! rate between 0 and that trial's transmit rate, starting at the rate the device delivered,
-//! until the bracket is narrower than `resolution` × the upper bound or `max_iterations` trials
-//! were run; the throughput is the highest rate that passed (its achieved transmit rate). Then
+//! until the bracket is narrower than `resolution` × the upper bound or `max_iterations` steps
+//! were run (a failing step is repeated up to `retries` times and passes if any run passes); the throughput is the highest rate that passed (its achieved transmit rate). Then
 //! a latency trial at that rate: the histogram and its percentiles.
 //!
 //! Sizes the stream or a port cannot carry (9000 on an AF_XDP port with 4 KiB frames; a frame
@@ -36,9 +36,14 @@ pub struct Rfc2544Args {
     /// Stop when the bracket is narrower than this fraction of the upper bound.
     #[arg(long, default_value_t = 0.02)]
     resolution: f64,
-    /// Most search trials per size.
+    /// Most search steps per size.
     #[arg(long, default_value_t = 10)]
     max_iterations: u32,
+    /// Run a failing search step again up to this many times; it passes if any run passes. On
+    /// a shared VM a forwarder preempted for milliseconds loses frames at any rate; one retry
+    /// keeps a single preemption from deciding the search (0: RFC 2544's one trial per rate).
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
     /// Seconds of the latency trial at the throughput rate (0: none).
     #[arg(long, default_value_t = 3.0)]
     latency_trial: f64,
@@ -175,8 +180,16 @@ pub fn run(a: Rfc2544Args) -> Result<(), CliError> {
                 let mut best: Option<(f64, f64)> = None;
                 let mut next = (s.rx_pps / ntx).clamp(hi * 0.05, hi * 0.99);
                 for _ in 0..a.max_iterations {
-                    let r = engine.trial(&traffic(Some(next)), &opts(a.trial))?;
-                    let st = Step::of(Some(next * ntx), &r, a.loss);
+                    let mut r = engine.trial(&traffic(Some(next)), &opts(a.trial))?;
+                    let mut st = Step::of(Some(next * ntx), &r, a.loss);
+                    for _ in 0..a.retries {
+                        if st.pass {
+                            break;
+                        }
+                        steps.push(st);
+                        r = engine.trial(&traffic(Some(next)), &opts(a.trial))?;
+                        st = Step::of(Some(next * ntx), &r, a.loss);
+                    }
                     eprintln!(
                         "{size} bytes: offered {:.3} Mpps: sent {:.3}, received {:.3}, loss {:.2e} {}",
                         next * ntx / 1e6,
@@ -235,6 +248,7 @@ pub fn run(a: Rfc2544Args) -> Result<(), CliError> {
         "loss_ratio_allowed": a.loss,
         "resolution": a.resolution,
         "max_iterations": a.max_iterations,
+        "retries": a.retries,
         "latency_trial_s": a.latency_trial,
         "max_rate": a.max_rate,
     });
