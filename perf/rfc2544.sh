@@ -282,8 +282,8 @@ md = f"""# RFC 2544 with vwire-pktgen: vwire against a reference DUT, same run
 {rep['date']}, kernel {rep['kernel']}, {rep['cpus']} vCPUs (noisy, shared). Command: `bash perf/rfc2544.sh {int(trial) if trial.is_integer() else trial} {pairs}`.
 Throughput = the highest rate with loss ≤ {loss} (binary search, {trial} s trials, a failing step retried once, 2 % resolution), then a 2 s
 latency trial at that rate. For each frame size the two DUTs ran one after the other, alternating. pktgen on CPU 0,
-the DUT's worker on CPU {rep['cpus'] - 1}. "(gen.)": the DUT lost nothing at the most pktgen could send, so the
-figure is pktgen's limit, not the DUT's. Frame sizes include the FCS; Gbit/s counts frame bytes.
+the DUT's worker on CPU {rep['cpus'] - 1}. "(gen.)": the DUT stayed within the loss ratio at the most pktgen
+could send, so the figure is pktgen's limit, not the DUT's. Frame sizes include the FCS; Gbit/s counts frame bytes.
 
 ## AF_XDP veths: vwire vs the Linux bridge
 

@@ -97,7 +97,7 @@ enum Command {
 /// Ports, cores and the stream: shared by `run` and `rfc2544`.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// A port: NAME=afxdp:IFNAME, or NAME=memif:client|server:SOCKET[,id=N][,ring=SLOTS][,buffer=BYTES]. Repeat for more.
+    /// A port: NAME=afxdp:IFNAME[@NETNS], or NAME=memif:client|server:SOCKET[,id=N][,ring=SLOTS][,buffer=BYTES]. Repeat for more.
     #[arg(long = "port", required = true)]
     pub ports: Vec<String>,
     /// Ports that transmit (comma-separated names); each sends its own stream.

@@ -1,7 +1,9 @@
 //! Ports: parsing `--port` specifications and opening them with vwire's own drivers (cold).
 //!
-//! - `afxdp:IFNAME` opens an AF_XDP port on IFNAME with `vwire_mechanisms::afxdp::socket::open`
-//!   (every receive queue, XDP program attached, detached when the port is dropped).
+//! - `afxdp:IFNAME[@NETNS]` opens an AF_XDP port on IFNAME with
+//!   `vwire_mechanisms::afxdp::socket::open` (every receive queue, XDP program attached,
+//!   detached when the port is dropped), from a thread inside NETNS (`/var/run/netns/NETNS`)
+//!   if given, so one process can serve interfaces of several namespaces.
 //! - `memif:client:SOCKET[,id=N][,ring=SLOTS][,buffer=BYTES]` and `memif:server:…` open a
 //!   memif port with `vwire_mechanisms::memif` (a [`MemifPort`] whose session the memif
 //!   [`Driver`] publishes). The driver runs on a control thread with its own single-threaded
@@ -34,7 +36,7 @@ pub const MEMIF_POOL_FRAMES: u32 = 2048;
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
     /// the `--port` text does not parse
-    #[error("--port {spec:?}: {why}; expected NAME=afxdp:IFNAME or NAME=memif:client|server:SOCKET[,id=N][,ring=SLOTS][,buffer=BYTES]")]
+    #[error("--port {spec:?}: {why}; expected NAME=afxdp:IFNAME[@NETNS] or NAME=memif:client|server:SOCKET[,id=N][,ring=SLOTS][,buffer=BYTES]")]
     Syntax {
         /// the text
         spec: String,
@@ -92,6 +94,8 @@ pub enum PortKind {
     Afxdp {
         /// the interface
         ifname: String,
+        /// the network namespace it is in (a name under /var/run/netns); none: pktgen's own
+        netns: Option<String>,
     },
     /// memif.
     Memif {
@@ -119,12 +123,18 @@ impl PortSpec {
         if name.is_empty() || name.len() > 32 {
             return Err(err("the name must be 1 to 32 characters"));
         }
-        let kind = if let Some(ifname) = rest.strip_prefix("afxdp:") {
+        let kind = if let Some(target) = rest.strip_prefix("afxdp:") {
+            let (ifname, netns) = match target.split_once('@') {
+                Some((i, n)) if !n.is_empty() && !n.contains('/') => (i, Some(n.to_string())),
+                Some(_) => return Err(err("a namespace is a name under /var/run/netns")),
+                None => (target, None),
+            };
             if ifname.is_empty() || ifname.len() > 15 {
                 return Err(err("an interface name is 1 to 15 characters"));
             }
             PortKind::Afxdp {
                 ifname: ifname.to_string(),
+                netns,
             }
         } else if let Some(m) = rest.strip_prefix("memif:") {
             let (role, rest) = m
@@ -293,20 +303,43 @@ pub fn open(
     ctl: Option<&MemifControl>,
 ) -> Result<Opened, PortError> {
     match &spec.kind {
-        PortKind::Afxdp { ifname } => {
-            let umem = Umem::new(pool.region());
-            let opts = PortOptions {
-                // pktgen checks its own checksums end to end: leave frames as received.
-                complete_checksums: false,
-                ..PortOptions::default()
+        PortKind::Afxdp { ifname, netns } => {
+            let region = pool.region();
+            let name = spec.name.clone();
+            let open = move || {
+                let umem = Umem::new(region);
+                let opts = PortOptions {
+                    // pktgen checks its own checksums end to end: leave frames as received.
+                    complete_checksums: false,
+                    ..PortOptions::default()
+                };
+                // The UMEM registration lives with the sockets; `umem` only describes it.
+                xsk::open(&name, ifname, &umem, opts)
             };
-            let port =
-                xsk::open(&spec.name, ifname, &umem, opts).map_err(|source| PortError::AfXdp {
-                    name: spec.name.clone(),
-                    source,
-                })?;
-            // The UMEM registration lives with the sockets; `umem` only describes it.
-            drop(umem);
+            let opened = match netns {
+                None => open(),
+                // The interface, its XDP program and the socket's bind are looked up in the
+                // calling thread's namespace: open from a thread that entered it (setns is per
+                // thread). The socket keeps working from any thread afterwards.
+                Some(ns) => std::thread::scope(|s| {
+                    s.spawn(|| {
+                        enter_netns(ns).map_err(|source| {
+                            vwire_mechanisms::afxdp::AfXdpError::Socket {
+                                ifname: format!("{ifname}@{ns}"),
+                                what: "entering the network namespace",
+                                source,
+                            }
+                        })?;
+                        open()
+                    })
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                }),
+            };
+            let port = opened.map_err(|source| PortError::AfXdp {
+                name: spec.name.clone(),
+                source,
+            })?;
             Ok(Opened {
                 port: Box::new(port),
                 link: None,
@@ -348,6 +381,17 @@ pub fn open(
     }
 }
 
+/// Moves the calling thread into the network namespace `/var/run/netns/<name>`.
+fn enter_netns(name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))?;
+    // SAFETY: setns on an open namespace file; it changes only this thread's namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Waits until every memif link in `opened` is connected.
 pub fn wait_connected(
     specs: &[(&PortSpec, Option<Arc<Link>>)],
@@ -383,7 +427,8 @@ mod tests {
         assert_eq!(
             PortSpec::parse("a=afxdp:veth0").unwrap().kind,
             PortKind::Afxdp {
-                ifname: "veth0".into()
+                ifname: "veth0".into(),
+                netns: None,
             }
         );
         assert_eq!(
@@ -408,6 +453,8 @@ mod tests {
             "a=memif:client:/x,ring=1000",
             "a=memif:client:/x,colour=3",
             "a=memif:client:/x,id=x",
+            "a=afxdp:eth0@",
+            "a=afxdp:eth0@../x",
         ] {
             let e = PortSpec::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
