@@ -388,6 +388,12 @@ fn a_sweep_produces_a_report_and_plots() {
             "3",
             "--max-rate",
             "2M",
+            // What is checked is the report, not the machine: on a shared VM a preempted vwire
+            // loses frames at any rate, so allow loss and retry instead of expecting zero.
+            "--loss",
+            "0.2",
+            "--retries",
+            "2",
             "--cores",
             "0",
             "--quiet",
