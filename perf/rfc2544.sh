@@ -285,6 +285,11 @@ latency trial at that rate. For each frame size the two DUTs ran one after the o
 the DUT's worker on CPU {rep['cpus'] - 1}. "(gen.)": the DUT stayed within the loss ratio at the most pktgen
 could send, so the figure is pktgen's limit, not the DUT's. Frame sizes include the FCS; Gbit/s counts frame bytes.
 
+On this class of machine a forwarder that loses its CPU for milliseconds overflows its rings whatever the rate:
+p99 latencies in milliseconds are those preemptions, and the throughputs below are the rates a DUT sustained
+within the loss ratio through them, not its per-packet capacity (`memif_xconnect.md` and `afxdp_xconnect.md`
+measure that). Compare vwire and the reference size by size; expect ±50 % between runs.
+
 ## AF_XDP veths: vwire vs the Linux bridge
 
 {table('afxdp', 'vwire', 'bridge')}
