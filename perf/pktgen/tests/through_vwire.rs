@@ -551,3 +551,27 @@ fn bad_options_get_clear_errors() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not connected after 1 s"), "{err}");
 }
+
+#[test]
+fn memif_server_to_client_in_one_process() {
+    require_root();
+    let mut lab = Lab::default();
+    let dir = lab.dir("pgt-loop-");
+    let a = format!("a=memif:server:{}/x.sock", dir.display());
+    let b = format!("b=memif:client:{}/x.sock", dir.display());
+    let (code, v, err) = pktgen(
+        None,
+        &[
+            "run", "--port", &a, "--port", &b, "--tx", "a,b", "--rx", "a,b", "--rate", "50k",
+            "--count", "20000", "--size", "9000", "--quiet",
+        ],
+    );
+    assert_eq!(code, Some(0), "pktgen failed: {err}");
+    let v = v.expect("JSON results");
+    for s in v["trials"][0]["streams"].as_array().unwrap() {
+        assert_eq!(s["sent"], 20000, "{s}");
+        assert_eq!(s["received"], 20000, "{s}");
+        assert_eq!(s["duplicates"], 0, "{s}");
+        assert_eq!(s["reordered"], 0, "{s}");
+    }
+}
