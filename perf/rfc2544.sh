@@ -289,6 +289,10 @@ On this class of machine a forwarder that loses its CPU for milliseconds overflo
 p99 latencies in milliseconds are those preemptions, and the throughputs below are the rates a DUT sustained
 within the loss ratio through them, not its per-packet capacity (`memif_xconnect.md` and `afxdp_xconnect.md`
 measure that). Compare vwire and the reference size by size; expect ±50 % between runs.
+The Linux bridge does its work inside the sender's system call on pktgen's CPU (veth delivers in the sender's
+context), so when that CPU is taken the sender stops too and nothing queues; vwire's worker runs on a CPU of its
+own, and when that CPU is taken its AF_XDP rings fill and overflow. The AF_XDP comparison therefore measures, above
+all, how often the DUT's CPU was taken for milliseconds.
 
 ## AF_XDP veths: vwire vs the Linux bridge
 
