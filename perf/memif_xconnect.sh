@@ -46,26 +46,7 @@ start_dut_testpmd() {
   cat "$WORK/dut.log"; die "testpmd DUT did not start"
 }
 start_dut_vwire() {
-  cat > "$WORK/vwire.toml" <<CONF
-[dataplane]
-workers = [1]
-poll = "busy"
-[metrics]
-listen = "127.0.0.1:9197"
-[[port]]
-name = "a"
-type = "memif"
-socket = "$DIR/a.sock"
-role = "server"
-[[port]]
-name = "b"
-type = "memif"
-socket = "$DIR/b.sock"
-role = "server"
-[[xconnect]]
-a = "a"
-b = "b"
-CONF
+  memif_xconnect_config "$WORK/vwire.toml" 1 127.0.0.1:9197 "$DIR"
   ./target/release/vwire run --config "$WORK/vwire.toml" 2>"$WORK/vwire.log" &
   PIDS+=($!)
   for _ in $(seq 100); do curl -sf 127.0.0.1:9197/metrics >/dev/null && return; sleep 0.05; done

@@ -82,24 +82,7 @@ for i in 0 1; do
   ip netns exec "$NS" sysctl -qw "net.ipv6.conf.pg$i.disable_ipv6=1"
   ip link set "vw$i" up; ip -n "$NS" link set "pg$i" up
 done
-cat > "$WORK/afxdp.toml" <<CONF
-[dataplane]
-workers = [$LAST]
-poll = "busy"
-[metrics]
-listen = "127.0.0.1:9199"
-[[port]]
-name = "a"
-type = "afxdp"
-interface = "vw0"
-[[port]]
-name = "b"
-type = "afxdp"
-interface = "vw1"
-[[xconnect]]
-a = "a"
-b = "b"
-CONF
+xconnect_config "$WORK/afxdp.toml" vw0 vw1 127.0.0.1:9199 busy "$LAST"
 afxdp_dut_up() { # vwire|bridge
   if [ "$1" = vwire ]; then
     "$BIN/vwire" run --config "$WORK/afxdp.toml" 2>>"$WORK/vwire.log" &
@@ -131,26 +114,7 @@ APP="--stats-period=1 --nb-cores=1 --total-num-mbufs=16384 --burst=32 --no-mlock
 memif_dut_up() { # vwire|testpmd
   rm -f "$DIR"/a.sock "$DIR"/b.sock
   if [ "$1" = vwire ]; then
-    cat > "$WORK/memif.toml" <<CONF
-[dataplane]
-workers = [$LAST]
-poll = "busy"
-[metrics]
-listen = "127.0.0.1:9199"
-[[port]]
-name = "a"
-type = "memif"
-socket = "$DIR/a.sock"
-role = "server"
-[[port]]
-name = "b"
-type = "memif"
-socket = "$DIR/b.sock"
-role = "server"
-[[xconnect]]
-a = "a"
-b = "b"
-CONF
+    memif_xconnect_config "$WORK/memif.toml" "$LAST" 127.0.0.1:9199 "$DIR"
     "$BIN/vwire" run --config "$WORK/memif.toml" 2>>"$WORK/vwire.log" &
   else
     stdbuf -o0 dpdk-testpmd -l 0,"$LAST" --main-lcore 0 $EAL --file-prefix vwrfc-dut \

@@ -58,23 +58,41 @@ netns_down() {
   done
 }
 
-# Writes a vwire config to $1: ports "a" on $2 and "b" on $3, cross-connected, metrics on $4,
-# one adaptive worker on the last CPU.
+# Writes a vwire config to $1: AF_XDP ports "a" on $2 and "b" on $3, cross-connected, metrics
+# on $4, one worker on CPU $6 (default: the last) polling as $5 (default: adaptive).
 xconnect_config() {
+  pair_config "$1" "${6:-$(( $(nproc) - 1 ))}" "${5:-adaptive}" "$4" \
+    "type = \"afxdp\"
+interface = \"$2\"" "type = \"afxdp\"
+interface = \"$3\""
+}
+
+# Writes a vwire config to $1: memif servers "a" on $4/a.sock and "b" on $4/b.sock,
+# cross-connected, metrics on $3, one busy-polling worker on CPU $2.
+memif_xconnect_config() {
+  pair_config "$1" "$2" busy "$3" \
+    "type = \"memif\"
+socket = \"$4/a.sock\"
+role = \"server\"" "type = \"memif\"
+socket = \"$4/b.sock\"
+role = \"server\""
+}
+
+# Writes a vwire config to $1: one worker on CPU $2 polling as $3, metrics on $4, and ports "a"
+# ($5: its keys after the name) and "b" ($6), cross-connected.
+pair_config() {
   cat > "$1" <<CONF
 [dataplane]
-workers = [$(( $(nproc) - 1 ))]
-poll = "adaptive"
+workers = [$2]
+poll = "$3"
 [metrics]
 listen = "$4"
 [[port]]
 name = "a"
-type = "afxdp"
-interface = "$2"
+$5
 [[port]]
 name = "b"
-type = "afxdp"
-interface = "$3"
+$6
 [[xconnect]]
 a = "a"
 b = "b"

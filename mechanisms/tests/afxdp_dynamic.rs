@@ -71,6 +71,31 @@ fn fds() -> usize {
         .unwrap_or(0)
 }
 
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (AF_XDP, netns); CI runs it as root"
+    );
+}
+
+/// An engine of one worker whose pool has `frames` frames, its UMEM, and the pool's size.
+fn one_worker(frames: u32) -> (Engine, Umem, u64) {
+    let b = EngineBuilder::new(&EngineConfig {
+        cpus: vec![None],
+        poll_mode: PollMode::Adaptive,
+        pool_frames: vec![frames],
+        frame_sizes: vec![],
+        max_ports: 8,
+    })
+    .unwrap();
+    let region = b.pool_region(0).unwrap();
+    let total = u64::from(region.frames);
+    let umem = Umem::new(region);
+    (b.start().unwrap(), umem, total)
+}
+
 fn wait_pool(engine: &Engine, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
     let t0 = Instant::now();
     loop {
@@ -89,26 +114,10 @@ fn wait_pool(engine: &Engine, what: &str, ok: impl Fn(u64) -> bool) -> u64 {
 #[test]
 fn ports_added_and_removed_leak_nothing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (AF_XDP, netns); CI runs it as root"
-    );
+    require_root();
     let first = Veth::new("a");
     let other = Veth::new("b");
-    let b = EngineBuilder::new(&EngineConfig {
-        cpus: vec![None],
-        poll_mode: PollMode::Adaptive,
-        pool_frames: vec![3 * vwire_mechanisms::afxdp::FRAMES_PER_QUEUE],
-        frame_sizes: vec![],
-        max_ports: 8,
-    })
-    .unwrap();
-    let region = b.pool_region(0).unwrap();
-    let total = u64::from(region.frames);
-    let umem = Umem::new(region);
-    let mut engine = b.start().unwrap();
+    let (mut engine, umem, total) = one_worker(3 * vwire_mechanisms::afxdp::FRAMES_PER_QUEUE);
     // The first port registers the UMEM; its socket stays open while the UMEM lives.
     let p0 = socket::open("first", &first.host, &umem, PortOptions::default()).unwrap();
     engine.add_port(0, 0, Box::new(p0)).unwrap();
@@ -147,25 +156,9 @@ fn ports_added_and_removed_leak_nothing() {
 #[test]
 fn an_adaptive_port_posts_little_until_traffic_comes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test needs root (AF_XDP, netns); CI runs it as root"
-    );
+    require_root();
     let v = Veth::new("f");
-    let b = EngineBuilder::new(&EngineConfig {
-        cpus: vec![None],
-        poll_mode: PollMode::Adaptive,
-        pool_frames: vec![8192],
-        frame_sizes: vec![],
-        max_ports: 8,
-    })
-    .unwrap();
-    let region = b.pool_region(0).unwrap();
-    let total = u64::from(region.frames);
-    let umem = Umem::new(region);
-    let mut engine = b.start().unwrap();
+    let (mut engine, umem, total) = one_worker(8192);
     let opts = PortOptions {
         fill_target: 1024,
         fill_idle: 32,
