@@ -242,6 +242,14 @@ fn metrics_port() -> u16 {
     u16::try_from(20_000 + (std::process::id() as usize % 20_000) + n * 7).unwrap_or(29_999)
 }
 
+/// pktgen's `--port` specs of memif clients `a` and `b` of [`memif_dut`]'s sockets in `dir`.
+fn memif_clients(dir: &std::path::Path) -> (String, String) {
+    (
+        format!("a=memif:client:{}/a.sock", dir.display()),
+        format!("b=memif:client:{}/b.sock", dir.display()),
+    )
+}
+
 /// Starts vwire with two memif servers and waits for both sockets.
 fn memif_dut(lab: &mut Lab) -> (PathBuf, PathBuf) {
     let dir = lab.dir("pgt-memif-");
@@ -256,8 +264,7 @@ fn memif_counts_match_exactly_at_a_low_rate() {
     require_root();
     let mut lab = Lab::default();
     let (dir, log) = memif_dut(&mut lab);
-    let a = format!("a=memif:client:{}/a.sock", dir.display());
-    let b = format!("b=memif:client:{}/b.sock", dir.display());
+    let (a, b) = memif_clients(&dir);
     let (code, v, err) = pktgen(
         None,
         &[
@@ -364,8 +371,7 @@ fn a_sweep_produces_a_report_and_plots() {
     require_root();
     let mut lab = Lab::default();
     let (dir, log) = memif_dut(&mut lab);
-    let a = format!("a=memif:client:{}/a.sock", dir.display());
-    let b = format!("b=memif:client:{}/b.sock", dir.display());
+    let (a, b) = memif_clients(&dir);
     let (code, v, err) = pktgen(
         None,
         &[
