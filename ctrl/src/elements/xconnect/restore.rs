@@ -29,7 +29,8 @@ use vwire_mechanisms::afxdp::AfXdpError;
 use crate::dataplane::{DataplaneError, PortSpec, Wiring};
 use crate::elements::connect::Downstream;
 
-/// How long a port waits for the XDP attachments of the killed process to go.
+/// How long, from the start of the restore, ports wait for the XDP attachments of the killed
+/// process to go.
 const OLD_LINKS_GONE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The mechanism parameter that names a namespace file (`nsm-api.md` §4).
@@ -132,6 +133,9 @@ impl Xconnect {
                 HashMap::new()
             }
         };
+        // One window for all: the old links go together, and a program that is not the killed
+        // process's must not hold up every record.
+        let until = std::time::Instant::now() + OLD_LINKS_GONE;
         let mut back = Vec::new();
         for r in records {
             let (tag, record) = match r {
@@ -170,7 +174,6 @@ impl Xconnect {
                 // The killed process's XDP links are released by the kernel after its exit
                 // (deferred work): until then the interface still has its old program.
                 let t0 = std::time::Instant::now();
-                let until = t0 + OLD_LINKS_GONE;
                 loop {
                     let wiring = Wiring::Xconnect([Rewrite::None; 2]);
                     match crate::dataplane::wire(&dp, &key, &refs, wiring) {
