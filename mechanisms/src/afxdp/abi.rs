@@ -105,13 +105,22 @@ pub const BPF_MAP_UPDATE_ELEM: i64 = 2;
 pub const BPF_MAP_DELETE_ELEM: i64 = 3;
 pub const BPF_MAP_GET_NEXT_KEY: i64 = 4;
 pub const BPF_PROG_LOAD: i64 = 5;
+pub const BPF_PROG_ATTACH: i64 = 8;
+pub const BPF_PROG_DETACH: i64 = 9;
+pub const BPF_PROG_GET_FD_BY_ID: i64 = 13;
+pub const BPF_MAP_GET_FD_BY_ID: i64 = 14;
+pub const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
+pub const BPF_PROG_QUERY: i64 = 16;
 pub const BPF_LINK_CREATE: i64 = 28;
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 /// map_flags: hash elements are allocated on update and freed after an RCU grace period.
 pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
 pub const BPF_XDP: u32 = 37;
+/// Linux ≥ 6.6 (`enum bpf_attach_type`): the TCX hooks.
+pub const BPF_TCX_INGRESS: u32 = 46;
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
@@ -168,6 +177,91 @@ pub struct LinkCreateAttr {
     pub attach_type: u32,
     pub flags: u32,
 }
+
+/// `union bpf_attr` for BPF_PROG_ATTACH and BPF_PROG_DETACH (Linux ≥ 6.6 layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgAttachAttr {
+    pub target_ifindex: u32,
+    pub attach_bpf_fd: u32,
+    pub attach_type: u32,
+    pub attach_flags: u32,
+    pub replace_bpf_fd: u32,
+    pub relative_fd: u32,
+    pub expected_revision: u64,
+}
+const _: () = assert!(std::mem::size_of::<ProgAttachAttr>() == 32);
+
+/// `union bpf_attr` for BPF_PROG_QUERY (Linux ≥ 6.6 layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgQueryAttr {
+    pub target_ifindex: u32,
+    pub attach_type: u32,
+    pub query_flags: u32,
+    pub attach_flags: u32,
+    pub prog_ids: u64,
+    pub count: u32,
+    pub _pad: u32,
+    pub prog_attach_flags: u64,
+    pub link_ids: u64,
+    pub link_attach_flags: u64,
+    pub revision: u64,
+}
+const _: () = assert!(std::mem::size_of::<ProgQueryAttr>() == 64);
+
+/// `union bpf_attr` for BPF_PROG_GET_FD_BY_ID and BPF_MAP_GET_FD_BY_ID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GetFdByIdAttr {
+    pub id: u32,
+    pub next_id: u32,
+    pub open_flags: u32,
+}
+
+/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ObjInfoAttr {
+    pub bpf_fd: u32,
+    pub info_len: u32,
+    pub info: u64,
+}
+
+/// `struct bpf_prog_info` (prefix up to `map_ids`; the kernel fills what fits `info_len`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProgInfo {
+    pub prog_type: u32,
+    pub id: u32,
+    pub tag: [u8; 8],
+    pub jited_prog_len: u32,
+    pub xlated_prog_len: u32,
+    pub jited_prog_insns: u64,
+    pub xlated_prog_insns: u64,
+    pub load_time: u64,
+    pub created_by_uid: u32,
+    pub nr_map_ids: u32,
+    pub map_ids: u64,
+    pub name: [u8; 16],
+}
+const _: () = assert!(std::mem::offset_of!(ProgInfo, nr_map_ids) == 52);
+const _: () = assert!(std::mem::offset_of!(ProgInfo, name) == 64);
+const _: () = assert!(std::mem::size_of::<ProgInfo>() == 80);
+
+/// `struct bpf_map_info` (prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapInfo {
+    pub map_type: u32,
+    pub id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub name: [u8; 16],
+}
+const _: () = assert!(std::mem::size_of::<MapInfo>() == 40);
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]

@@ -52,7 +52,7 @@
 //! with, across the socket and port layers.
 
 mod error;
-mod sys;
+pub(crate) mod sys;
 mod xsk;
 
 pub mod abi;

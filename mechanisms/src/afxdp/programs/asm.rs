@@ -1,6 +1,7 @@
 //! eBPF instruction encoding and a small label-resolving assembler, shared by vwire's generated
-//! XDP programs: the uplink's steering program ([`super::steer`]) and the shared
-//! queue-redirect program ([`super::shared`]).
+//! programs: the uplink's steering program ([`super::steer`]), the shared queue-redirect
+//! program ([`super::shared`]) and the in-kernel cross-connect of KERNEL connections
+//! (`crate::tcx`).
 //!
 //! Pure: nothing here talks to the kernel. Jump offsets are resolved from labels by
 //! [`Asm::finish`], never counted by hand; misuse is reported as [`AfXdpError::Assemble`].
@@ -22,6 +23,7 @@ pub(crate) const BPF_B: u8 = 0x10;
 pub(crate) const BPF_DW: u8 = 0x18;
 pub(crate) const BPF_IMM: u8 = 0x00;
 pub(crate) const BPF_MEM: u8 = 0x60;
+pub(crate) const BPF_ATOMIC: u8 = 0xc0;
 pub(crate) const BPF_K: u8 = 0x00;
 pub(crate) const BPF_X: u8 = 0x08;
 pub(crate) const BPF_ADD: u8 = 0x00;
@@ -52,6 +54,7 @@ pub(crate) const R3: u8 = 3;
 pub(crate) const R4: u8 = 4;
 pub(crate) const R5: u8 = 5;
 pub(crate) const R6: u8 = 6;
+pub(crate) const R7: u8 = 7;
 pub(crate) const R10: u8 = 10;
 
 // Offsets in `struct xdp_md`.
@@ -93,6 +96,11 @@ pub(crate) const fn alu32_imm(op: u8, dst: u8, imm: i32) -> BpfInsn {
 /// `*(size *)(dst + off) = src`.
 pub(crate) const fn stx(size: u8, dst: u8, src: u8, off: i16) -> BpfInsn {
     insn(BPF_STX | BPF_MEM | size, dst, src, off, 0)
+}
+
+/// `lock *(u64 *)(dst + off) += src` (an atomic add, `BPF_ATOMIC | BPF_ADD`).
+pub(crate) const fn atomic_add64(dst: u8, src: u8, off: i16) -> BpfInsn {
+    insn(BPF_STX | BPF_ATOMIC | BPF_DW, dst, src, off, BPF_ADD as i32)
 }
 
 /// `call helper`.

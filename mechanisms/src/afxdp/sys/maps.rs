@@ -19,6 +19,11 @@ pub(crate) unsafe trait Plain: Copy + Default {}
 
 // SAFETY: an integer: no padding, every bit pattern valid.
 unsafe impl Plain for u32 {}
+// SAFETY: `#[repr(C)]` structs of u32/u64 and byte arrays, laid out without padding (their
+// sizes and offsets are asserted in `abi`): every bit pattern valid.
+unsafe impl Plain for ProgInfo {}
+// SAFETY: as above.
+unsafe impl Plain for MapInfo {}
 
 /// `usize` → `u32` for the sizes of map keys and values (a few bytes each).
 fn size32<T>() -> u32 {
@@ -63,6 +68,19 @@ impl<K: Plain, V: Plain> Map<K, V> {
                 what,
                 source,
             })
+    }
+
+    /// The map behind `fd` (a map of an earlier run of vwire, found through its program), if
+    /// it is a `map_type` map keyed by `K` and holding `V`; `None` if it is not.
+    pub(crate) fn from_fd(fd: OwnedFd, map_type: u32) -> std::io::Result<Option<Self>> {
+        let info: MapInfo = super::obj_info(&fd)?;
+        let fits = info.map_type == map_type
+            && info.key_size == size32::<K>()
+            && info.value_size == size32::<V>();
+        Ok(fits.then_some(Self {
+            fd,
+            _kv: PhantomData,
+        }))
     }
 
     /// The map's fd, to patch into a program.

@@ -39,6 +39,22 @@ pub(crate) unsafe fn bpf<A>(cmd: i64, attr: &A) -> std::io::Result<i32> {
     i32::try_from(rc).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// [`bpf`] for a command that writes results back into its attribute struct (BPF_PROG_QUERY).
+///
+/// # Safety
+///
+/// As for [`bpf`].
+pub(crate) unsafe fn bpf_mut<A>(cmd: i64, attr: &mut A) -> std::io::Result<i32> {
+    let (ptr, size) = ((attr as *mut A).cast::<u8>(), std::mem::size_of_val(attr));
+    // SAFETY: `attr` is live, exclusively borrowed and `size` bytes long, so the kernel may write
+    // into it; the caller guarantees the memory its pointers point to.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, ptr, size) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    i32::try_from(rc).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// Takes ownership of a descriptor the kernel just returned.
 pub(crate) fn owned(fd: i32) -> OwnedFd {
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
@@ -73,10 +89,21 @@ pub(crate) fn prog_load(
     insns: &[BpfInsn],
     name: &str,
 ) -> Result<OwnedFd, AfXdpError> {
+    prog_load_as(ifname, insns, name, BPF_PROG_TYPE_XDP, BPF_XDP)
+}
+
+/// [`prog_load`] for a program of `prog_type` expecting `attach_type`.
+pub(crate) fn prog_load_as(
+    ifname: &str,
+    insns: &[BpfInsn],
+    name: &str,
+    prog_type: u32,
+    attach_type: u32,
+) -> Result<OwnedFd, AfXdpError> {
     let license = CString::new("GPL").unwrap_or_default();
     let attempt = |log: &mut [u8]| {
         let attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
+            prog_type,
             insn_cnt: len32(insns),
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
@@ -88,7 +115,7 @@ pub(crate) fn prog_load(
                 log.as_mut_ptr() as u64
             },
             prog_name: name16(name),
-            expected_attach_type: BPF_XDP,
+            expected_attach_type: attach_type,
             ..Default::default()
         };
         // SAFETY: `attr` is a live ProgLoadAttr; `insns`, `license` and `log` are live for the
@@ -156,6 +183,55 @@ pub(crate) fn link_create(
             }),
         },
     }
+}
+
+/// A descriptor of the program or map with kernel id `id` (`cmd`: BPF_PROG_GET_FD_BY_ID or
+/// BPF_MAP_GET_FD_BY_ID).
+pub(crate) fn fd_by_id(cmd: i64, id: u32) -> std::io::Result<OwnedFd> {
+    let a = GetFdByIdAttr {
+        id,
+        ..Default::default()
+    };
+    // SAFETY: `a` is a live GetFdByIdAttr, which holds no pointers.
+    unsafe { bpf(cmd, &a) }.map(owned)
+}
+
+/// What the kernel tells of the program or map `fd` (`T`: `ProgInfo` or `MapInfo`, whose
+/// prefix the kernel fills; fields it has no room for are left out).
+pub(crate) fn obj_info<T: maps::Plain>(fd: &OwnedFd) -> std::io::Result<T> {
+    let mut info = T::default();
+    let a = ObjInfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        info_len: u32::try_from(std::mem::size_of::<T>()).unwrap_or(0),
+        info: (&mut info as *mut T) as u64,
+    };
+    // SAFETY: `a` points to `info`, live and writable for `info_len` bytes; any bytes the
+    // kernel writes make a valid `T` (`Plain`). Pointers inside `info` (map ids) are zero, so
+    // the kernel writes nothing through them.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &a) }?;
+    Ok(info)
+}
+
+/// The program `fd`'s information and the ids of its maps (at most 8: vwire's programs use one
+/// or two).
+pub(crate) fn prog_info(fd: &OwnedFd) -> std::io::Result<(ProgInfo, Vec<u32>)> {
+    let mut ids = [0u32; 8];
+    let mut info = ProgInfo {
+        nr_map_ids: len32(&ids),
+        map_ids: ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let a = ObjInfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        info_len: u32::try_from(std::mem::size_of::<ProgInfo>()).unwrap_or(0),
+        info: (&mut info as *mut ProgInfo) as u64,
+    };
+    // SAFETY: `a` points to `info`, live and writable for `info_len` bytes, any bytes of which
+    // make a valid ProgInfo; `info.map_ids` points to `ids`, live and writable for the
+    // `nr_map_ids` entries the kernel writes at most.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &a) }?;
+    let n = usize::try_from(info.nr_map_ids).unwrap_or(0).min(ids.len());
+    Ok((info, ids[..n].to_vec()))
 }
 
 /// Index of a network interface by name, in the calling thread's network namespace.
