@@ -788,6 +788,7 @@ mod tests {
         let umem = Umem::new(builder.pool_region(0).unwrap());
         let engine = builder.start().unwrap();
         let registry = Arc::new(crate::metrics::Registry {
+            kernel_ports: Default::default(),
             ports: Mutex::new(Vec::new()),
             workers: Vec::new(),
             gc_removed_veths: Default::default(),

@@ -2,7 +2,9 @@
 //!
 //! Families (all counters):
 //! - `vwire_port_rx_packets_total`, `vwire_port_tx_packets_total`, `vwire_port_rx_bytes_total`,
-//!   `vwire_port_tx_bytes_total`: labelled `port`.
+//!   `vwire_port_tx_bytes_total`: labelled `port`. The host veths of connections cross-connected
+//!   in the kernel (`nsm.kernel_xconnect = "tcx"`) are ports here too, counted by the kernel
+//!   program (a super-packet of n segments counts n packets).
 //! - `vwire_port_drops_total`: labelled `port` and `reason` (every reason, zeros included, so
 //!   series do not appear out of nowhere).
 //! - `vwire_port_xdp_stats_total`: the kernel's XDP_STATISTICS of AF_XDP ports, labelled `port`
@@ -38,10 +40,20 @@ pub struct PortEntry {
     pub baseline: PortTotals,
 }
 
+/// The host veth of a connection cross-connected in the kernel, as the metrics see it.
+pub struct KernelPortEntry {
+    /// Its name.
+    pub name: String,
+    /// Reads its counters (from the kernel program's map).
+    pub totals: Box<dyn Fn() -> PortTotals + Send + Sync>,
+}
+
 /// Everything a scrape reads.
 pub struct Registry {
     /// The ports: the configured ones, and those of NSM connections while they exist.
     pub ports: std::sync::Mutex<Vec<PortEntry>>,
+    /// The host veths of connections cross-connected in the kernel, while they exist.
+    pub kernel_ports: std::sync::Mutex<Vec<KernelPortEntry>>,
     /// Each worker's CPU and counters.
     pub workers: Vec<(Option<usize>, Arc<WorkerCounters>)>,
     /// Leftover veths removed by the garbage collection.
@@ -60,9 +72,15 @@ impl Registry {
         let mut out = String::with_capacity(4096);
         let counters: Vec<&WorkerCounters> = self.workers.iter().map(|(_, c)| &**c).collect();
         let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let totals: Vec<_> = ports
+        let kernel_ports = self.kernel_ports.lock().unwrap_or_else(|e| e.into_inner());
+        // Every port's name and totals: the workers' ports, then those in the kernel.
+        let totals: Vec<(&str, PortTotals)> = ports
             .iter()
-            .map(|p| port_totals(counters.iter().copied(), usize::from(p.id)).since(&p.baseline))
+            .map(|p| {
+                let t = port_totals(counters.iter().copied(), usize::from(p.id)).since(&p.baseline);
+                (p.name.as_str(), t)
+            })
+            .chain(kernel_ports.iter().map(|k| (k.name.as_str(), (k.totals)())))
             .collect();
         type PortGet = fn(&PortTotals) -> u64;
         let families: [(&str, &str, PortGet); 4] = [
@@ -89,20 +107,20 @@ impl Registry {
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (p, t) in ports.iter().zip(&totals) {
-                let _ = writeln!(out, "{name}{{port=\"{}\"}} {}", escape(&p.name), get(t));
+            for (port, t) in &totals {
+                let _ = writeln!(out, "{name}{{port=\"{}\"}} {}", escape(port), get(t));
             }
         }
         let _ = writeln!(
             out,
             "# HELP vwire_port_drops_total Packets dropped by the dataplane, by port and reason.\n# TYPE vwire_port_drops_total counter"
         );
-        for (p, t) in ports.iter().zip(&totals) {
+        for (port, t) in &totals {
             for r in DropReason::ALL {
                 let _ = writeln!(
                     out,
                     "vwire_port_drops_total{{port=\"{}\",reason=\"{}\"}} {}",
-                    escape(&p.name),
+                    escape(port),
                     r.name(),
                     t.drops(r)
                 );
@@ -241,6 +259,13 @@ mod tests {
         w.port(2).unwrap().drop(DropReason::TxRingFull, 2);
         w.busy(1_500_000_000);
         let reg = Registry {
+            kernel_ports: std::sync::Mutex::new(vec![KernelPortEntry {
+                name: "vwc1".into(),
+                totals: Box::new(|| PortTotals {
+                    rx_packets: 7,
+                    ..Default::default()
+                }),
+            }]),
             ports: std::sync::Mutex::new(vec![
                 PortEntry {
                     id: 1,
@@ -265,6 +290,8 @@ mod tests {
             "vwire_port_tx_packets_total{port=\"ri\\\"ght\"} 5",
             "vwire_port_drops_total{port=\"ri\\\"ght\",reason=\"tx_ring_full\"} 2",
             "vwire_port_drops_total{port=\"left\",reason=\"no_route\"} 0",
+            "vwire_port_rx_packets_total{port=\"vwc1\"} 7",
+            "vwire_port_drops_total{port=\"vwc1\",reason=\"link_down\"} 0",
             "vwire_worker_busy_seconds_total{worker=\"0\",cpu=\"1\"} 1.500000",
             "# TYPE vwire_worker_idle_seconds_total counter",
             "vwire_worker_pool_free_buffers{worker=\"0\",cpu=\"1\"} 0",

@@ -208,6 +208,7 @@ fn build(cfg: &Config) -> Result<Dataplane, NodeError> {
         .collect::<Result<_, _>>()?;
     let engine = builder.start()?;
     let registry = Arc::new(metrics::Registry {
+        kernel_ports: Default::default(),
         ports: std::sync::Mutex::new(Vec::new()),
         workers: engine
             .worker_cpus()
@@ -405,6 +406,7 @@ async fn control_loop(cfg: &Config, dp: &Dataplane) -> Result<(), NodeError> {
                             vwire_mechanisms::kernel::owned_group(&listen.to_string())
                         ))
                     }),
+                    kernel_xconnect: cfg.kernel_xconnect,
                 },
             )
             .map_err(NodeError::Nsm)?,

@@ -60,6 +60,8 @@ pub struct Forwarding {
     /// Where connections are recorded so that a restarted vwire takes them back (see
     /// `elements::xconnect`); `None`: a restart drops them.
     pub state_dir: Option<std::path::PathBuf>,
+    /// How KERNEL↔KERNEL connections are cross-connected.
+    pub kernel_xconnect: crate::config::KernelXconnect,
 }
 
 /// How long a connection taken back after a restart waits for its refresh at least, even when
@@ -112,6 +114,7 @@ impl NsmServer {
             remote,
             veth_group,
             state_dir,
+            kernel_xconnect,
         } = forwarding;
         let dial_timeout = transport.dial_timeout();
         let monitor = Monitor::new();
@@ -127,6 +130,7 @@ impl NsmServer {
             remote.clone(),
             veth_group,
             state_dir,
+            kernel_xconnect,
         ));
         let mut elements: Vec<Arc<dyn Element>> =
             vec![Arc::new(UpdatePath::new(name)), begin.clone()];

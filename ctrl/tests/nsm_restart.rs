@@ -3,7 +3,9 @@
 //! vwire is killed with SIGKILL and started again. The connections come back from vwire's
 //! records: the clients' interfaces keep their index and never lose carrier, the traffic resumes,
 //! the outage is measured and printed (`perf/nsm_restart.sh` reports it); afterwards a refresh
-//! adopts each connection without rebuilding it and a Close removes everything. A second test:
+//! adopts each connection without rebuilding it and a Close removes everything. Twice: with the
+//! connections cross-connected in the kernel (the default: their traffic does not stop at all,
+//! not one ping is lost) and through the workers' AF_XDP ports (reopened at start). Another test:
 //! a record whose veths are gone is dropped, and veths whose record is lost are collected.
 //!
 //! Privileged: run as root (bash scripts/test.sh); without root or the tools it fails, never
@@ -101,11 +103,30 @@ fn kill_vwire(s: &Setup) {
     unsafe { libc::kill(s.vw.pid() as i32, libc::SIGKILL) };
 }
 
+/// vwire's configuration with KERNEL↔KERNEL connections cross-connected as `mode` says.
+fn config(s: &Setup, mode: &str) -> String {
+    fwd_config(&s.dir).replace("[nsm]\n", &format!("[nsm]\nkernel_xconnect = \"{mode}\"\n"))
+}
+
+/// The default: the connections are cross-connected in the kernel, whose traffic does not
+/// depend on vwire's process at all: not one ping is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_vwire_takes_its_connections_back_without_a_link_change() {
+    restart_keeps_the_datapath("tcx").await;
+}
+
+/// Through the workers: the AF_XDP ports are opened again at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_vwire_reopens_its_afxdp_ports_without_a_link_change() {
+    restart_keeps_the_datapath("afxdp").await;
+}
+
+async fn restart_keeps_the_datapath(mode: &str) {
     require(&["ip", "ping", "iperf3"]);
     let _one = ONE_AT_A_TIME.lock().await;
     let mut s = setup(&[]);
+    s.vw.terminate(Duration::from_secs(10));
+    s.vw = Vwire::start(&config(&s, mode));
     let mut client = connect(&s).await;
     let mut flows = Vec::new();
     for i in 0..10 {
@@ -175,7 +196,7 @@ async fn a_sigkilled_vwire_takes_its_connections_back_without_a_link_change() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let restarted_at = now_secs();
-    s.vw = Vwire::start(&fwd_config(&s.dir));
+    s.vw = Vwire::start(&config(&s, mode));
 
     let mut gaps = Vec::new();
     let mut resumed = Vec::new();
@@ -250,6 +271,19 @@ async fn a_sigkilled_vwire_takes_its_connections_back_without_a_link_change() {
         10,
         "ten connections taken back:\n{logs}"
     );
+    let in_kernel = mode == "tcx";
+    assert_eq!(
+        logs.matches(&format!("in_kernel={in_kernel}")).count(),
+        10,
+        "taken back {}:\n{logs}",
+        if in_kernel { "in the kernel" } else { "through AF_XDP" }
+    );
+    if in_kernel {
+        assert!(
+            lost.iter().all(|&l| l == 0),
+            "in the kernel, the restart loses no ping: {lost:?}"
+        );
+    }
 
     // The refreshes adopt them; the Closes remove everything.
     let mut client = connect(&s).await;

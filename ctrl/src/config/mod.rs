@@ -170,6 +170,8 @@ pub struct Config {
     /// Where connections are recorded so that a restart keeps them (`nsm.state_dir`); each
     /// instance uses a subdirectory of its own. `None`: a restart drops them.
     pub state_dir: Option<std::path::PathBuf>,
+    /// How KERNEL↔KERNEL connections are cross-connected (`nsm.kernel_xconnect`).
+    pub kernel_xconnect: KernelXconnect,
     /// The REMOTE mechanisms' settings.
     pub remote: RemoteConfig,
     /// Ports, in file order; a port's index is its port id.
@@ -199,6 +201,17 @@ impl Config {
             )
         })
     }
+}
+
+/// How a connection between two kernel interfaces is cross-connected (`nsm.kernel_xconnect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelXconnect {
+    /// In the kernel: a TCX program redirects between the two host veths
+    /// (`vwire_mechanisms::tcx`); AF_XDP where the kernel cannot.
+    #[default]
+    Tcx,
+    /// Through vwire's workers, over AF_XDP.
+    Afxdp,
 }
 
 /// How the NSM API and vwire's NSM clients are secured.
@@ -451,6 +464,7 @@ impl ConfigFile {
             nsm_name: nsm.name,
             nsm_listen_on: nsm.listen_on,
             state_dir: nsm.state_dir,
+            kernel_xconnect: nsm.kernel_xconnect,
             remote: nsm.remote,
             ports: ports.ports,
             xconnects,

@@ -63,6 +63,11 @@ section! {
         /// link change; it must outlive the process (in a pod: a hostPath). Empty: a restart
         /// drops the connections.
         state_dir: String = "/run/vwire/state".into(),
+        /// VWIRE_NSM_KERNEL_XCONNECT: how a connection between two kernel interfaces is
+        /// cross-connected: `tcx` (in the kernel, TCX program: kernel speed, super-packets kept,
+        /// traffic survives a restart; falls back to `afxdp` on a kernel without TCX, Linux <
+        /// 6.6) or `afxdp` (through vwire's workers, like every other connection).
+        kernel_xconnect: String = "tcx".into(),
     }
 }
 
@@ -71,6 +76,7 @@ pub(super) struct Nsm {
     pub(super) name: String,
     pub(super) listen_on: Option<Url>,
     pub(super) state_dir: Option<std::path::PathBuf>,
+    pub(super) kernel_xconnect: super::KernelXconnect,
     pub(super) remote: RemoteConfig,
     pub(super) registration: super::RegistrationConfig,
     pub(super) security: super::SecurityConfig,
@@ -183,10 +189,21 @@ impl NsmSection {
             }
             d => Some(std::path::PathBuf::from(d)),
         };
+        let kernel_xconnect = match self.kernel_xconnect.as_str() {
+            "tcx" => super::KernelXconnect::Tcx,
+            "afxdp" => super::KernelXconnect::Afxdp,
+            other => {
+                return Err(ctx.err(
+                    "nsm.kernel_xconnect",
+                    format!("{other:?}: expected \"tcx\" or \"afxdp\""),
+                ))
+            }
+        };
         Ok(Nsm {
             name: self.name,
             listen_on,
             state_dir,
+            kernel_xconnect,
             remote,
             registration,
             security,

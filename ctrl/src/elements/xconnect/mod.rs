@@ -4,7 +4,10 @@
 //! the mechanism the endpoint chose) becomes one dataplane port:
 //! - KERNEL: a veth pair whose inner end moves into the namespace named by `inodeURL` and takes
 //!   the name in `name`; the host end is an AF_XDP port. The connection context is applied inside
-//!   (client: `src_ip_addrs`/`src_routes`; endpoint: `dst_ip_addrs`/`dst_routes`; MTU).
+//!   (client: `src_ip_addrs`/`src_routes`; endpoint: `dst_ip_addrs`/`dst_routes`; MTU). When
+//!   both sides are KERNEL, the two host ends are instead cross-connected inside the kernel by a
+//!   TCX program (`inkernel`; `nsm.kernel_xconnect`, AF_XDP where the kernel cannot): kernel
+//!   speed, super-packets kept, and traffic that does not stop while vwire restarts.
 //! - MEMIF toward the client: vwire is the memif server on the abstract socket
 //!   `@/run/vwire/memif/<tag>/memif.socket` inside the client's namespace (`inodeURL`), and
 //!   returns that name as the mechanism's `socketfile`.
@@ -44,6 +47,7 @@
 //! PathSegment metrics.
 
 mod gc;
+mod inkernel;
 mod plan;
 mod reaper;
 mod restore;
@@ -62,6 +66,7 @@ use vwire_proto::mechanism::MechanismType;
 use vwire_proto::networkservice::NetworkServiceRequest;
 
 use crate::chain::{connection_of, BoxFut, Element, Next};
+use crate::config::KernelXconnect;
 use crate::dataplane::SharedDataplane;
 use crate::elements::metadata::Metadata;
 use crate::remote::Remote;
@@ -101,6 +106,9 @@ impl Built {
 #[derive(Clone, Debug)]
 pub(super) struct Wired {
     pub(super) sides: [Built; 2],
+    /// For a KERNEL↔KERNEL connection cross-connected in the kernel (`inkernel`): the indexes
+    /// of the two host veths. `None`: the workers carry it.
+    pub(super) inkernel: Option<[u32; 2]>,
 }
 
 /// The xconnect element.
@@ -117,13 +125,16 @@ pub struct Xconnect {
     store: state::Store,
     /// Connections taken back from their records at start and not yet refreshed or closed.
     recovered: Mutex<HashMap<String, Wired>>,
+    /// The in-kernel cross-connect of KERNEL↔KERNEL connections.
+    inkernel: Arc<inkernel::InKernel>,
 }
 
 impl Xconnect {
     /// An xconnect element programming `dataplane`, marking the veths it makes with link group
     /// `group` (`kernel::owned_group` of a name unique to this instance on the node), and
-    /// recording its connections in `state_dir` (none: a restart drops them). Must run inside a
-    /// tokio runtime: it starts the task that tears closed connections down in batches. Call
+    /// recording its connections in `state_dir` (none: a restart drops them), cross-connecting
+    /// KERNEL↔KERNEL connections as `kernel_xconnect` says. Must run inside a tokio runtime: it
+    /// starts the task that tears closed connections down in batches. Call
     /// [`Xconnect::start`] once before serving.
     pub fn new(
         metadata: Arc<Metadata>,
@@ -131,6 +142,7 @@ impl Xconnect {
         remote: Option<Arc<Remote>>,
         group: u32,
         state_dir: Option<PathBuf>,
+        kernel_xconnect: KernelXconnect,
     ) -> Self {
         Self {
             metadata,
@@ -141,6 +153,7 @@ impl Xconnect {
             group,
             store: state::Store::open(state_dir),
             recovered: Mutex::new(HashMap::new()),
+            inkernel: Arc::new(inkernel::InKernel::new(kernel_xconnect)),
         }
     }
 
@@ -185,12 +198,15 @@ impl Xconnect {
         if let (Built::Memif { socket }, Some(m)) = (&w.sides[0], c.mechanism.as_mut()) {
             m.memif_mut().set_socketfile(socket);
         }
-        let totals = self
-            .dataplane
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .and_then(|core| core.totals(id));
+        let totals = match w.inkernel {
+            Some(ends) => self.inkernel.totals(ends),
+            None => self
+                .dataplane
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|core| core.totals(id)),
+        };
         let Some(path) = c.path.as_mut() else { return };
         let Some(seg) = usize::try_from(path.index)
             .ok()

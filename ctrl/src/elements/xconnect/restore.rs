@@ -164,12 +164,61 @@ impl Xconnect {
                 self.forget(&id);
                 continue;
             }
-            let specs = record
-                .sides
-                .clone()
-                .map(|s| PortSpec::Afxdp { ifname: s.host });
-            let (dp, key) = (self.dataplane.clone(), id.clone());
-            let wired = tokio::task::spawn_blocking(move || {
+            // Cross-connected in the kernel by the previous run: its traffic never stopped.
+            let (xc, a, b) = (
+                self.inkernel.clone(),
+                record.sides[0].host.clone(),
+                record.sides[1].host.clone(),
+            );
+            let inkernel = match tokio::task::spawn_blocking(move || xc.adopt(&a, &b)).await {
+                Ok(Ok(ends)) => ends,
+                Ok(Err(e)) => {
+                    tracing::warn!(%id, "looking for the connection's in-kernel cross-connect: {e}");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(%id, "looking for the connection's in-kernel cross-connect: {e}");
+                    None
+                }
+            };
+            if inkernel.is_none() && !self.reopen_ports(&id, &record, until).await {
+                self.forget(&id);
+                continue;
+            }
+            self.own(record.sides.iter().map(|s| s.host.as_str())).await;
+            let w = Wired {
+                sides: record.sides.clone().map(|s| Built::Kernel {
+                    host: s.host,
+                    iface: s.iface,
+                }),
+                inkernel,
+            };
+            self.show_in_metrics(&w);
+            tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), in_kernel = inkernel.is_some(), "connection taken back after a restart");
+            self.recovered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, w);
+            back.push(record.connection);
+        }
+        tracing::info!(
+            connections = back.len(),
+            ms = t0.elapsed().as_millis(),
+            "connections taken back after a restart"
+        );
+        back
+    }
+
+    /// Opens the AF_XDP ports of a recorded connection and cross-connects them again, retrying
+    /// while the killed process's XDP links are still attached (until `until`); false (logged)
+    /// if they cannot be opened.
+    async fn reopen_ports(&self, id: &str, record: &Record, until: std::time::Instant) -> bool {
+        let specs = record
+            .sides
+            .clone()
+            .map(|s| PortSpec::Afxdp { ifname: s.host });
+        let (dp, key) = (self.dataplane.clone(), id.to_string());
+        let wired = tokio::task::spawn_blocking(move || {
                 let refs: Vec<&PortSpec> = specs.iter().collect();
                 // The killed process's XDP links are released by the kernel after its exit
                 // (deferred work): until then the interface still has its old program.
@@ -191,39 +240,17 @@ impl Xconnect {
                 }
             })
             .await;
-            match wired {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(%id, "not taking the connection back: opening its ports: {e}");
-                    self.forget(&id);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(%id, "not taking the connection back: {e}");
-                    self.forget(&id);
-                    continue;
-                }
+        match wired {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(%id, "not taking the connection back: opening its ports: {e}");
+                false
             }
-            self.own(record.sides.iter().map(|s| s.host.as_str())).await;
-            let w = Wired {
-                sides: record.sides.clone().map(|s| Built::Kernel {
-                    host: s.host,
-                    iface: s.iface,
-                }),
-            };
-            tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), "connection taken back after a restart");
-            self.recovered
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, w);
-            back.push(record.connection);
+            Err(e) => {
+                tracing::warn!(%id, "not taking the connection back: {e}");
+                false
+            }
         }
-        tracing::info!(
-            connections = back.len(),
-            ms = t0.elapsed().as_millis(),
-            "connections taken back after a restart"
-        );
-        back
     }
 }
 

@@ -1,7 +1,9 @@
 //! Undoing a connection: on Close, the cross-connect (ports and memif sockets) and then the veth
 //! pairs; after a failed build, the veth pairs it created.
 //!
-//! Contract: teardown never fails; what cannot be removed is logged. The ports leave the
+//! Contract: teardown never fails; what cannot be removed is logged. A connection cross-connected
+//! in the kernel loses its map entries (and its /metrics ports) first; the attachments go with
+//! the veths. The ports leave the
 //! dataplane before their devices are deleted (in a batch with other Closes: `reaper`), and
 //! their sockets are closed after.
 
@@ -16,11 +18,20 @@ impl Xconnect {
         // the veths are gone: deleting a device unbinds its AF_XDP sockets and detaches its XDP
         // program inside the kernel's own teardown (whose grace periods are expedited), while
         // closing them first costs a normal RCU grace period each.
-        let (dp, key) = (self.dataplane.clone(), id.to_string());
-        let retiring = tokio::task::spawn_blocking(move || crate::dataplane::unwire(&dp, &key))
-            .await
-            .map_err(|e| tracing::warn!("cross-connect removal task: {e}"))
-            .ok();
+        let retiring = match w.inkernel {
+            Some(ends) => {
+                self.hide_from_metrics(w);
+                self.inkernel.disconnect(ends);
+                None
+            }
+            None => {
+                let (dp, key) = (self.dataplane.clone(), id.to_string());
+                tokio::task::spawn_blocking(move || crate::dataplane::unwire(&dp, &key))
+                    .await
+                    .map_err(|e| tracing::warn!("cross-connect removal task: {e}"))
+                    .ok()
+            }
+        };
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "cross-connect removed");
         let veths = w
             .sides
