@@ -69,6 +69,88 @@ fn kernel2kernel_ping_refresh_close() {
     nothing_left(&s);
 }
 
+/// Kernel2Kernel carries TCP as super-packets (the default in-kernel cross-connect): the NSC's
+/// interface keeps TSO, the NSE's interface receives packets far larger than the MTU, no XDP
+/// program sits on the host veths, and /metrics counts the segments. A fall back to the
+/// AF_XDP path (one MTU-sized frame at a time) fails here.
+#[test]
+fn kernel2kernel_tcp_crosses_as_super_packets() {
+    require(&["iperf3", "ethtool"]);
+    let s = setup(&[]);
+    let mut nsc = start_nsc(&s, &[]);
+    let features = sh(&format!("ip netns exec {} ethtool -k nsm-1", s.nsc.0));
+    assert!(
+        features.contains("tcp-segmentation-offload: on"),
+        "TSO on the NSC's interface: {features}"
+    );
+    let host = sh("ip -d -o link show");
+    let vwire_veths: Vec<&str> = host
+        .lines()
+        .filter(|l| l.contains(": vwc") || l.contains(": vwe"))
+        .collect();
+    assert_eq!(vwire_veths.len(), 2, "two host veths: {host}");
+    assert!(
+        vwire_veths.iter().all(|l| !l.contains("xdp")),
+        "no XDP on the host veths: {vwire_veths:?}"
+    );
+    let dev = nse_iface(&s);
+    let rx = |what: &str| -> u64 {
+        sh(&format!(
+            "ip netns exec {} cat /sys/class/net/{dev}/statistics/{what}",
+            s.nse.0
+        ))
+        .trim()
+        .parse()
+        .expect("a counter")
+    };
+    let (bytes0, packets0) = (rx("rx_bytes"), rx("rx_packets"));
+    let server = Proc(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &s.nse.0,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "172.16.1.100",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3 -s"),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sh(&format!(
+        "ip netns exec {} iperf3 -c 172.16.1.100 -t 1 -f g",
+        s.nsc.0
+    ));
+    drop(server);
+    let (bytes, packets) = (rx("rx_bytes") - bytes0, rx("rx_packets") - packets0);
+    let per_packet = bytes / packets.max(1);
+    println!(
+        "TCP through vwire: {}; the NSE received {bytes} B in {packets} packets ({per_packet} B each)",
+        out.lines().find(|l| l.contains("receiver")).unwrap_or("?").trim()
+    );
+    assert!(
+        per_packet > 3498 + 14,
+        "super-packets reach the NSE ({per_packet} B a packet on average)"
+    );
+    let m = s.vw.scrape();
+    let segments: u64 =
+        m.0.iter()
+            .filter(|(k, _)| k.starts_with("vwire_port_rx_packets_total{port=\"vwc"))
+            .map(|(_, v)| v.parse::<u64>().unwrap_or(0))
+            .sum();
+    assert!(
+        segments > packets,
+        "/metrics counts segments ({segments}), more than the super-packets received ({packets})"
+    );
+    nsc.proc.terminate();
+    nothing_left(&s);
+}
+
 /// Kernel2Kernel with an IP payload: permanent neighbour entries on both kernel interfaces, so
 /// pings cross without any ARP.
 #[test]

@@ -276,7 +276,11 @@ async fn restart_keeps_the_datapath(mode: &str) {
         logs.matches(&format!("in_kernel={in_kernel}")).count(),
         10,
         "taken back {}:\n{logs}",
-        if in_kernel { "in the kernel" } else { "through AF_XDP" }
+        if in_kernel {
+            "in the kernel"
+        } else {
+            "through AF_XDP"
+        }
     );
     if in_kernel {
         assert!(
