@@ -245,7 +245,7 @@ async fn restart_keeps_the_datapath(mode: &str) {
         .collect();
     let worst = gaps.iter().copied().fold(0.0_f64, f64::max);
     println!(
-        "RESTART kill-to-restart {:.3} s; first reply after the restart began (s): {}; outage per connection (largest gap between ping replies, s): {}; worst {worst:.3} s; lost pings: {:?}; iperf3 Mbit/s per 0.5 s: {}",
+        "RESTART {mode}: kill-to-restart {:.3} s; first reply after the restart began (s): {}; outage per connection (largest gap between ping replies, s): {}; worst {worst:.3} s; lost pings: {:?}; iperf3 Mbit/s per 0.5 s: {}",
         restarted_at - killed_at,
         resumed.iter().map(|g| format!("{g:.3}")).collect::<Vec<_>>().join(" "),
         gaps.iter().map(|g| format!("{g:.3}")).collect::<Vec<_>>().join(" "),

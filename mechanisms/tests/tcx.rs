@@ -144,7 +144,9 @@ fn two_pods_talk_through_the_kernel_and_keep_their_super_packets() {
     let node = t.node.clone();
     let r = in_ns(&node, Redirector::load).expect("load the program");
     assert!(!t.ping(1), "no path before the cross-connect");
+    let t0 = std::time::Instant::now();
     let ends = in_ns(&node, || r.connect(HOST_C, HOST_E)).expect("connect");
+    eprintln!("connect (two TCX attaches): {:?}", t0.elapsed());
     assert!(t.ping(3), "ping through the cross-connect");
     assert!(in_ns(&node, || r.connected(HOST_C, HOST_E)).expect("query"));
     let attached_c = in_ns(&node, || attached(HOST_C, ends[0])).expect("query");
