@@ -69,7 +69,7 @@ fn kernel2kernel_ping_refresh_close() {
     nothing_left(&s);
 }
 
-/// Kernel2Kernel carries TCP as super-packets (the default in-kernel cross-connect): the NSC's
+/// Kernel2Kernel carries TCP as super-packets once moved into the kernel (the default): the NSC's
 /// interface keeps TSO, the NSE's interface receives packets far larger than the MTU, no XDP
 /// program sits on the host veths, and /metrics counts the segments. A fall back to the
 /// AF_XDP path (one MTU-sized frame at a time) fails here.
@@ -78,6 +78,12 @@ fn kernel2kernel_tcp_crosses_as_super_packets() {
     require(&["iperf3", "ethtool"]);
     let s = setup(&[]);
     let mut nsc = start_nsc(&s, &[]);
+    // Wired through the workers first, then moved into the kernel.
+    s.vw.wait_log(
+        "connection moved into the kernel",
+        1,
+        Duration::from_secs(10),
+    );
     let features = sh(&format!("ip netns exec {} ethtool -k nsm-1", s.nsc.0));
     assert!(
         features.contains("tcp-segmentation-offload: on"),

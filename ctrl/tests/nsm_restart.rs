@@ -141,6 +141,13 @@ async fn restart_keeps_the_datapath(mode: &str) {
     }
     drop(client);
     assert_eq!(state_files(&s).len(), 10, "one record per connection");
+    if mode == "tcx" {
+        s.vw.wait_log(
+            "connection moved into the kernel",
+            10,
+            Duration::from_secs(20),
+        );
+    }
     let before: Vec<_> = flows.iter().map(|f| link_identity(&f.ns)).collect();
 
     // Traffic: a ping every 10 ms on each connection, an iperf3 stream on the first.

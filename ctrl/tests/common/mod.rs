@@ -262,6 +262,20 @@ impl Vwire {
         )
     }
 
+    /// Waits up to `limit` until vwire has logged `line` at least `count` times; fails the test
+    /// with the logs otherwise.
+    pub fn wait_log(&self, line: &str, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.logs().matches(line).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "vwire did not log {line:?} {count} times within {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Scrapes /metrics.
     pub fn scrape(&self) -> Metrics {
         try_scrape(self.metrics)

@@ -5,9 +5,10 @@
 //! - KERNEL: a veth pair whose inner end moves into the namespace named by `inodeURL` and takes
 //!   the name in `name`; the host end is an AF_XDP port. The connection context is applied inside
 //!   (client: `src_ip_addrs`/`src_routes`; endpoint: `dst_ip_addrs`/`dst_routes`; MTU). When
-//!   both sides are KERNEL, the two host ends are instead cross-connected inside the kernel by a
-//!   TCX program (`inkernel`; `nsm.kernel_xconnect`, AF_XDP where the kernel cannot): kernel
-//!   speed, super-packets kept, and traffic that does not stop while vwire restarts.
+//!   both sides are KERNEL, the two host ends are then moved to a cross-connect inside the kernel
+//!   by a TCX program, right after the Request (`inkernel`; `nsm.kernel_xconnect`; they stay
+//!   with AF_XDP where the kernel cannot): kernel speed, super-packets kept, and traffic that
+//!   does not stop while vwire restarts.
 //! - MEMIF toward the client: vwire is the memif server on the abstract socket
 //!   `@/run/vwire/memif/<tag>/memif.socket` inside the client's namespace (`inodeURL`), and
 //!   returns that name as the mechanism's `socketfile`.
@@ -107,8 +108,9 @@ impl Built {
 pub(super) struct Wired {
     pub(super) sides: [Built; 2],
     /// For a KERNEL↔KERNEL connection cross-connected in the kernel (`inkernel`): the indexes
-    /// of the two host veths. `None`: the workers carry it.
-    pub(super) inkernel: Option<[u32; 2]>,
+    /// of the two host veths and the workers' counts before the move. `None`: the workers
+    /// carry it.
+    pub(super) inkernel: Option<inkernel::InKernelEnds>,
 }
 
 /// The xconnect element.
@@ -127,6 +129,10 @@ pub struct Xconnect {
     recovered: Mutex<HashMap<String, Wired>>,
     /// The in-kernel cross-connect of KERNEL↔KERNEL connections.
     inkernel: Arc<inkernel::InKernel>,
+    /// Moves KERNEL↔KERNEL connections into the kernel after their Request.
+    mover: inkernel::Mover,
+    /// Held while a connection's record changes (the mover's switch, Close's take).
+    switching: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Xconnect {
@@ -144,6 +150,14 @@ impl Xconnect {
         state_dir: Option<PathBuf>,
         kernel_xconnect: KernelXconnect,
     ) -> Self {
+        let inkernel = Arc::new(inkernel::InKernel::new(kernel_xconnect));
+        let switching = Arc::new(tokio::sync::Mutex::new(()));
+        let mover = inkernel::Mover::start(
+            metadata.clone(),
+            dataplane.clone(),
+            inkernel.clone(),
+            switching.clone(),
+        );
         Self {
             metadata,
             dataplane,
@@ -153,7 +167,9 @@ impl Xconnect {
             group,
             store: state::Store::open(state_dir),
             recovered: Mutex::new(HashMap::new()),
-            inkernel: Arc::new(inkernel::InKernel::new(kernel_xconnect)),
+            inkernel,
+            mover,
+            switching,
         }
     }
 
@@ -175,6 +191,16 @@ impl Xconnect {
     /// closed them all).
     pub fn forget_state(&self) {
         self.store.remove_if_empty();
+    }
+
+    /// Records connection `id` as wired by `w`, and queues it for the move into the kernel if
+    /// it is to go there.
+    fn settle(&self, id: &str, w: Wired) {
+        let moves = self.mover.wants(&w, &self.inkernel);
+        self.metadata.set(id, w);
+        if moves {
+            self.mover.queue(id);
+        }
     }
 
     fn take_recovered(&self, id: &str) -> Option<Wired> {
@@ -199,7 +225,7 @@ impl Xconnect {
             m.memif_mut().set_socketfile(socket);
         }
         let totals = match w.inkernel {
-            Some(ends) => self.inkernel.totals(ends),
+            Some(e) => self.inkernel.totals(&e),
             None => self
                 .dataplane
                 .lock()
@@ -277,19 +303,22 @@ impl Element for Xconnect {
                     tracing::info!(%id, "refresh of a connection taken back after a restart: adopted");
                     self.annotate(&id, &w, &mut c);
                     self.record(&id, &c, &w);
-                    self.metadata.set(&id, w);
+                    self.settle(&id, w);
                     return Ok(c);
                 }
                 tracing::info!(%id, "the refresh of a connection taken back after a restart asks for other interfaces: rebuilding it");
                 self.forget(&id);
                 self.unwire(&id, &w).await;
             }
-            match self.wire(&id, &c).await {
+            let wiring = self.mover.wiring();
+            let wired = self.wire(&id, &c).await;
+            drop(wiring);
+            match wired {
                 Ok(w) => {
                     tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), "connection wired");
                     self.annotate(&id, &w, &mut c);
                     self.record(&id, &c, &w);
-                    self.metadata.set(&id, w);
+                    self.settle(&id, w);
                     Ok(c)
                 }
                 Err(e) => {
@@ -304,10 +333,12 @@ impl Element for Xconnect {
 
     fn close<'a>(&'a self, conn: Connection, next: Next<'a>) -> BoxFut<'a, Result<(), Status>> {
         Box::pin(async move {
-            let wired = self
-                .metadata
-                .take::<Wired>(&conn.id)
-                .or_else(|| self.take_recovered(&conn.id));
+            let wired = {
+                let _switch = self.switching.lock().await;
+                self.metadata
+                    .take::<Wired>(&conn.id)
+                    .or_else(|| self.take_recovered(&conn.id))
+            };
             if let Some(w) = wired {
                 self.forget(&conn.id);
                 self.unwire(&conn.id, &w).await;

@@ -171,7 +171,7 @@ impl Xconnect {
                 record.sides[1].host.clone(),
             );
             let inkernel = match tokio::task::spawn_blocking(move || xc.adopt(&a, &b)).await {
-                Ok(Ok(ends)) => ends,
+                Ok(Ok(ends)) => ends.map(super::inkernel::InKernelEnds::new),
                 Ok(Err(e)) => {
                     tracing::warn!(%id, "looking for the connection's in-kernel cross-connect: {e}");
                     None
@@ -193,7 +193,7 @@ impl Xconnect {
                 }),
                 inkernel,
             };
-            self.show_in_metrics(&w);
+            super::inkernel::show_in_metrics(&self.dataplane, &self.inkernel, &w);
             tracing::info!(%id, client = %w.sides[0].describe(), endpoint = %w.sides[1].describe(), in_kernel = inkernel.is_some(), "connection taken back after a restart");
             self.recovered
                 .lock()

@@ -19,9 +19,9 @@ impl Xconnect {
         // program inside the kernel's own teardown (whose grace periods are expedited), while
         // closing them first costs a normal RCU grace period each.
         let retiring = match w.inkernel {
-            Some(ends) => {
-                self.hide_from_metrics(w);
-                self.inkernel.disconnect(ends);
+            Some(e) => {
+                super::inkernel::hide_from_metrics(&self.dataplane, w);
+                self.inkernel.disconnect(e.ends);
                 None
             }
             None => {

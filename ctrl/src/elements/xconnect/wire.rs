@@ -105,31 +105,26 @@ impl Xconnect {
             })
             .collect();
         self.own(built.iter().filter_map(Built::host_veth)).await;
-        let inkernel = match self
+        let result = self
             .build(id, &tag, ip_payload, &host, &mut sides, &built)
-            .await
-        {
-            Ok(inkernel) => inkernel,
-            Err(e) => {
-                undo_veths(&host, &built).await;
-                self.disown(built.iter().filter_map(Built::host_veth)).await;
-                return Err(e);
-            }
-        };
+            .await;
+        if let Err(e) = result {
+            undo_veths(&host, &built).await;
+            self.disown(built.iter().filter_map(Built::host_veth)).await;
+            return Err(e);
+        }
         let [client, endpoint]: [Built; 2] = built
             .try_into()
             .map_err(|_| Status::internal("two sides expected"))?;
-        let w = Wired {
+        Ok(Wired {
             sides: [client, endpoint],
-            inkernel,
-        };
-        self.show_in_metrics(&w);
-        Ok(w)
+            inkernel: None,
+        })
     }
 
-    /// Creates the veths, applies the contexts, and cross-connects: in the kernel for two
-    /// KERNEL sides when it can (returning the host veths' indexes), through the workers
-    /// otherwise. The caller cleans up the veths on failure.
+    /// Creates the veths, applies the contexts, and cross-connects through the workers (a
+    /// KERNEL↔KERNEL connection moves into the kernel afterwards: `inkernel`). The caller cleans
+    /// up the veths on failure.
     async fn build(
         &self,
         id: &str,
@@ -138,7 +133,7 @@ impl Xconnect {
         host: &NetlinkIn,
         sides: &mut [Building],
         built: &[Built],
-    ) -> Result<Option<[u32; 2]>, Status> {
+    ) -> Result<(), Status> {
         let t0 = std::time::Instant::now();
         let mtu = sides.first().and_then(|b| b.ctx.mtu);
         for (b, out) in sides.iter_mut().zip(built) {
@@ -202,19 +197,6 @@ impl Xconnect {
             }
         }
         tracing::debug!(%id, ms = t0.elapsed().as_millis(), "interfaces and contexts ready");
-        if let [Built::Kernel { host: a, .. }, Built::Kernel { host: b, .. }] = built {
-            let (xc, a, b) = (self.inkernel.clone(), a.clone(), b.clone());
-            let connected = tokio::task::spawn_blocking(move || xc.connect(&a, &b))
-                .await
-                .map_err(|e| Status::internal(format!("in-kernel cross-connect task: {e}")))?
-                .map_err(|e| {
-                    Status::failed_precondition(format!("cross-connecting in the kernel: {e}"))
-                })?;
-            if let Some(ends) = connected {
-                tracing::debug!(%id, ms = t0.elapsed().as_millis(), "cross-connected in the kernel");
-                return Ok(Some(ends));
-            }
-        }
         let mode = if ip_payload { Mode::Ip } else { Mode::Ethernet };
         let specs: Vec<Option<PortSpec>> = sides
             .iter()
@@ -270,7 +252,6 @@ impl Xconnect {
             })
         })
         .await
-        .map_err(|e| Status::internal(format!("wiring task: {e}")))??;
-        Ok(None)
+        .map_err(|e| Status::internal(format!("wiring task: {e}")))?
     }
 }
