@@ -154,6 +154,14 @@ vwire_up() {
     sleep 0.1
   done
   grep -q '^connected' "$WORK/nsc.out" || fail_window "vwire (mode '${1:-default}'): no connection"
+  # With tcx the connection is wired through the workers first and moved into the kernel just after.
+  if [ "${1:-tcx}" = tcx ]; then
+    for _ in $(seq 100); do
+      grep -q 'moved into the kernel' "$WORK/vwire.log" && break
+      sleep 0.05
+    done
+    grep -q 'moved into the kernel' "$WORK/vwire.log" || fail_window "vwire: the connection did not move into the kernel"
+  fi
   read -r _ _ src dst < "$WORK/nsc.out"
   [ "$src $dst" = "$NSC_IP $NSE_IP" ] || fail_window "vwire-nsc got $src → $dst, expected $NSC_IP → $NSE_IP"
   IF_C=nsm-1
