@@ -4,9 +4,12 @@
 //! A KERNEL↔KERNEL connection's veths outlive a vwire killed with SIGKILL: the pods keep their
 //! interfaces, addresses and routes, only the AF_XDP sockets (and with them the XDP programs)
 //! go. At start, before the NSM API is served and before the garbage collection runs, each
-//! record of `state` whose two host veths still exist in this instance's link group gets its
-//! AF_XDP ports opened and cross-connected again, and its veths marked as owned: traffic flows
-//! again without the pods seeing a link change. The connection then waits in
+//! record of `state` whose two host veths still exist in this instance's link group is taken
+//! back, its veths marked as owned: a connection the previous run had moved into the kernel
+//! (`inkernel`) still has its TCX program, whose traffic never stopped, and is adopted with it;
+//! any other gets its AF_XDP ports opened and cross-connected again (traffic flows again without
+//! the pods seeing a link change) and moves into the kernel at its first refresh when the kernel
+//! path is wanted. The connection then waits in
 //! `Xconnect::recovered` for its first refresh (nsmgr's heal or the client's own), which adopts
 //! it when it asks for the same interfaces, or rebuilds it when it does not; a Close or the
 //! expiry (timeout, with a grace) tears it down as any other.
@@ -170,12 +173,12 @@ impl Xconnect {
                 record.sides[0].host.clone(),
                 record.sides[1].host.clone(),
             );
-            let inkernel = match tokio::task::spawn_blocking(move || xc.adopt(&a, &b)).await {
-                Ok(Ok(ends)) => ends.map(super::inkernel::InKernelEnds::new),
-                Ok(Err(e)) => {
-                    tracing::warn!(%id, "looking for the connection's in-kernel cross-connect: {e}");
-                    None
-                }
+            let found = tokio::task::spawn_blocking(move || xc.adopt(&a, &b))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let inkernel = match found {
+                Ok(ends) => ends.map(super::inkernel::InKernelEnds::new),
                 Err(e) => {
                     tracing::warn!(%id, "looking for the connection's in-kernel cross-connect: {e}");
                     None
