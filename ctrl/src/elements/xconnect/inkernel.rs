@@ -127,13 +127,17 @@ impl InKernel {
 
     /// Takes back a connection of the previous run cross-connected in the kernel between host
     /// veths `a` and `b`, whatever the configured mode (its traffic never stopped): its ends,
-    /// or `None` if it is not cross-connected by vwire's program (the caller tries AF_XDP).
+    /// or `None` if it is not cross-connected by vwire's program (the caller tries AF_XDP), as
+    /// on a kernel without TCX.
     pub(super) fn adopt(&self, a: &str, b: &str) -> Result<Option<[u32; 2]>, TcxError> {
         let mut s = self.state();
         let r = match &s.redirector {
             Some(r) => r.clone(),
-            None => match Redirector::adopt(a)? {
-                Some(r) => {
+            None => match Redirector::adopt(a) {
+                Err(e) if e.unsupported() => return Ok(None),
+                Err(e) => return Err(e),
+                Ok(None) => return Ok(None),
+                Ok(Some(r)) => {
                     let r = Arc::new(r);
                     tracing::info!(
                         prog_id = r.prog_id(),
@@ -142,7 +146,6 @@ impl InKernel {
                     s.redirector = Some(r.clone());
                     r
                 }
-                None => return Ok(None),
             },
         };
         drop(s);
