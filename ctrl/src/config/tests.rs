@@ -765,3 +765,17 @@ fn connection_state_and_frames_have_defaults_and_checks() {
         "{e}"
     );
 }
+
+#[test]
+fn kernel_xconnect_defaults_to_tcx_and_is_checked() {
+    assert_eq!(p("", &[]).unwrap().kernel_xconnect, KernelXconnect::Tcx);
+    let c = p("[nsm]\nkernel_xconnect = \"afxdp\"", &[]).unwrap();
+    assert_eq!(c.kernel_xconnect, KernelXconnect::Afxdp);
+    let c = p("", &[("VWIRE_NSM_KERNEL_XCONNECT", "afxdp")]).unwrap();
+    assert_eq!(c.kernel_xconnect, KernelXconnect::Afxdp);
+    let e = err("[nsm]\nkernel_xconnect = \"veth\"", &[]);
+    assert!(
+        e.contains("nsm.kernel_xconnect") && e.contains("\"tcx\" or \"afxdp\""),
+        "{e}"
+    );
+}

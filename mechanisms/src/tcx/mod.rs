@@ -308,3 +308,36 @@ pub fn attached(ifname: &str, index: u32) -> Result<Vec<u32>, TcxError> {
     let n = usize::try_from(a.count).unwrap_or(0).min(ids.len());
     Ok(ids[..n].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bpf_err(errno: i32) -> TcxError {
+        TcxError::Bpf {
+            ifname: "x".into(),
+            what: "attaching",
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn only_a_kernel_without_the_hook_or_helper_is_unsupported() {
+        // An attach type the kernel does not know (Linux < 6.6), or no such operation.
+        assert!(bpf_err(libc::EINVAL).unsupported());
+        assert!(bpf_err(libc::EOPNOTSUPP).unsupported());
+        assert!(bpf_err(524).unsupported());
+        // A refusal by the verifier (no bpf_redirect_peer for TC programs).
+        assert!(TcxError::Load(AfXdpError::Verifier {
+            ifname: "tcx".into(),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            log: String::new(),
+        })
+        .unsupported());
+        // Failures of one connection, not of the kernel.
+        assert!(!bpf_err(libc::ENODEV).unsupported());
+        assert!(!bpf_err(libc::EEXIST).unsupported());
+        assert!(!bpf_err(libc::EPERM).unsupported());
+        assert!(!TcxError::NoSuchInterface("vwc1".into()).unsupported());
+    }
+}
